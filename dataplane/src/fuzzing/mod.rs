@@ -1,0 +1,6 @@
+//! Entry points shared by the fuzz targets (`fuzz/fuzz_targets/*.rs`) and the seed-corpus replay
+//! test (`dataplane/tests/fuzz_corpus.rs`). Each function takes arbitrary bytes and must never panic;
+//! where it can, it also checks an invariant (parse → emit → parse gives the same representation).
+#![doc(hidden)]
+
+pub mod wire;

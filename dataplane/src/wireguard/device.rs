@@ -1,0 +1,1035 @@
+//! [`Device`]: our static identity, the peer table (by public key and by receiver index), and the
+//! three entry points an IO driver calls — [`Device::encapsulate`] for a packet to send,
+//! [`Device::decapsulate`] for a datagram received, [`Device::handle_timeout`] when the deadline
+//! from [`Device::poll_timeout`] passes — plus [`Device::poll_transmit`] to drain what the
+//! protocol itself wants to send (handshakes, cookie replies, keepalives, staged packets).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use rand_core::{CryptoRng, RngCore};
+
+use super::constants::*;
+use super::cookie::{CookieChecker, CookieReplyError, CookieState, MacVerdict, RateLimiter};
+use super::handshake::{
+    consume_initiation, consume_response, create_initiation, create_response,
+    decrypt_initiator_static, tai64n, HandshakeError, PeerKeys, StaticIdentity,
+};
+use super::peer::{HandshakeSlot, Peer, PeerConfig, PeerId, PeerStats, Slot};
+use super::session::{padded_len, Keypair, OpenFailure};
+use super::timers::TimerKind;
+use super::{PublicKey, StaticSecret};
+use crate::wire::wireguard::{
+    CookieReply, Initiation, MessageType, Response, TransportData, COOKIE_REPLY_LEN,
+    DATA_HEADER_LEN, INITIATION_LEN, RESPONSE_LEN, TAG_LEN,
+};
+
+/// Device-wide settings.
+#[derive(Clone)]
+pub struct DeviceConfig {
+    /// Our static private key.
+    pub private_key: [u8; 32],
+    /// MTU of the tunnel interface: plaintexts are padded up to a multiple of 16 but never past it.
+    pub mtu: usize,
+    /// Handshake messages per second above which we answer with cookie replies instead of doing
+    /// Diffie-Hellman (0: always demand a cookie).
+    pub under_load_threshold: u32,
+}
+
+impl DeviceConfig {
+    /// Defaults: MTU 1420, under load above 512 handshake messages a second (Linux's queue-based
+    /// threshold, expressed as a rate).
+    pub fn new(private_key: [u8; 32]) -> Self {
+        Self {
+            private_key,
+            mtu: 1420,
+            under_load_threshold: 512,
+        }
+    }
+}
+
+impl core::fmt::Debug for DeviceConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DeviceConfig")
+            .field("mtu", &self.mtu)
+            .field("under_load_threshold", &self.under_load_threshold)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A datagram the protocol wants sent. Control traffic only (handshakes, cookie replies,
+/// keepalives, packets staged during a handshake): the data path never goes through here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The peer it concerns (none for a cookie reply to an unauthenticated source).
+    pub peer: Option<PeerId>,
+    /// Where to send it.
+    pub dst: SocketAddr,
+    /// The WireGuard message.
+    pub payload: Vec<u8>,
+}
+
+/// Outcome of [`Device::encapsulate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encapsulated {
+    /// `buf[..len]` is a transport message to send to `dst`.
+    Ready { len: usize, dst: SocketAddr },
+    /// No usable session: the packet was copied aside and a handshake started; it goes out
+    /// through [`Device::poll_transmit`] once the handshake completes.
+    Staged,
+}
+
+/// Why a packet could not be encapsulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("no such peer")]
+    UnknownPeer,
+    #[error("buffer too small: need {needed} bytes, have {actual}")]
+    BufferTooSmall { needed: usize, actual: usize },
+    #[error("peer has no endpoint")]
+    NoEndpoint,
+}
+
+/// Outcome of [`Device::decapsulate`] for a datagram that was accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received<'a> {
+    /// A decrypted inner IP packet (padding stripped), in place inside the datagram buffer.
+    Packet { peer: PeerId, packet: &'a mut [u8] },
+    /// An authenticated keepalive.
+    Keepalive { peer: PeerId },
+    /// A handshake initiation was accepted and a response queued.
+    HandshakeInitiation { peer: PeerId },
+    /// Our initiation was answered: a new session is in use.
+    HandshakeComplete { peer: PeerId },
+    /// A cookie reply to one of our handshake messages was taken.
+    CookieReply { peer: PeerId },
+    /// We are under load and the sender had no valid cookie: a cookie reply was queued.
+    CookieReplySent,
+}
+
+/// Why a datagram was dropped. Each maps to a [`DropReason`] counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    #[error("malformed message: {0}")]
+    Malformed(#[from] crate::wire::Error),
+    #[error("unknown receiver index")]
+    UnknownIndex,
+    #[error("initiation from an unknown public key")]
+    UnknownPeer,
+    #[error("invalid MAC1")]
+    InvalidMac1,
+    #[error("handshake rate limit exceeded for source")]
+    RateLimited,
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("initiation timestamp not newer than the last one (replay)")]
+    StaleTimestamp,
+    #[error("initiations arriving too fast from this peer")]
+    InitiationFlood,
+    #[error("response does not match a handshake in flight")]
+    UnexpectedResponse,
+    #[error("cookie reply unexpected")]
+    UnexpectedCookieReply,
+    #[error("cookie reply does not decrypt")]
+    InvalidCookieReply,
+    #[error("session expired")]
+    Expired,
+    #[error("replayed or too old counter")]
+    Replay,
+    #[error("transport message does not authenticate")]
+    Decrypt,
+    #[error("decrypted payload is not an IP packet")]
+    InvalidInnerPacket,
+}
+
+/// Counter classes for dropped datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    Malformed,
+    UnknownIndex,
+    UnknownPeer,
+    InvalidMac,
+    RateLimited,
+    HandshakeFailed,
+    HandshakeReplay,
+    Cookie,
+    Expired,
+    Replay,
+    Decrypt,
+    InvalidInnerPacket,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 12] = [
+        DropReason::Malformed,
+        DropReason::UnknownIndex,
+        DropReason::UnknownPeer,
+        DropReason::InvalidMac,
+        DropReason::RateLimited,
+        DropReason::HandshakeFailed,
+        DropReason::HandshakeReplay,
+        DropReason::Cookie,
+        DropReason::Expired,
+        DropReason::Replay,
+        DropReason::Decrypt,
+        DropReason::InvalidInnerPacket,
+    ];
+
+    /// Stable name for logs and `vxwg status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownIndex => "unknown_index",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::InvalidMac => "invalid_mac",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::HandshakeFailed => "handshake_failed",
+            DropReason::HandshakeReplay => "handshake_replay",
+            DropReason::Cookie => "cookie",
+            DropReason::Expired => "expired",
+            DropReason::Replay => "replay",
+            DropReason::Decrypt => "decrypt",
+            DropReason::InvalidInnerPacket => "invalid_inner_packet",
+        }
+    }
+}
+
+impl RecvError {
+    /// The counter this drop is accounted under.
+    pub fn reason(&self) -> DropReason {
+        match self {
+            RecvError::Malformed(_) => DropReason::Malformed,
+            RecvError::UnknownIndex => DropReason::UnknownIndex,
+            RecvError::UnknownPeer => DropReason::UnknownPeer,
+            RecvError::InvalidMac1 => DropReason::InvalidMac,
+            RecvError::RateLimited => DropReason::RateLimited,
+            RecvError::Handshake(_) | RecvError::UnexpectedResponse => DropReason::HandshakeFailed,
+            RecvError::StaleTimestamp | RecvError::InitiationFlood => DropReason::HandshakeReplay,
+            RecvError::UnexpectedCookieReply | RecvError::InvalidCookieReply => DropReason::Cookie,
+            RecvError::Expired => DropReason::Expired,
+            RecvError::Replay => DropReason::Replay,
+            RecvError::Decrypt => DropReason::Decrypt,
+            RecvError::InvalidInnerPacket => DropReason::InvalidInnerPacket,
+        }
+    }
+}
+
+/// Why a peer could not be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    #[error("a peer with this public key already exists")]
+    Duplicate,
+    #[error("public key is a low-order point")]
+    LowOrderKey,
+    #[error("public key is our own")]
+    OwnKey,
+}
+
+/// Everything peers share: identity, index table, RNG, transmit queue.
+struct Shared {
+    identity: StaticIdentity,
+    by_index: HashMap<u32, PeerId>,
+    rng: Box<dyn RngCore + Send>,
+    transmits: VecDeque<Transmit>,
+    mtu: usize,
+    clock_base: (Instant, SystemTime),
+}
+
+impl Shared {
+    fn wall(&self, now: Instant) -> SystemTime {
+        self.clock_base.1 + now.saturating_duration_since(self.clock_base.0)
+    }
+
+    fn allocate_index(&mut self, peer: PeerId) -> u32 {
+        loop {
+            let index = self.rng.next_u32();
+            if let std::collections::hash_map::Entry::Vacant(e) = self.by_index.entry(index) {
+                e.insert(peer);
+                return index;
+            }
+        }
+    }
+
+    fn jitter(&mut self) -> Duration {
+        Duration::from_nanos(
+            u64::from(self.rng.next_u32()) % REKEY_TIMEOUT_JITTER_MAX.as_nanos() as u64,
+        )
+    }
+}
+
+/// A WireGuard interface's protocol state. See the module documentation for the call protocol.
+pub struct Device {
+    shared: Shared,
+    peers: Vec<Option<Peer>>,
+    free_slots: Vec<u32>,
+    by_key: HashMap<[u8; 32], PeerId>,
+    checker: CookieChecker,
+    rate_limiter: RateLimiter,
+    under_load_threshold: u32,
+    load_window: (Instant, u32),
+    under_load_until: Option<Instant>,
+    drops: [u64; DropReason::ALL.len()],
+}
+
+impl Device {
+    /// A device with no peers. `rng` supplies every random value the protocol uses (ephemeral
+    /// keys, indices, cookie secrets, jitter); `now` and `wall` pair the monotonic clock the caller
+    /// will pass in with wall-clock time, once, for TAI64N timestamps and handshake times.
+    pub fn new<R>(config: DeviceConfig, rng: R, now: Instant, wall: SystemTime) -> Self
+    where
+        R: RngCore + CryptoRng + Send + 'static,
+    {
+        let identity = StaticIdentity::new(StaticSecret::from(config.private_key));
+        let checker = CookieChecker::new(identity.public().as_bytes());
+        Self {
+            shared: Shared {
+                identity,
+                by_index: HashMap::new(),
+                rng: Box::new(rng),
+                transmits: VecDeque::new(),
+                mtu: config.mtu,
+                clock_base: (now, wall),
+            },
+            peers: Vec::new(),
+            free_slots: Vec::new(),
+            by_key: HashMap::new(),
+            checker,
+            rate_limiter: RateLimiter::default(),
+            under_load_threshold: config.under_load_threshold,
+            load_window: (now, 0),
+            under_load_until: None,
+            drops: [0; DropReason::ALL.len()],
+        }
+    }
+
+    /// Our static public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.shared.identity.public().to_bytes()
+    }
+
+    /// The tunnel MTU used for padding.
+    pub fn mtu(&self) -> usize {
+        self.shared.mtu
+    }
+
+    /// Changes the tunnel MTU used for padding.
+    pub fn set_mtu(&mut self, mtu: usize) {
+        self.shared.mtu = mtu;
+    }
+
+    /// Adds a peer.
+    pub fn add_peer(&mut self, config: PeerConfig) -> Result<PeerId, PeerError> {
+        if self.by_key.contains_key(&config.public_key) {
+            return Err(PeerError::Duplicate);
+        }
+        if config.public_key == self.public_key() {
+            return Err(PeerError::OwnKey);
+        }
+        let keys = PeerKeys::new(
+            &self.shared.identity,
+            PublicKey::from(config.public_key),
+            config.preshared_key,
+        )
+        .map_err(|_| PeerError::LowOrderKey)?;
+        let peer = Peer::new(keys, CookieState::new(&config.public_key), &config);
+        let id = match self.free_slots.pop() {
+            Some(slot) => {
+                self.peers[slot as usize] = Some(peer);
+                PeerId(slot)
+            }
+            None => {
+                self.peers.push(Some(peer));
+                PeerId(self.peers.len() as u32 - 1)
+            }
+        };
+        self.by_key.insert(config.public_key, id);
+        Ok(id)
+    }
+
+    /// Removes a peer and every session, index and queued transmit it had.
+    pub fn remove_peer(&mut self, id: PeerId) -> bool {
+        let Some(peer) = self.peers.get_mut(id.index()).and_then(Option::take) else {
+            return false;
+        };
+        for index in peer.local_indices() {
+            self.shared.by_index.remove(&index);
+        }
+        self.by_key.remove(peer.keys.public.as_bytes());
+        self.shared.transmits.retain(|t| t.peer != Some(id));
+        self.free_slots.push(id.0);
+        true
+    }
+
+    /// The peer with this public key.
+    pub fn peer_by_key(&self, public_key: &[u8; 32]) -> Option<PeerId> {
+        self.by_key.get(public_key).copied()
+    }
+
+    /// All peers.
+    pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.is_some())
+            .map(|(i, _)| PeerId(i as u32))
+    }
+
+    fn peer(&self, id: PeerId) -> Option<&Peer> {
+        self.peers.get(id.index()).and_then(Option::as_ref)
+    }
+
+    /// A peer's public key.
+    pub fn peer_public_key(&self, id: PeerId) -> Option<[u8; 32]> {
+        self.peer(id).map(|p| p.keys.public.to_bytes())
+    }
+
+    /// A peer's current endpoint (configured, or learned from its last authenticated packet).
+    pub fn peer_endpoint(&self, id: PeerId) -> Option<SocketAddr> {
+        self.peer(id).and_then(|p| p.endpoint)
+    }
+
+    /// Sets a peer's endpoint.
+    pub fn set_peer_endpoint(&mut self, id: PeerId, endpoint: Option<SocketAddr>) {
+        if let Some(p) = self.peers.get_mut(id.index()).and_then(Option::as_mut) {
+            p.endpoint = endpoint;
+        }
+    }
+
+    /// A peer's counters.
+    pub fn peer_stats(&self, id: PeerId) -> Option<PeerStats> {
+        self.peer(id).map(|p| p.stats)
+    }
+
+    /// Whether the peer has a session we can send on now.
+    pub fn has_session(&self, id: PeerId, now: Instant) -> bool {
+        self.peer(id)
+            .and_then(|p| p.current.as_ref())
+            .is_some_and(|k| k.can_send(now))
+    }
+
+    /// Datagrams dropped, by reason.
+    pub fn drops(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().map(|&r| (r, self.drops[r as usize]))
+    }
+
+    /// Datagrams dropped for one reason.
+    pub fn drop_count(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// Starts a handshake with a peer now (as `wg`'s first packet would), unless one was sent
+    /// less than REKEY_TIMEOUT ago.
+    pub fn initiate_handshake(&mut self, id: PeerId, now: Instant) {
+        if let Some(peer) = self.peers.get_mut(id.index()).and_then(Option::as_mut) {
+            send_initiation(peer, id, &mut self.shared, now, false);
+        }
+    }
+
+    /// Encrypts one packet for `peer` in place.
+    ///
+    /// `buf[HEADROOM..HEADROOM + payload_len]` holds the plaintext IP packet, and `buf` extends at
+    /// least [`super::TAILROOM`] bytes past it. On [`Encapsulated::Ready`], `buf[..len]` is the
+    /// transport message. No allocation happens unless the packet must be staged.
+    #[inline]
+    pub fn encapsulate(
+        &mut self,
+        id: PeerId,
+        buf: &mut [u8],
+        payload_len: usize,
+        now: Instant,
+    ) -> Result<Encapsulated, SendError> {
+        let peer = self
+            .peers
+            .get_mut(id.index())
+            .and_then(Option::as_mut)
+            .ok_or(SendError::UnknownPeer)?;
+        let needed = DATA_HEADER_LEN + padded_len(payload_len, self.shared.mtu) + TAG_LEN;
+        if buf.len() < needed {
+            return Err(SendError::BufferTooSmall {
+                needed,
+                actual: buf.len(),
+            });
+        }
+        if peer.current.as_ref().is_some_and(|k| k.can_send(now)) {
+            let dst = peer.endpoint.ok_or(SendError::NoEndpoint)?;
+            let len = seal_for_peer(peer, id, &mut self.shared, buf, payload_len, now);
+            return Ok(Encapsulated::Ready { len, dst });
+        }
+        stage(peer, &buf[DATA_HEADER_LEN..DATA_HEADER_LEN + payload_len]);
+        send_initiation(peer, id, &mut self.shared, now, false);
+        Ok(Encapsulated::Staged)
+    }
+
+    /// Processes one received datagram from `src`. Decryption happens in place in `datagram`.
+    pub fn decapsulate<'a>(
+        &mut self,
+        src: SocketAddr,
+        datagram: &'a mut [u8],
+        now: Instant,
+    ) -> Result<Received<'a>, RecvError> {
+        let result = self.decapsulate_inner(src, datagram, now);
+        if let Err(e) = &result {
+            self.drops[e.reason() as usize] += 1;
+        }
+        result
+    }
+
+    fn decapsulate_inner<'a>(
+        &mut self,
+        src: SocketAddr,
+        datagram: &'a mut [u8],
+        now: Instant,
+    ) -> Result<Received<'a>, RecvError> {
+        match MessageType::classify(datagram)? {
+            MessageType::TransportData => self.recv_data(src, datagram, now),
+            MessageType::HandshakeInitiation | MessageType::HandshakeResponse => {
+                let under_load = self.note_handshake_load(now);
+                match self
+                    .checker
+                    .verify(datagram, src, under_load, now, &mut *self.shared.rng)
+                {
+                    MacVerdict::InvalidMac1 => return Err(RecvError::InvalidMac1),
+                    MacVerdict::Mac1Only if under_load => {
+                        // Same offset in both messages.
+                        let sender = u32::from_le_bytes([
+                            datagram[4],
+                            datagram[5],
+                            datagram[6],
+                            datagram[7],
+                        ]);
+                        let mut reply = [0u8; COOKIE_REPLY_LEN];
+                        self.checker.make_reply(
+                            datagram,
+                            sender,
+                            src,
+                            now,
+                            &mut *self.shared.rng,
+                            &mut reply,
+                        );
+                        self.shared.transmits.push_back(Transmit {
+                            peer: None,
+                            dst: src,
+                            payload: reply.to_vec(),
+                        });
+                        return Ok(Received::CookieReplySent);
+                    }
+                    MacVerdict::Mac2Valid if !self.rate_limiter.allow(src.ip(), now) => {
+                        return Err(RecvError::RateLimited);
+                    }
+                    _ => {}
+                }
+                if datagram.len() == INITIATION_LEN {
+                    self.recv_initiation(src, datagram, now)
+                } else {
+                    self.recv_response(src, datagram, now)
+                }
+            }
+            MessageType::CookieReply => {
+                let reply = CookieReply::new_unchecked(&*datagram);
+                let id = *self
+                    .shared
+                    .by_index
+                    .get(&reply.receiver_index())
+                    .ok_or(RecvError::UnknownIndex)?;
+                let peer = self.peers[id.index()]
+                    .as_mut()
+                    .ok_or(RecvError::UnknownIndex)?;
+                peer.cookie
+                    .consume_reply(&reply, now)
+                    .map_err(|e| match e {
+                        CookieReplyError::Unexpected => RecvError::UnexpectedCookieReply,
+                        CookieReplyError::Invalid => RecvError::InvalidCookieReply,
+                    })?;
+                Ok(Received::CookieReply { peer: id })
+            }
+        }
+    }
+
+    /// Counts a handshake message toward the load estimate; true while under load.
+    fn note_handshake_load(&mut self, now: Instant) -> bool {
+        let (start, count) = &mut self.load_window;
+        if now.saturating_duration_since(*start) >= Duration::from_secs(1) {
+            *start = now;
+            *count = 0;
+        }
+        *count += 1;
+        if *count > self.under_load_threshold {
+            self.under_load_until = Some(now + UNDER_LOAD_HOLD);
+        }
+        self.under_load_until.is_some_and(|until| now < until)
+    }
+
+    fn recv_initiation<'a>(
+        &mut self,
+        src: SocketAddr,
+        msg: &'a [u8],
+        now: Instant,
+    ) -> Result<Received<'a>, RecvError> {
+        let view = Initiation::new_unchecked(msg);
+        let partial = decrypt_initiator_static(&self.shared.identity, &view)?;
+        let id = *self
+            .by_key
+            .get(partial.initiator_static.as_bytes())
+            .ok_or(RecvError::UnknownPeer)?;
+        let peer = self.peers[id.index()]
+            .as_mut()
+            .ok_or(RecvError::UnknownPeer)?;
+        let consumed = consume_initiation(partial, &peer.keys, &view)?;
+        if consumed.timestamp <= peer.greatest_timestamp {
+            return Err(RecvError::StaleTimestamp);
+        }
+        let min_gap = Duration::from_secs(1) / INITIATIONS_PER_SECOND;
+        if peer
+            .last_initiation_consumed
+            .is_some_and(|t| now.saturating_duration_since(t) < min_gap)
+        {
+            return Err(RecvError::InitiationFlood);
+        }
+        peer.greatest_timestamp = consumed.timestamp;
+        peer.last_initiation_consumed = Some(now);
+
+        // Simultaneous initiations: theirs wins, ours is abandoned.
+        if let HandshakeSlot::InitiationSent { local_index, .. } =
+            std::mem::replace(&mut peer.handshake, HandshakeSlot::None)
+        {
+            self.shared.by_index.remove(&local_index);
+        }
+        let sh = &mut self.shared;
+        let index = sh.allocate_index(id);
+        let mut response = [0u8; RESPONSE_LEN];
+        let keys = match create_response(
+            consumed,
+            &peer.keys,
+            index,
+            view.sender_index(),
+            &mut *sh.rng,
+            &mut Response::new_unchecked(&mut response[..]),
+        ) {
+            Ok(keys) => keys,
+            Err(e) => {
+                sh.by_index.remove(&index);
+                return Err(e.into());
+            }
+        };
+        peer.cookie.add_macs(&mut response, now);
+        let keypair = Keypair::new(&keys, index, view.sender_index(), false, now);
+        // The responder may not send on this session until the initiator proves it has it.
+        drop_keypair(sh, peer.next.replace(Box::new(keypair)));
+        drop_keypair(sh, peer.previous.take());
+
+        peer.endpoint = Some(src);
+        peer.stats.rx_bytes += msg.len() as u64;
+        authenticated_received(peer, now);
+        session_derived(peer, now);
+        sh.transmits.push_back(Transmit {
+            peer: Some(id),
+            dst: src,
+            payload: response.to_vec(),
+        });
+        peer.stats.tx_bytes += RESPONSE_LEN as u64;
+        packet_sent(peer, now);
+        Ok(Received::HandshakeInitiation { peer: id })
+    }
+
+    fn recv_response<'a>(
+        &mut self,
+        src: SocketAddr,
+        msg: &'a [u8],
+        now: Instant,
+    ) -> Result<Received<'a>, RecvError> {
+        let view = Response::new_unchecked(msg);
+        let receiver = view.receiver_index();
+        let id = *self
+            .shared
+            .by_index
+            .get(&receiver)
+            .ok_or(RecvError::UnknownIndex)?;
+        let peer = self.peers[id.index()]
+            .as_mut()
+            .ok_or(RecvError::UnknownIndex)?;
+        let HandshakeSlot::InitiationSent { local_index, state } = &peer.handshake else {
+            return Err(RecvError::UnexpectedResponse);
+        };
+        if *local_index != receiver {
+            return Err(RecvError::UnexpectedResponse);
+        }
+        let keys = consume_response(state, &self.shared.identity, &peer.keys, &view)?;
+        // The handshake's index now names the session.
+        peer.handshake = HandshakeSlot::None;
+        let keypair = Keypair::new(&keys, receiver, view.sender_index(), true, now);
+        let sh = &mut self.shared;
+        match peer.next.take() {
+            // An unconfirmed responder session becomes the fallback; the old current goes.
+            Some(next) => {
+                drop_keypair(sh, peer.previous.replace(next));
+                drop_keypair(sh, peer.current.take());
+            }
+            None => drop_keypair(
+                sh,
+                std::mem::replace(&mut peer.previous, peer.current.take()),
+            ),
+        }
+        peer.current = Some(Box::new(keypair));
+
+        peer.endpoint = Some(src);
+        peer.stats.rx_bytes += msg.len() as u64;
+        authenticated_received(peer, now);
+        handshake_complete(peer, sh, now);
+        session_derived(peer, now);
+        // Confirm the session to the responder: staged packets, or else a keepalive.
+        if peer.staged.is_empty() {
+            peer.staged.push_back(Vec::new());
+        }
+        send_staged(peer, id, sh, now);
+        Ok(Received::HandshakeComplete { peer: id })
+    }
+
+    #[inline]
+    fn recv_data<'a>(
+        &mut self,
+        src: SocketAddr,
+        datagram: &'a mut [u8],
+        now: Instant,
+    ) -> Result<Received<'a>, RecvError> {
+        let header = TransportData::new_unchecked(&*datagram);
+        let (index, counter) = (header.receiver_index(), header.counter());
+        let id = *self
+            .shared
+            .by_index
+            .get(&index)
+            .ok_or(RecvError::UnknownIndex)?;
+        let peer = self.peers[id.index()]
+            .as_mut()
+            .ok_or(RecvError::UnknownIndex)?;
+        let (keypair, slot) = peer.keypair_mut(index).ok_or(RecvError::UnknownIndex)?;
+        let total = datagram.len();
+        let plain_len = keypair
+            .open(counter, &mut datagram[DATA_HEADER_LEN..], now)
+            .map_err(|e| match e {
+                OpenFailure::Expired => RecvError::Expired,
+                OpenFailure::Replay => RecvError::Replay,
+                OpenFailure::Auth => RecvError::Decrypt,
+            })?;
+        let sh = &mut self.shared;
+        if slot == Slot::Next {
+            // First packet on the session we answered: the initiator has it, so switch to it.
+            drop_keypair(sh, peer.previous.take());
+            peer.previous = peer.current.take();
+            peer.current = peer.next.take();
+            handshake_complete(peer, sh, now);
+            send_staged(peer, id, sh, now);
+        }
+        peer.endpoint = Some(src);
+        peer.stats.rx_bytes += total as u64;
+        authenticated_received(peer, now);
+        keep_key_fresh_on_receive(peer, id, sh, now);
+        if plain_len == 0 {
+            return Ok(Received::Keepalive { peer: id });
+        }
+        if peer.timers.is_armed(TimerKind::SendKeepalive) {
+            peer.need_another_keepalive = true;
+        } else {
+            peer.timers
+                .set(TimerKind::SendKeepalive, now + KEEPALIVE_TIMEOUT);
+        }
+        let plaintext = &mut datagram[DATA_HEADER_LEN..DATA_HEADER_LEN + plain_len];
+        let len = inner_packet_len(plaintext).ok_or(RecvError::InvalidInnerPacket)?;
+        Ok(Received::Packet {
+            peer: id,
+            packet: &mut plaintext[..len],
+        })
+    }
+
+    /// Next control datagram to send, if any. Call after every other entry point until `None`.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.shared.transmits.pop_front()
+    }
+
+    /// When [`Device::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers
+            .iter()
+            .flatten()
+            .filter_map(|p| p.timers.next_deadline())
+            .min()
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for slot in 0..self.peers.len() {
+            let id = PeerId(slot as u32);
+            let Some(peer) = self.peers[slot].as_mut() else {
+                continue;
+            };
+            for kind in peer.timers.take_expired(now) {
+                on_timer(peer, id, &mut self.shared, kind, now);
+            }
+        }
+    }
+
+    /// Test and fuzzing hook: the current sending keypair of a peer.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn current_keypair_mut(&mut self, id: PeerId) -> Option<&mut Keypair> {
+        self.peers
+            .get_mut(id.index())?
+            .as_mut()?
+            .current
+            .as_deref_mut()
+    }
+}
+
+/// Length of the IP packet at the start of a decrypted payload (the rest is padding).
+fn inner_packet_len(p: &[u8]) -> Option<usize> {
+    match p.first()? >> 4 {
+        4 if p.len() >= 20 => {
+            let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+            (20..=p.len()).contains(&total).then_some(total)
+        }
+        6 if p.len() >= 40 => {
+            let total = 40 + usize::from(u16::from_be_bytes([p[4], p[5]]));
+            (total <= p.len()).then_some(total)
+        }
+        _ => None,
+    }
+}
+
+fn drop_keypair(sh: &mut Shared, keypair: Option<Box<Keypair>>) {
+    if let Some(k) = keypair {
+        sh.by_index.remove(&k.local_index);
+    }
+}
+
+fn stage(peer: &mut Peer, packet: &[u8]) {
+    if peer.staged.len() >= MAX_STAGED_PACKETS {
+        peer.staged.pop_front();
+    }
+    peer.staged.push_back(packet.to_vec());
+}
+
+/// Pads, encrypts and accounts one packet on the current keypair (which the caller checked).
+#[inline]
+fn seal_for_peer(
+    peer: &mut Peer,
+    id: PeerId,
+    sh: &mut Shared,
+    buf: &mut [u8],
+    payload_len: usize,
+    now: Instant,
+) -> usize {
+    let padded = padded_len(payload_len, sh.mtu);
+    buf[DATA_HEADER_LEN + payload_len..DATA_HEADER_LEN + padded].fill(0);
+    let keypair = peer
+        .current
+        .as_deref_mut()
+        .expect("caller checked the current keypair");
+    keypair.seal(buf, padded);
+    let len = DATA_HEADER_LEN + padded + TAG_LEN;
+    peer.stats.tx_bytes += len as u64;
+    packet_sent(peer, now);
+    if payload_len > 0 {
+        peer.timers.set_if_unarmed(
+            TimerKind::NewHandshake,
+            now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT,
+        );
+    }
+    // Keep the key fresh: the initiator rekeys on age, either side on message count.
+    let keypair = peer.current.as_deref().expect("still there");
+    if keypair.send_counter() > REKEY_AFTER_MESSAGES
+        || (keypair.is_initiator
+            && now.saturating_duration_since(keypair.created) > REKEY_AFTER_TIME)
+    {
+        send_initiation(peer, id, sh, now, false);
+    }
+    len
+}
+
+/// Sends what was staged, on the current session if there is one, else starts a handshake.
+fn send_staged(peer: &mut Peer, id: PeerId, sh: &mut Shared, now: Instant) {
+    if peer.staged.is_empty() {
+        return;
+    }
+    let usable = peer.current.as_ref().is_some_and(|k| k.can_send(now));
+    let Some(dst) = peer.endpoint.filter(|_| usable) else {
+        send_initiation(peer, id, sh, now, false);
+        return;
+    };
+    while let Some(packet) = peer.staged.pop_front() {
+        let padded = padded_len(packet.len(), sh.mtu);
+        let mut buf = vec![0u8; DATA_HEADER_LEN + padded + TAG_LEN];
+        buf[DATA_HEADER_LEN..DATA_HEADER_LEN + packet.len()].copy_from_slice(&packet);
+        let len = seal_for_peer(peer, id, sh, &mut buf, packet.len(), now);
+        buf.truncate(len);
+        sh.transmits.push_back(Transmit {
+            peer: Some(id),
+            dst,
+            payload: buf,
+        });
+        if !peer.current.as_ref().is_some_and(|k| k.can_send(now)) {
+            break;
+        }
+    }
+}
+
+fn send_keepalive(peer: &mut Peer, id: PeerId, sh: &mut Shared, now: Instant) {
+    if peer.staged.is_empty() {
+        peer.staged.push_back(Vec::new());
+    }
+    send_staged(peer, id, sh, now);
+}
+
+fn send_initiation(peer: &mut Peer, id: PeerId, sh: &mut Shared, now: Instant, is_retry: bool) {
+    if !is_retry {
+        peer.handshake_attempts = 0;
+    }
+    if peer
+        .last_initiation_sent
+        .is_some_and(|t| now.saturating_duration_since(t) < REKEY_TIMEOUT)
+    {
+        return;
+    }
+    peer.last_initiation_sent = Some(now);
+    if let HandshakeSlot::InitiationSent { local_index, .. } =
+        std::mem::replace(&mut peer.handshake, HandshakeSlot::None)
+    {
+        sh.by_index.remove(&local_index);
+    }
+    let index = sh.allocate_index(id);
+    let mut msg = [0u8; INITIATION_LEN];
+    let timestamp = tai64n(sh.wall(now));
+    match create_initiation(
+        &sh.identity,
+        &peer.keys,
+        index,
+        timestamp,
+        &mut *sh.rng,
+        &mut Initiation::new_unchecked(&mut msg[..]),
+    ) {
+        Ok(state) => {
+            peer.handshake = HandshakeSlot::InitiationSent {
+                local_index: index,
+                state,
+            }
+        }
+        Err(_) => {
+            // Unreachable for a peer key that passed `add_peer`; nothing to send.
+            sh.by_index.remove(&index);
+            return;
+        }
+    }
+    peer.cookie.add_macs(&mut msg, now);
+    let retransmit_at = now + REKEY_TIMEOUT + sh.jitter();
+    peer.timers
+        .set(TimerKind::RetransmitHandshake, retransmit_at);
+    packet_sent(peer, now);
+    if let Some(dst) = peer.endpoint {
+        peer.stats.tx_bytes += INITIATION_LEN as u64;
+        sh.transmits.push_back(Transmit {
+            peer: Some(id),
+            dst,
+            payload: msg.to_vec(),
+        });
+    }
+}
+
+/// Timer bookkeeping for any authenticated packet sent (data, keepalive or handshake).
+#[inline]
+fn packet_sent(peer: &mut Peer, now: Instant) {
+    peer.timers.cancel(TimerKind::SendKeepalive);
+    if let Some(interval) = peer.persistent_keepalive {
+        peer.timers
+            .set(TimerKind::PersistentKeepalive, now + interval);
+    }
+}
+
+/// Timer bookkeeping for any authenticated packet received.
+#[inline]
+fn authenticated_received(peer: &mut Peer, now: Instant) {
+    peer.timers.cancel(TimerKind::NewHandshake);
+    if let Some(interval) = peer.persistent_keepalive {
+        peer.timers
+            .set(TimerKind::PersistentKeepalive, now + interval);
+    }
+}
+
+fn handshake_complete(peer: &mut Peer, sh: &Shared, now: Instant) {
+    peer.timers.cancel(TimerKind::RetransmitHandshake);
+    peer.handshake_attempts = 0;
+    peer.sent_lastminute_handshake = false;
+    peer.stats.last_handshake = Some(sh.wall(now));
+    peer.stats.handshakes += 1;
+}
+
+fn session_derived(peer: &mut Peer, now: Instant) {
+    peer.timers
+        .set(TimerKind::ZeroKeyMaterial, now + REJECT_AFTER_TIME * 3);
+}
+
+/// The initiator renews a session that is about to expire while traffic still arrives, so the
+/// responder never runs into REJECT_AFTER_TIME mid-stream.
+fn keep_key_fresh_on_receive(peer: &mut Peer, id: PeerId, sh: &mut Shared, now: Instant) {
+    let Some(k) = peer.current.as_deref() else {
+        return;
+    };
+    if k.is_initiator
+        && !peer.sent_lastminute_handshake
+        && now.saturating_duration_since(k.created)
+            > REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+    {
+        peer.sent_lastminute_handshake = true;
+        send_initiation(peer, id, sh, now, false);
+    }
+}
+
+fn on_timer(peer: &mut Peer, id: PeerId, sh: &mut Shared, kind: TimerKind, now: Instant) {
+    match kind {
+        TimerKind::RetransmitHandshake => {
+            if peer.handshake_attempts >= MAX_TIMER_HANDSHAKES {
+                // Give up until new traffic asks again; drop what waited for this handshake.
+                peer.timers.cancel(TimerKind::SendKeepalive);
+                peer.staged.clear();
+                if let HandshakeSlot::InitiationSent { local_index, .. } =
+                    std::mem::replace(&mut peer.handshake, HandshakeSlot::None)
+                {
+                    sh.by_index.remove(&local_index);
+                }
+                peer.timers
+                    .set_if_unarmed(TimerKind::ZeroKeyMaterial, now + REJECT_AFTER_TIME * 3);
+            } else {
+                peer.handshake_attempts += 1;
+                send_initiation(peer, id, sh, now, true);
+            }
+        }
+        TimerKind::SendKeepalive => {
+            send_keepalive(peer, id, sh, now);
+            if peer.need_another_keepalive {
+                peer.need_another_keepalive = false;
+                peer.timers
+                    .set(TimerKind::SendKeepalive, now + KEEPALIVE_TIMEOUT);
+            }
+        }
+        TimerKind::NewHandshake => send_initiation(peer, id, sh, now, false),
+        TimerKind::ZeroKeyMaterial => {
+            for k in [peer.previous.take(), peer.current.take(), peer.next.take()] {
+                drop_keypair(sh, k);
+            }
+            if let HandshakeSlot::InitiationSent { local_index, .. } =
+                std::mem::replace(&mut peer.handshake, HandshakeSlot::None)
+            {
+                sh.by_index.remove(&local_index);
+            }
+        }
+        TimerKind::PersistentKeepalive => send_keepalive(peer, id, sh, now),
+    }
+}
+
+impl core::fmt::Debug for Device {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Device")
+            .field("public_key", &self.public_key())
+            .field("peers", &self.by_key.len())
+            .field("mtu", &self.shared.mtu)
+            .finish_non_exhaustive()
+    }
+}
