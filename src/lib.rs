@@ -1,1 +1,7 @@
+//! vxwg: a userspace WireGuard + VXLAN node dataplane.
+//!
+//! This facade re-exports the two crates so that other tools can embed vxwg:
+//! [`dataplane`] (the packet engine) and [`control`] (what feeds it peers and routes).
 
+pub use vxwg_control as control;
+pub use vxwg_dataplane as dataplane;

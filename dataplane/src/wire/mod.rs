@@ -45,10 +45,7 @@ pub type Result<T> = core::result::Result<T, Error>;
 #[inline]
 pub(crate) fn check_len(buf: &[u8], needed: usize) -> Result<()> {
     if buf.len() < needed {
-        Err(Error::Truncated {
-            needed,
-            actual: buf.len(),
-        })
+        Err(Error::Truncated { needed, actual: buf.len() })
     } else {
         Ok(())
     }

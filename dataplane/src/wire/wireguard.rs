@@ -38,32 +38,21 @@ impl MessageType {
     pub fn classify(buf: &[u8]) -> Result<MessageType> {
         check_len(buf, 4)?;
         if buf[1..4] != [0, 0, 0] {
-            return Err(Error::Malformed {
-                field: "wireguard message type",
-            });
+            return Err(Error::Malformed { field: "wireguard message type" });
         }
         let (ty, exact) = match buf[0] {
             1 => (MessageType::HandshakeInitiation, Some(INITIATION_LEN)),
             2 => (MessageType::HandshakeResponse, Some(RESPONSE_LEN)),
             3 => (MessageType::CookieReply, Some(COOKIE_REPLY_LEN)),
             4 => (MessageType::TransportData, None),
-            _ => {
-                return Err(Error::Malformed {
-                    field: "wireguard message type",
-                })
-            }
+            _ => return Err(Error::Malformed { field: "wireguard message type" }),
         };
         match exact {
             Some(len) if buf.len() != len => {
                 if buf.len() < len {
-                    Err(Error::Truncated {
-                        needed: len,
-                        actual: buf.len(),
-                    })
+                    Err(Error::Truncated { needed: len, actual: buf.len() })
                 } else {
-                    Err(Error::Malformed {
-                        field: "wireguard handshake length",
-                    })
+                    Err(Error::Malformed { field: "wireguard handshake length" })
                 }
             }
             Some(_) => Ok(ty),
@@ -75,16 +64,12 @@ impl MessageType {
 #[inline]
 fn array<const N: usize>(buf: &[u8], at: usize) -> &[u8; N] {
     // In bounds: every caller's view was length-checked by `new_checked` (or sized by its owner).
-    buf[at..at + N]
-        .try_into()
-        .expect("length checked at construction")
+    buf[at..at + N].try_into().expect("length checked at construction")
 }
 
 #[inline]
 fn array_mut<const N: usize>(buf: &mut [u8], at: usize) -> &mut [u8; N] {
-    (&mut buf[at..at + N])
-        .try_into()
-        .expect("length checked at construction")
+    (&mut buf[at..at + N]).try_into().expect("length checked at construction")
 }
 
 #[inline]
@@ -178,38 +163,17 @@ impl<T: AsRef<[u8]>> Initiation<T> {
     pub fn sender_index(&self) -> u32 {
         read_u32(self.buffer.as_ref(), initiation::SENDER)
     }
-    field!(
-        ephemeral,
-        initiation::EPHEMERAL,
-        32,
-        "Unencrypted ephemeral public key."
-    );
-    field!(
-        encrypted_static,
-        initiation::STATIC,
-        48,
-        "AEAD of the initiator's static key."
-    );
-    field!(
-        encrypted_timestamp,
-        initiation::TIMESTAMP,
-        28,
-        "AEAD of the TAI64N timestamp."
-    );
+    field!(ephemeral, initiation::EPHEMERAL, 32, "Unencrypted ephemeral public key.");
+    field!(encrypted_static, initiation::STATIC, 48, "AEAD of the initiator's static key.");
+    field!(encrypted_timestamp, initiation::TIMESTAMP, 28, "AEAD of the TAI64N timestamp.");
     field!(mac1, initiation::MAC1, 16, "MAC1 over the bytes before it.");
-    field!(
-        mac2,
-        initiation::MAC2,
-        16,
-        "MAC2 (cookie MAC) over the bytes before it."
-    );
+    field!(mac2, initiation::MAC2, 16, "MAC2 (cookie MAC) over the bytes before it.");
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Initiation<T> {
     /// Sets the initiator's index.
     pub fn set_sender_index(&mut self, index: u32) {
-        self.buffer.as_mut()[initiation::SENDER..initiation::SENDER + 4]
-            .copy_from_slice(&index.to_le_bytes());
+        self.buffer.as_mut()[initiation::SENDER..initiation::SENDER + 4].copy_from_slice(&index.to_le_bytes());
     }
     field_mut!(ephemeral_mut, initiation::EPHEMERAL, 32);
     field_mut!(encrypted_static_mut, initiation::STATIC, 48);
@@ -243,37 +207,20 @@ impl<T: AsRef<[u8]>> Response<T> {
     pub fn receiver_index(&self) -> u32 {
         read_u32(self.buffer.as_ref(), response::RECEIVER)
     }
-    field!(
-        ephemeral,
-        response::EPHEMERAL,
-        32,
-        "Unencrypted ephemeral public key."
-    );
-    field!(
-        encrypted_nothing,
-        response::EMPTY,
-        16,
-        "AEAD of the empty string."
-    );
+    field!(ephemeral, response::EPHEMERAL, 32, "Unencrypted ephemeral public key.");
+    field!(encrypted_nothing, response::EMPTY, 16, "AEAD of the empty string.");
     field!(mac1, response::MAC1, 16, "MAC1 over the bytes before it.");
-    field!(
-        mac2,
-        response::MAC2,
-        16,
-        "MAC2 (cookie MAC) over the bytes before it."
-    );
+    field!(mac2, response::MAC2, 16, "MAC2 (cookie MAC) over the bytes before it.");
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Response<T> {
     /// Sets the responder's index.
     pub fn set_sender_index(&mut self, index: u32) {
-        self.buffer.as_mut()[response::SENDER..response::SENDER + 4]
-            .copy_from_slice(&index.to_le_bytes());
+        self.buffer.as_mut()[response::SENDER..response::SENDER + 4].copy_from_slice(&index.to_le_bytes());
     }
     /// Sets the initiator's index.
     pub fn set_receiver_index(&mut self, index: u32) {
-        self.buffer.as_mut()[response::RECEIVER..response::RECEIVER + 4]
-            .copy_from_slice(&index.to_le_bytes());
+        self.buffer.as_mut()[response::RECEIVER..response::RECEIVER + 4].copy_from_slice(&index.to_le_bytes());
     }
     field_mut!(ephemeral_mut, response::EPHEMERAL, 32);
     field_mut!(encrypted_nothing_mut, response::EMPTY, 16);
@@ -300,19 +247,13 @@ impl<T: AsRef<[u8]>> CookieReply<T> {
         read_u32(self.buffer.as_ref(), cookie_reply::RECEIVER)
     }
     field!(nonce, cookie_reply::NONCE, 24, "XChaCha20 nonce.");
-    field!(
-        encrypted_cookie,
-        cookie_reply::COOKIE,
-        32,
-        "XAEAD of the cookie."
-    );
+    field!(encrypted_cookie, cookie_reply::COOKIE, 32, "XAEAD of the cookie.");
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> CookieReply<T> {
     /// Sets the receiver index.
     pub fn set_receiver_index(&mut self, index: u32) {
-        self.buffer.as_mut()[cookie_reply::RECEIVER..cookie_reply::RECEIVER + 4]
-            .copy_from_slice(&index.to_le_bytes());
+        self.buffer.as_mut()[cookie_reply::RECEIVER..cookie_reply::RECEIVER + 4].copy_from_slice(&index.to_le_bytes());
     }
     field_mut!(nonce_mut, cookie_reply::NONCE, 24);
     field_mut!(encrypted_cookie_mut, cookie_reply::COOKIE, 32);
@@ -365,40 +306,26 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TransportData<T> {
 /// dissection; the cryptographic fields stay in the views).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Repr {
-    Initiation {
-        sender: u32,
-    },
-    Response {
-        sender: u32,
-        receiver: u32,
-    },
-    CookieReply {
-        receiver: u32,
-    },
-    TransportData {
-        receiver: u32,
-        counter: u64,
-        payload_len: usize,
-    },
+    Initiation { sender: u32 },
+    Response { sender: u32, receiver: u32 },
+    CookieReply { receiver: u32 },
+    TransportData { receiver: u32, counter: u64, payload_len: usize },
 }
 
 impl Repr {
     /// Parses the header fields of any message.
     pub fn parse(buf: &[u8]) -> Result<Repr> {
         Ok(match MessageType::classify(buf)? {
-            MessageType::HandshakeInitiation => Repr::Initiation {
-                sender: Initiation::new_unchecked(buf).sender_index(),
-            },
+            MessageType::HandshakeInitiation => {
+                Repr::Initiation { sender: Initiation::new_unchecked(buf).sender_index() }
+            }
             MessageType::HandshakeResponse => {
                 let r = Response::new_unchecked(buf);
-                Repr::Response {
-                    sender: r.sender_index(),
-                    receiver: r.receiver_index(),
-                }
+                Repr::Response { sender: r.sender_index(), receiver: r.receiver_index() }
             }
-            MessageType::CookieReply => Repr::CookieReply {
-                receiver: CookieReply::new_unchecked(buf).receiver_index(),
-            },
+            MessageType::CookieReply => {
+                Repr::CookieReply { receiver: CookieReply::new_unchecked(buf).receiver_index() }
+            }
             MessageType::TransportData => {
                 let d = TransportData::new_unchecked(buf);
                 Repr::TransportData {
@@ -425,10 +352,7 @@ impl Repr {
     pub fn emit(&self, buf: &mut [u8]) -> Result<()> {
         let needed = self.buffer_len();
         if buf.len() != needed {
-            return Err(Error::BufferTooSmall {
-                needed,
-                actual: buf.len(),
-            });
+            return Err(Error::BufferTooSmall { needed, actual: buf.len() });
         }
         match *self {
             Repr::Initiation { sender } => {
@@ -447,9 +371,9 @@ impl Repr {
                 m.set_message_type();
                 m.set_receiver_index(receiver);
             }
-            Repr::TransportData {
-                receiver, counter, ..
-            } => TransportData::new_unchecked(buf).set_header(receiver, counter),
+            Repr::TransportData { receiver, counter, .. } => {
+                TransportData::new_unchecked(buf).set_header(receiver, counter)
+            }
         }
         Ok(())
     }
@@ -463,34 +387,16 @@ mod tests {
     fn classify_exact_lengths() {
         let mut b = [0u8; 200];
         b[0] = 1;
-        assert_eq!(
-            MessageType::classify(&b[..148]),
-            Ok(MessageType::HandshakeInitiation)
-        );
+        assert_eq!(MessageType::classify(&b[..148]), Ok(MessageType::HandshakeInitiation));
         assert!(MessageType::classify(&b[..147]).is_err());
         assert!(MessageType::classify(&b[..149]).is_err());
         b[0] = 2;
-        assert_eq!(
-            MessageType::classify(&b[..92]),
-            Ok(MessageType::HandshakeResponse)
-        );
+        assert_eq!(MessageType::classify(&b[..92]), Ok(MessageType::HandshakeResponse));
         b[0] = 3;
-        assert_eq!(
-            MessageType::classify(&b[..64]),
-            Ok(MessageType::CookieReply)
-        );
+        assert_eq!(MessageType::classify(&b[..64]), Ok(MessageType::CookieReply));
         b[0] = 4;
-        assert_eq!(
-            MessageType::classify(&b[..32]),
-            Ok(MessageType::TransportData)
-        );
-        assert_eq!(
-            MessageType::classify(&b[..31]),
-            Err(Error::Truncated {
-                needed: 32,
-                actual: 31
-            })
-        );
+        assert_eq!(MessageType::classify(&b[..32]), Ok(MessageType::TransportData));
+        assert_eq!(MessageType::classify(&b[..31]), Err(Error::Truncated { needed: 32, actual: 31 }));
         b[0] = 5;
         assert!(MessageType::classify(&b[..64]).is_err());
     }
@@ -500,12 +406,7 @@ mod tests {
         let mut b = [0u8; 148];
         b[0] = 1;
         b[2] = 1;
-        assert_eq!(
-            MessageType::classify(&b),
-            Err(Error::Malformed {
-                field: "wireguard message type"
-            })
-        );
+        assert_eq!(MessageType::classify(&b), Err(Error::Malformed { field: "wireguard message type" }));
     }
 
     #[test]
@@ -523,19 +424,10 @@ mod tests {
     #[test]
     fn repr_round_trip() {
         for repr in [
-            Repr::Initiation {
-                sender: 0xdead_beef,
-            },
-            Repr::Response {
-                sender: 1,
-                receiver: 2,
-            },
+            Repr::Initiation { sender: 0xdead_beef },
+            Repr::Response { sender: 1, receiver: 2 },
             Repr::CookieReply { receiver: 7 },
-            Repr::TransportData {
-                receiver: 9,
-                counter: u64::MAX - 5,
-                payload_len: 100,
-            },
+            Repr::TransportData { receiver: 9, counter: u64::MAX - 5, payload_len: 100 },
         ] {
             let mut b = vec![0u8; repr.buffer_len()];
             repr.emit(&mut b).unwrap();

@@ -22,12 +22,7 @@ pub trait Aead: Send + Sync + Sized {
     fn seal_in_place(&self, counter: u64, aad: &[u8], in_out: &mut [u8]) -> [u8; TAG_LEN];
 
     /// Decrypts `ciphertext || tag` in place; returns the plaintext length.
-    fn open_in_place(
-        &self,
-        counter: u64,
-        aad: &[u8],
-        in_out: &mut [u8],
-    ) -> Result<usize, OpenError>;
+    fn open_in_place(&self, counter: u64, aad: &[u8], in_out: &mut [u8]) -> Result<usize, OpenError>;
 }
 
 /// WireGuard's 96-bit nonce for a counter.
@@ -66,12 +61,7 @@ impl Aead for AwsLcChaCha {
     }
 
     #[inline]
-    fn open_in_place(
-        &self,
-        counter: u64,
-        aad: &[u8],
-        in_out: &mut [u8],
-    ) -> Result<usize, OpenError> {
+    fn open_in_place(&self, counter: u64, aad: &[u8], in_out: &mut [u8]) -> Result<usize, OpenError> {
         self.0
             .open_in_place(
                 aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce(counter)),
@@ -102,12 +92,7 @@ impl Aead for RustCryptoChaCha {
             .into()
     }
 
-    fn open_in_place(
-        &self,
-        counter: u64,
-        aad: &[u8],
-        in_out: &mut [u8],
-    ) -> Result<usize, OpenError> {
+    fn open_in_place(&self, counter: u64, aad: &[u8], in_out: &mut [u8]) -> Result<usize, OpenError> {
         use chacha20poly1305::aead::AeadInPlace;
         let body_len = in_out.len().checked_sub(TAG_LEN).ok_or(OpenError)?;
         let (body, tag) = in_out.split_at_mut(body_len);
@@ -144,10 +129,7 @@ mod tests {
 
     #[test]
     fn backends_agree_byte_for_byte() {
-        assert_eq!(
-            round_trip::<AwsLcChaCha>(),
-            round_trip::<RustCryptoChaCha>()
-        );
+        assert_eq!(round_trip::<AwsLcChaCha>(), round_trip::<RustCryptoChaCha>());
     }
 
     #[test]
@@ -157,12 +139,8 @@ mod tests {
         // the keystream through RustCrypto against aws-lc-rs on WireGuard-shaped nonces instead,
         // and the raw RFC vector through aws-lc-rs directly.
         let key: [u8; 32] = core::array::from_fn(|i| 0x80 + i as u8);
-        let nonce = [
-            0x07, 0, 0, 0, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47,
-        ];
-        let aad = [
-            0x50, 0x51, 0x52, 0x53, 0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7,
-        ];
+        let nonce = [0x07, 0, 0, 0, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47];
+        let aad = [0x50, 0x51, 0x52, 0x53, 0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7];
         let mut pt = *b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
         let k = aws_lc_rs::aead::LessSafeKey::new(
             aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::CHACHA20_POLY1305, &key).unwrap(),
@@ -177,10 +155,7 @@ mod tests {
         assert_eq!(&pt[..4], &[0xd3, 0x1a, 0x8d, 0x34]);
         assert_eq!(
             tag.as_ref(),
-            &[
-                0x1a, 0xe1, 0x0b, 0x59, 0x4f, 0x09, 0xe2, 0x6a, 0x7e, 0x90, 0x2e, 0xcb, 0xd0, 0x60,
-                0x06, 0x91
-            ]
+            &[0x1a, 0xe1, 0x0b, 0x59, 0x4f, 0x09, 0xe2, 0x6a, 0x7e, 0x90, 0x2e, 0xcb, 0xd0, 0x60, 0x06, 0x91]
         );
     }
 }

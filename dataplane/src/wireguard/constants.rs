@@ -19,8 +19,7 @@ pub const REKEY_TIMEOUT_JITTER_MAX: Duration = Duration::from_millis(334);
 /// Send a keepalive if data was received but nothing was sent back for this long.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshake attempts before giving up (REKEY_ATTEMPT_TIME / REKEY_TIMEOUT).
-pub const MAX_TIMER_HANDSHAKES: u32 =
-    (REKEY_ATTEMPT_TIME.as_secs() / REKEY_TIMEOUT.as_secs()) as u32;
+pub const MAX_TIMER_HANDSHAKES: u32 = (REKEY_ATTEMPT_TIME.as_secs() / REKEY_TIMEOUT.as_secs()) as u32;
 /// A cookie secret, and a cookie received, is good for this long.
 pub const COOKIE_SECRET_MAX_AGE: Duration = Duration::from_secs(120);
 /// Margin for network latency when deciding whether a received cookie is still good.

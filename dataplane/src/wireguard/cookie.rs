@@ -103,10 +103,7 @@ impl CookieChecker {
     /// τ = MAC(R_m, A_m), where A_m is the source IP address and port, and R_m a secret that
     /// changes every two minutes.
     fn cookie_for(&mut self, src: SocketAddr, now: Instant, rng: &mut dyn RngCore) -> [u8; 16] {
-        if self
-            .secret_born
-            .is_none_or(|born| now.saturating_duration_since(born) >= COOKIE_SECRET_MAX_AGE)
-        {
+        if self.secret_born.is_none_or(|born| now.saturating_duration_since(born) >= COOKIE_SECRET_MAX_AGE) {
             rng.fill_bytes(&mut self.secret);
             self.secret_born = Some(now);
         }
@@ -160,9 +157,9 @@ impl CookieState {
         let mac1 = mac(&self.mac1_key, &msg[..m1]);
         msg[m1..m2].copy_from_slice(&mac1);
         self.last_mac1 = Some(mac1);
-        let fresh = self.cookie.filter(|(_, at)| {
-            now.saturating_duration_since(*at) < COOKIE_SECRET_MAX_AGE - COOKIE_SECRET_LATENCY
-        });
+        let fresh = self
+            .cookie
+            .filter(|(_, at)| now.saturating_duration_since(*at) < COOKIE_SECRET_MAX_AGE - COOKIE_SECRET_LATENCY);
         match fresh {
             Some((cookie, _)) => {
                 let mac2 = mac(&cookie, &msg[..m2]);
@@ -173,19 +170,10 @@ impl CookieState {
     }
 
     /// Takes the cookie out of a reply to the last message we sent.
-    pub fn consume_reply(
-        &mut self,
-        reply: &CookieReply<&[u8]>,
-        now: Instant,
-    ) -> Result<(), CookieReplyError> {
+    pub fn consume_reply(&mut self, reply: &CookieReply<&[u8]>, now: Instant) -> Result<(), CookieReplyError> {
         let last_mac1 = self.last_mac1.ok_or(CookieReplyError::Unexpected)?;
-        let cookie = xaead_open(
-            &self.cookie_key,
-            reply.nonce(),
-            reply.encrypted_cookie(),
-            &last_mac1,
-        )
-        .ok_or(CookieReplyError::Invalid)?;
+        let cookie = xaead_open(&self.cookie_key, reply.nonce(), reply.encrypted_cookie(), &last_mac1)
+            .ok_or(CookieReplyError::Invalid)?;
         self.cookie = Some((cookie, now));
         // One reply per message sent.
         self.last_mac1 = None;
@@ -215,10 +203,7 @@ const MAX_BUCKETS: usize = 1 << 16;
 
 impl Default for RateLimiter {
     fn default() -> Self {
-        Self {
-            buckets: HashMap::new(),
-            last_gc: None,
-        }
+        Self { buckets: HashMap::new(), last_gc: None }
     }
 }
 
@@ -232,10 +217,7 @@ impl RateLimiter {
             IpAddr::V6(v6) => (u128::from(v6) >> 64) | (1 << 127),
         };
         if let Some(b) = self.buckets.get_mut(&key) {
-            let elapsed = now
-                .saturating_duration_since(b.last)
-                .as_nanos()
-                .min(u128::from(BUCKET_MAX_NS)) as u64;
+            let elapsed = now.saturating_duration_since(b.last).as_nanos().min(u128::from(BUCKET_MAX_NS)) as u64;
             b.tokens = (b.tokens + elapsed).min(BUCKET_MAX_NS);
             b.last = now;
             if b.tokens >= PACKET_COST_NS {
@@ -247,26 +229,16 @@ impl RateLimiter {
         if self.buckets.len() >= MAX_BUCKETS {
             return false;
         }
-        self.buckets.insert(
-            key,
-            Bucket {
-                last: now,
-                tokens: BUCKET_MAX_NS - PACKET_COST_NS,
-            },
-        );
+        self.buckets.insert(key, Bucket { last: now, tokens: BUCKET_MAX_NS - PACKET_COST_NS });
         true
     }
 
     fn gc(&mut self, now: Instant) {
-        if self
-            .last_gc
-            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
-        {
+        if self.last_gc.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1)) {
             return;
         }
         self.last_gc = Some(now);
-        self.buckets
-            .retain(|_, b| now.saturating_duration_since(b.last) < Duration::from_secs(1));
+        self.buckets.retain(|_, b| now.saturating_duration_since(b.last) < Duration::from_secs(1));
     }
 
     /// Sources currently tracked.
@@ -291,16 +263,11 @@ mod tests {
         let mut msg = [0x55u8; INITIATION_LEN];
         msg[..4].copy_from_slice(&[1, 0, 0, 0]);
         state.add_macs(&mut msg, t0);
-        assert_eq!(
-            checker.verify(&msg, src, true, t0, &mut OsRng),
-            MacVerdict::Mac1Only
-        );
+        assert_eq!(checker.verify(&msg, src, true, t0, &mut OsRng), MacVerdict::Mac1Only);
 
         let mut reply = [0u8; COOKIE_REPLY_LEN];
         checker.make_reply(&msg, 7, src, t0, &mut OsRng, &mut reply);
-        state
-            .consume_reply(&CookieReply::new_checked(&reply[..]).unwrap(), t0)
-            .unwrap();
+        state.consume_reply(&CookieReply::new_checked(&reply[..]).unwrap(), t0).unwrap();
         // A second reply for the same message is refused.
         assert_eq!(
             state.consume_reply(&CookieReply::new_checked(&reply[..]).unwrap(), t0),
@@ -308,26 +275,14 @@ mod tests {
         );
 
         state.add_macs(&mut msg, t0);
-        assert_eq!(
-            checker.verify(&msg, src, true, t0, &mut OsRng),
-            MacVerdict::Mac2Valid
-        );
+        assert_eq!(checker.verify(&msg, src, true, t0, &mut OsRng), MacVerdict::Mac2Valid);
         let other_port: SocketAddr = "127.0.0.1:1001".parse().unwrap();
-        assert_eq!(
-            checker.verify(&msg, other_port, true, t0, &mut OsRng),
-            MacVerdict::Mac1Only
-        );
+        assert_eq!(checker.verify(&msg, other_port, true, t0, &mut OsRng), MacVerdict::Mac1Only);
         let other_ip: SocketAddr = "127.0.0.2:1000".parse().unwrap();
-        assert_eq!(
-            checker.verify(&msg, other_ip, true, t0, &mut OsRng),
-            MacVerdict::Mac1Only
-        );
+        assert_eq!(checker.verify(&msg, other_ip, true, t0, &mut OsRng), MacVerdict::Mac1Only);
 
         msg[20] ^= 1;
-        assert_eq!(
-            checker.verify(&msg, src, true, t0, &mut OsRng),
-            MacVerdict::InvalidMac1
-        );
+        assert_eq!(checker.verify(&msg, src, true, t0, &mut OsRng), MacVerdict::InvalidMac1);
     }
 
     #[test]
@@ -341,19 +296,11 @@ mod tests {
         state.add_macs(&mut msg, t0);
         let mut reply = [0u8; COOKIE_REPLY_LEN];
         checker.make_reply(&msg, 1, src, t0, &mut OsRng, &mut reply);
-        state
-            .consume_reply(&CookieReply::new_checked(&reply[..]).unwrap(), t0)
-            .unwrap();
+        state.consume_reply(&CookieReply::new_checked(&reply[..]).unwrap(), t0).unwrap();
         let later = t0 + COOKIE_SECRET_MAX_AGE;
         state.add_macs(&mut msg, later);
-        assert!(
-            msg[INITIATION_LEN - 16..].iter().all(|&b| b == 0),
-            "stale cookie must not be used"
-        );
-        assert_eq!(
-            checker.verify(&msg, src, true, later, &mut OsRng),
-            MacVerdict::Mac1Only
-        );
+        assert!(msg[INITIATION_LEN - 16..].iter().all(|&b| b == 0), "stale cookie must not be used");
+        assert_eq!(checker.verify(&msg, src, true, later, &mut OsRng), MacVerdict::Mac1Only);
     }
 
     #[test]
@@ -363,10 +310,7 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let allowed = (0..10).filter(|_| rl.allow(ip, t0)).count();
         assert_eq!(allowed as u64, PACKETS_BURSTABLE);
-        assert!(
-            rl.allow("192.0.2.2".parse().unwrap(), t0),
-            "buckets are per source"
-        );
+        assert!(rl.allow("192.0.2.2".parse().unwrap(), t0), "buckets are per source");
         assert!(rl.allow(ip, t0 + Duration::from_millis(50)));
         assert!(!rl.allow(ip, t0 + Duration::from_millis(60)));
         // IPv6 hosts in one /64 share a bucket.

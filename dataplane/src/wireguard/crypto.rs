@@ -30,16 +30,14 @@ pub fn hash(parts: &[&[u8]]) -> [u8; 32] {
 
 /// MAC(key, data): keyed BLAKE2s with a 16-byte output. `key` is at most 32 bytes.
 pub fn mac(key: &[u8], data: &[u8]) -> [u8; 16] {
-    let mut m =
-        <Blake2sMac<U16> as KeyInit>::new_from_slice(key).expect("MAC keys are 16 or 32 bytes");
+    let mut m = <Blake2sMac<U16> as KeyInit>::new_from_slice(key).expect("MAC keys are 16 or 32 bytes");
     Update::update(&mut m, data);
     m.finalize_fixed().into()
 }
 
 /// HMAC(key, a || b): HMAC-BLAKE2s-256.
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut m = <SimpleHmac<Blake2s256> as KeyInit>::new_from_slice(key)
-        .expect("HMAC takes any key length");
+    let mut m = <SimpleHmac<Blake2s256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     for p in parts {
         Update::update(&mut m, p);
     }
@@ -91,13 +89,7 @@ pub fn aead_open(key: &[u8; 32], ciphertext: &[u8], aad: &[u8], out: &mut [u8]) 
 }
 
 /// XAEAD(key, nonce, plaintext, aad) for cookie replies: XChaCha20-Poly1305.
-pub fn xaead_seal(
-    key: &[u8; 32],
-    nonce: &[u8; 24],
-    plaintext: &[u8; 16],
-    aad: &[u8],
-    out: &mut [u8; 32],
-) {
+pub fn xaead_seal(key: &[u8; 32], nonce: &[u8; 24], plaintext: &[u8; 16], aad: &[u8], out: &mut [u8; 32]) {
     use chacha20poly1305::aead::AeadInPlace;
     let cipher = chacha20poly1305::XChaCha20Poly1305::new(key.into());
     out[..16].copy_from_slice(plaintext);
@@ -108,20 +100,12 @@ pub fn xaead_seal(
 }
 
 /// Opens a cookie. `None` if it does not verify.
-pub fn xaead_open(
-    key: &[u8; 32],
-    nonce: &[u8; 24],
-    ciphertext: &[u8; 32],
-    aad: &[u8],
-) -> Option<[u8; 16]> {
+pub fn xaead_open(key: &[u8; 32], nonce: &[u8; 24], ciphertext: &[u8; 32], aad: &[u8]) -> Option<[u8; 16]> {
     use chacha20poly1305::aead::AeadInPlace;
     let cipher = chacha20poly1305::XChaCha20Poly1305::new(key.into());
     let mut cookie = [0u8; 16];
     cookie.copy_from_slice(&ciphertext[..16]);
-    cipher
-        .decrypt_in_place_detached(nonce.into(), aad, &mut cookie, ciphertext[16..].into())
-        .ok()
-        .map(|()| cookie)
+    cipher.decrypt_in_place_detached(nonce.into(), aad, &mut cookie, ciphertext[16..].into()).ok().map(|()| cookie)
 }
 
 #[cfg(test)]
@@ -136,17 +120,15 @@ mod tests {
         assert_eq!(
             ck,
             [
-                0x60, 0xe2, 0x6d, 0xae, 0xf3, 0x27, 0xef, 0xc0, 0x2e, 0xc3, 0x35, 0xe2, 0xa0, 0x25,
-                0xd2, 0xd0, 0x16, 0xeb, 0x42, 0x06, 0xf8, 0x72, 0x77, 0xf5, 0x2d, 0x38, 0xd1, 0x98,
-                0x8b, 0x78, 0xcd, 0x36
+                0x60, 0xe2, 0x6d, 0xae, 0xf3, 0x27, 0xef, 0xc0, 0x2e, 0xc3, 0x35, 0xe2, 0xa0, 0x25, 0xd2, 0xd0, 0x16,
+                0xeb, 0x42, 0x06, 0xf8, 0x72, 0x77, 0xf5, 0x2d, 0x38, 0xd1, 0x98, 0x8b, 0x78, 0xcd, 0x36
             ]
         );
         assert_eq!(
             h,
             [
-                0x22, 0x11, 0xb3, 0x61, 0x08, 0x1a, 0xc5, 0x66, 0x69, 0x12, 0x43, 0xdb, 0x45, 0x8a,
-                0xd5, 0x32, 0x2d, 0x9c, 0x6c, 0x66, 0x22, 0x93, 0xe8, 0xb7, 0x0e, 0xe1, 0x9c, 0x65,
-                0xba, 0x07, 0x9e, 0xf3
+                0x22, 0x11, 0xb3, 0x61, 0x08, 0x1a, 0xc5, 0x66, 0x69, 0x12, 0x43, 0xdb, 0x45, 0x8a, 0xd5, 0x32, 0x2d,
+                0x9c, 0x6c, 0x66, 0x22, 0x93, 0xe8, 0xb7, 0x0e, 0xe1, 0x9c, 0x65, 0xba, 0x07, 0x9e, 0xf3
             ]
         );
     }

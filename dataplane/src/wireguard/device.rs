@@ -13,16 +13,16 @@ use rand_core::{CryptoRng, RngCore};
 use super::constants::*;
 use super::cookie::{CookieChecker, CookieReplyError, CookieState, MacVerdict, RateLimiter};
 use super::handshake::{
-    consume_initiation, consume_response, create_initiation, create_response,
-    decrypt_initiator_static, tai64n, HandshakeError, PeerKeys, StaticIdentity,
+    consume_initiation, consume_response, create_initiation, create_response, decrypt_initiator_static, tai64n,
+    HandshakeError, PeerKeys, StaticIdentity,
 };
 use super::peer::{HandshakeSlot, Peer, PeerConfig, PeerId, PeerStats, Slot};
 use super::session::{padded_len, Keypair, OpenFailure};
 use super::timers::TimerKind;
 use super::{PublicKey, StaticSecret};
 use crate::wire::wireguard::{
-    CookieReply, Initiation, MessageType, Response, TransportData, COOKIE_REPLY_LEN,
-    DATA_HEADER_LEN, INITIATION_LEN, RESPONSE_LEN, TAG_LEN,
+    CookieReply, Initiation, MessageType, Response, TransportData, COOKIE_REPLY_LEN, DATA_HEADER_LEN, INITIATION_LEN,
+    RESPONSE_LEN, TAG_LEN,
 };
 
 /// Device-wide settings.
@@ -41,11 +41,7 @@ impl DeviceConfig {
     /// Defaults: MTU 1420, under load above 512 handshake messages a second (Linux's queue-based
     /// threshold, expressed as a rate).
     pub fn new(private_key: [u8; 32]) -> Self {
-        Self {
-            private_key,
-            mtu: 1420,
-            under_load_threshold: 512,
-        }
+        Self { private_key, mtu: 1420, under_load_threshold: 512 }
     }
 }
 
@@ -253,9 +249,7 @@ impl Shared {
     }
 
     fn jitter(&mut self) -> Duration {
-        Duration::from_nanos(
-            u64::from(self.rng.next_u32()) % REKEY_TIMEOUT_JITTER_MAX.as_nanos() as u64,
-        )
+        Duration::from_nanos(u64::from(self.rng.next_u32()) % REKEY_TIMEOUT_JITTER_MAX.as_nanos() as u64)
     }
 }
 
@@ -327,12 +321,8 @@ impl Device {
         if config.public_key == self.public_key() {
             return Err(PeerError::OwnKey);
         }
-        let keys = PeerKeys::new(
-            &self.shared.identity,
-            PublicKey::from(config.public_key),
-            config.preshared_key,
-        )
-        .map_err(|_| PeerError::LowOrderKey)?;
+        let keys = PeerKeys::new(&self.shared.identity, PublicKey::from(config.public_key), config.preshared_key)
+            .map_err(|_| PeerError::LowOrderKey)?;
         let peer = Peer::new(keys, CookieState::new(&config.public_key), &config);
         let id = match self.free_slots.pop() {
             Some(slot) => {
@@ -369,11 +359,7 @@ impl Device {
 
     /// All peers.
     pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + '_ {
-        self.peers
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.is_some())
-            .map(|(i, _)| PeerId(i as u32))
+        self.peers.iter().enumerate().filter(|(_, p)| p.is_some()).map(|(i, _)| PeerId(i as u32))
     }
 
     fn peer(&self, id: PeerId) -> Option<&Peer> {
@@ -404,9 +390,7 @@ impl Device {
 
     /// Whether the peer has a session we can send on now.
     pub fn has_session(&self, id: PeerId, now: Instant) -> bool {
-        self.peer(id)
-            .and_then(|p| p.current.as_ref())
-            .is_some_and(|k| k.can_send(now))
+        self.peer(id).and_then(|p| p.current.as_ref()).is_some_and(|k| k.can_send(now))
     }
 
     /// Datagrams dropped, by reason.
@@ -440,17 +424,10 @@ impl Device {
         payload_len: usize,
         now: Instant,
     ) -> Result<Encapsulated, SendError> {
-        let peer = self
-            .peers
-            .get_mut(id.index())
-            .and_then(Option::as_mut)
-            .ok_or(SendError::UnknownPeer)?;
+        let peer = self.peers.get_mut(id.index()).and_then(Option::as_mut).ok_or(SendError::UnknownPeer)?;
         let needed = DATA_HEADER_LEN + padded_len(payload_len, self.shared.mtu) + TAG_LEN;
         if buf.len() < needed {
-            return Err(SendError::BufferTooSmall {
-                needed,
-                actual: buf.len(),
-            });
+            return Err(SendError::BufferTooSmall { needed, actual: buf.len() });
         }
         if peer.current.as_ref().is_some_and(|k| k.can_send(now)) {
             let dst = peer.endpoint.ok_or(SendError::NoEndpoint)?;
@@ -486,33 +463,14 @@ impl Device {
             MessageType::TransportData => self.recv_data(src, datagram, now),
             MessageType::HandshakeInitiation | MessageType::HandshakeResponse => {
                 let under_load = self.note_handshake_load(now);
-                match self
-                    .checker
-                    .verify(datagram, src, under_load, now, &mut *self.shared.rng)
-                {
+                match self.checker.verify(datagram, src, under_load, now, &mut *self.shared.rng) {
                     MacVerdict::InvalidMac1 => return Err(RecvError::InvalidMac1),
                     MacVerdict::Mac1Only if under_load => {
                         // Same offset in both messages.
-                        let sender = u32::from_le_bytes([
-                            datagram[4],
-                            datagram[5],
-                            datagram[6],
-                            datagram[7],
-                        ]);
+                        let sender = u32::from_le_bytes([datagram[4], datagram[5], datagram[6], datagram[7]]);
                         let mut reply = [0u8; COOKIE_REPLY_LEN];
-                        self.checker.make_reply(
-                            datagram,
-                            sender,
-                            src,
-                            now,
-                            &mut *self.shared.rng,
-                            &mut reply,
-                        );
-                        self.shared.transmits.push_back(Transmit {
-                            peer: None,
-                            dst: src,
-                            payload: reply.to_vec(),
-                        });
+                        self.checker.make_reply(datagram, sender, src, now, &mut *self.shared.rng, &mut reply);
+                        self.shared.transmits.push_back(Transmit { peer: None, dst: src, payload: reply.to_vec() });
                         return Ok(Received::CookieReplySent);
                     }
                     MacVerdict::Mac2Valid if !self.rate_limiter.allow(src.ip(), now) => {
@@ -528,20 +486,12 @@ impl Device {
             }
             MessageType::CookieReply => {
                 let reply = CookieReply::new_unchecked(&*datagram);
-                let id = *self
-                    .shared
-                    .by_index
-                    .get(&reply.receiver_index())
-                    .ok_or(RecvError::UnknownIndex)?;
-                let peer = self.peers[id.index()]
-                    .as_mut()
-                    .ok_or(RecvError::UnknownIndex)?;
-                peer.cookie
-                    .consume_reply(&reply, now)
-                    .map_err(|e| match e {
-                        CookieReplyError::Unexpected => RecvError::UnexpectedCookieReply,
-                        CookieReplyError::Invalid => RecvError::InvalidCookieReply,
-                    })?;
+                let id = *self.shared.by_index.get(&reply.receiver_index()).ok_or(RecvError::UnknownIndex)?;
+                let peer = self.peers[id.index()].as_mut().ok_or(RecvError::UnknownIndex)?;
+                peer.cookie.consume_reply(&reply, now).map_err(|e| match e {
+                    CookieReplyError::Unexpected => RecvError::UnexpectedCookieReply,
+                    CookieReplyError::Invalid => RecvError::InvalidCookieReply,
+                })?;
                 Ok(Received::CookieReply { peer: id })
             }
         }
@@ -561,30 +511,17 @@ impl Device {
         self.under_load_until.is_some_and(|until| now < until)
     }
 
-    fn recv_initiation<'a>(
-        &mut self,
-        src: SocketAddr,
-        msg: &'a [u8],
-        now: Instant,
-    ) -> Result<Received<'a>, RecvError> {
+    fn recv_initiation<'a>(&mut self, src: SocketAddr, msg: &'a [u8], now: Instant) -> Result<Received<'a>, RecvError> {
         let view = Initiation::new_unchecked(msg);
         let partial = decrypt_initiator_static(&self.shared.identity, &view)?;
-        let id = *self
-            .by_key
-            .get(partial.initiator_static.as_bytes())
-            .ok_or(RecvError::UnknownPeer)?;
-        let peer = self.peers[id.index()]
-            .as_mut()
-            .ok_or(RecvError::UnknownPeer)?;
+        let id = *self.by_key.get(partial.initiator_static.as_bytes()).ok_or(RecvError::UnknownPeer)?;
+        let peer = self.peers[id.index()].as_mut().ok_or(RecvError::UnknownPeer)?;
         let consumed = consume_initiation(partial, &peer.keys, &view)?;
         if consumed.timestamp <= peer.greatest_timestamp {
             return Err(RecvError::StaleTimestamp);
         }
         let min_gap = Duration::from_secs(1) / INITIATIONS_PER_SECOND;
-        if peer
-            .last_initiation_consumed
-            .is_some_and(|t| now.saturating_duration_since(t) < min_gap)
-        {
+        if peer.last_initiation_consumed.is_some_and(|t| now.saturating_duration_since(t) < min_gap) {
             return Err(RecvError::InitiationFlood);
         }
         peer.greatest_timestamp = consumed.timestamp;
@@ -623,32 +560,17 @@ impl Device {
         peer.stats.rx_bytes += msg.len() as u64;
         authenticated_received(peer, now);
         session_derived(peer, now);
-        sh.transmits.push_back(Transmit {
-            peer: Some(id),
-            dst: src,
-            payload: response.to_vec(),
-        });
+        sh.transmits.push_back(Transmit { peer: Some(id), dst: src, payload: response.to_vec() });
         peer.stats.tx_bytes += RESPONSE_LEN as u64;
         packet_sent(peer, now);
         Ok(Received::HandshakeInitiation { peer: id })
     }
 
-    fn recv_response<'a>(
-        &mut self,
-        src: SocketAddr,
-        msg: &'a [u8],
-        now: Instant,
-    ) -> Result<Received<'a>, RecvError> {
+    fn recv_response<'a>(&mut self, src: SocketAddr, msg: &'a [u8], now: Instant) -> Result<Received<'a>, RecvError> {
         let view = Response::new_unchecked(msg);
         let receiver = view.receiver_index();
-        let id = *self
-            .shared
-            .by_index
-            .get(&receiver)
-            .ok_or(RecvError::UnknownIndex)?;
-        let peer = self.peers[id.index()]
-            .as_mut()
-            .ok_or(RecvError::UnknownIndex)?;
+        let id = *self.shared.by_index.get(&receiver).ok_or(RecvError::UnknownIndex)?;
+        let peer = self.peers[id.index()].as_mut().ok_or(RecvError::UnknownIndex)?;
         let HandshakeSlot::InitiationSent { local_index, state } = &peer.handshake else {
             return Err(RecvError::UnexpectedResponse);
         };
@@ -666,10 +588,7 @@ impl Device {
                 drop_keypair(sh, peer.previous.replace(next));
                 drop_keypair(sh, peer.current.take());
             }
-            None => drop_keypair(
-                sh,
-                std::mem::replace(&mut peer.previous, peer.current.take()),
-            ),
+            None => drop_keypair(sh, std::mem::replace(&mut peer.previous, peer.current.take())),
         }
         peer.current = Some(Box::new(keypair));
 
@@ -695,23 +614,15 @@ impl Device {
     ) -> Result<Received<'a>, RecvError> {
         let header = TransportData::new_unchecked(&*datagram);
         let (index, counter) = (header.receiver_index(), header.counter());
-        let id = *self
-            .shared
-            .by_index
-            .get(&index)
-            .ok_or(RecvError::UnknownIndex)?;
-        let peer = self.peers[id.index()]
-            .as_mut()
-            .ok_or(RecvError::UnknownIndex)?;
+        let id = *self.shared.by_index.get(&index).ok_or(RecvError::UnknownIndex)?;
+        let peer = self.peers[id.index()].as_mut().ok_or(RecvError::UnknownIndex)?;
         let (keypair, slot) = peer.keypair_mut(index).ok_or(RecvError::UnknownIndex)?;
         let total = datagram.len();
-        let plain_len = keypair
-            .open(counter, &mut datagram[DATA_HEADER_LEN..], now)
-            .map_err(|e| match e {
-                OpenFailure::Expired => RecvError::Expired,
-                OpenFailure::Replay => RecvError::Replay,
-                OpenFailure::Auth => RecvError::Decrypt,
-            })?;
+        let plain_len = keypair.open(counter, &mut datagram[DATA_HEADER_LEN..], now).map_err(|e| match e {
+            OpenFailure::Expired => RecvError::Expired,
+            OpenFailure::Replay => RecvError::Replay,
+            OpenFailure::Auth => RecvError::Decrypt,
+        })?;
         let sh = &mut self.shared;
         if slot == Slot::Next {
             // First packet on the session we answered: the initiator has it, so switch to it.
@@ -731,15 +642,11 @@ impl Device {
         if peer.timers.is_armed(TimerKind::SendKeepalive) {
             peer.need_another_keepalive = true;
         } else {
-            peer.timers
-                .set(TimerKind::SendKeepalive, now + KEEPALIVE_TIMEOUT);
+            peer.timers.set(TimerKind::SendKeepalive, now + KEEPALIVE_TIMEOUT);
         }
         let plaintext = &mut datagram[DATA_HEADER_LEN..DATA_HEADER_LEN + plain_len];
         let len = inner_packet_len(plaintext).ok_or(RecvError::InvalidInnerPacket)?;
-        Ok(Received::Packet {
-            peer: id,
-            packet: &mut plaintext[..len],
-        })
+        Ok(Received::Packet { peer: id, packet: &mut plaintext[..len] })
     }
 
     /// Next control datagram to send, if any. Call after every other entry point until `None`.
@@ -749,11 +656,7 @@ impl Device {
 
     /// When [`Device::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.peers
-            .iter()
-            .flatten()
-            .filter_map(|p| p.timers.next_deadline())
-            .min()
+        self.peers.iter().flatten().filter_map(|p| p.timers.next_deadline()).min()
     }
 
     /// Runs every timer due at `now`.
@@ -772,11 +675,7 @@ impl Device {
     /// Test and fuzzing hook: the current sending keypair of a peer.
     #[cfg(any(test, feature = "fuzzing"))]
     pub fn current_keypair_mut(&mut self, id: PeerId) -> Option<&mut Keypair> {
-        self.peers
-            .get_mut(id.index())?
-            .as_mut()?
-            .current
-            .as_deref_mut()
+        self.peers.get_mut(id.index())?.as_mut()?.current.as_deref_mut()
     }
 }
 
@@ -820,25 +719,18 @@ fn seal_for_peer(
 ) -> usize {
     let padded = padded_len(payload_len, sh.mtu);
     buf[DATA_HEADER_LEN + payload_len..DATA_HEADER_LEN + padded].fill(0);
-    let keypair = peer
-        .current
-        .as_deref_mut()
-        .expect("caller checked the current keypair");
+    let keypair = peer.current.as_deref_mut().expect("caller checked the current keypair");
     keypair.seal(buf, padded);
     let len = DATA_HEADER_LEN + padded + TAG_LEN;
     peer.stats.tx_bytes += len as u64;
     packet_sent(peer, now);
     if payload_len > 0 {
-        peer.timers.set_if_unarmed(
-            TimerKind::NewHandshake,
-            now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT,
-        );
+        peer.timers.set_if_unarmed(TimerKind::NewHandshake, now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT);
     }
     // Keep the key fresh: the initiator rekeys on age, either side on message count.
     let keypair = peer.current.as_deref().expect("still there");
     if keypair.send_counter() > REKEY_AFTER_MESSAGES
-        || (keypair.is_initiator
-            && now.saturating_duration_since(keypair.created) > REKEY_AFTER_TIME)
+        || (keypair.is_initiator && now.saturating_duration_since(keypair.created) > REKEY_AFTER_TIME)
     {
         send_initiation(peer, id, sh, now, false);
     }
@@ -861,11 +753,7 @@ fn send_staged(peer: &mut Peer, id: PeerId, sh: &mut Shared, now: Instant) {
         buf[DATA_HEADER_LEN..DATA_HEADER_LEN + packet.len()].copy_from_slice(&packet);
         let len = seal_for_peer(peer, id, sh, &mut buf, packet.len(), now);
         buf.truncate(len);
-        sh.transmits.push_back(Transmit {
-            peer: Some(id),
-            dst,
-            payload: buf,
-        });
+        sh.transmits.push_back(Transmit { peer: Some(id), dst, payload: buf });
         if !peer.current.as_ref().is_some_and(|k| k.can_send(now)) {
             break;
         }
@@ -883,10 +771,7 @@ fn send_initiation(peer: &mut Peer, id: PeerId, sh: &mut Shared, now: Instant, i
     if !is_retry {
         peer.handshake_attempts = 0;
     }
-    if peer
-        .last_initiation_sent
-        .is_some_and(|t| now.saturating_duration_since(t) < REKEY_TIMEOUT)
-    {
+    if peer.last_initiation_sent.is_some_and(|t| now.saturating_duration_since(t) < REKEY_TIMEOUT) {
         return;
     }
     peer.last_initiation_sent = Some(now);
@@ -906,12 +791,7 @@ fn send_initiation(peer: &mut Peer, id: PeerId, sh: &mut Shared, now: Instant, i
         &mut *sh.rng,
         &mut Initiation::new_unchecked(&mut msg[..]),
     ) {
-        Ok(state) => {
-            peer.handshake = HandshakeSlot::InitiationSent {
-                local_index: index,
-                state,
-            }
-        }
+        Ok(state) => peer.handshake = HandshakeSlot::InitiationSent { local_index: index, state },
         Err(_) => {
             // Unreachable for a peer key that passed `add_peer`; nothing to send.
             sh.by_index.remove(&index);
@@ -920,16 +800,11 @@ fn send_initiation(peer: &mut Peer, id: PeerId, sh: &mut Shared, now: Instant, i
     }
     peer.cookie.add_macs(&mut msg, now);
     let retransmit_at = now + REKEY_TIMEOUT + sh.jitter();
-    peer.timers
-        .set(TimerKind::RetransmitHandshake, retransmit_at);
+    peer.timers.set(TimerKind::RetransmitHandshake, retransmit_at);
     packet_sent(peer, now);
     if let Some(dst) = peer.endpoint {
         peer.stats.tx_bytes += INITIATION_LEN as u64;
-        sh.transmits.push_back(Transmit {
-            peer: Some(id),
-            dst,
-            payload: msg.to_vec(),
-        });
+        sh.transmits.push_back(Transmit { peer: Some(id), dst, payload: msg.to_vec() });
     }
 }
 
@@ -938,8 +813,7 @@ fn send_initiation(peer: &mut Peer, id: PeerId, sh: &mut Shared, now: Instant, i
 fn packet_sent(peer: &mut Peer, now: Instant) {
     peer.timers.cancel(TimerKind::SendKeepalive);
     if let Some(interval) = peer.persistent_keepalive {
-        peer.timers
-            .set(TimerKind::PersistentKeepalive, now + interval);
+        peer.timers.set(TimerKind::PersistentKeepalive, now + interval);
     }
 }
 
@@ -948,8 +822,7 @@ fn packet_sent(peer: &mut Peer, now: Instant) {
 fn authenticated_received(peer: &mut Peer, now: Instant) {
     peer.timers.cancel(TimerKind::NewHandshake);
     if let Some(interval) = peer.persistent_keepalive {
-        peer.timers
-            .set(TimerKind::PersistentKeepalive, now + interval);
+        peer.timers.set(TimerKind::PersistentKeepalive, now + interval);
     }
 }
 
@@ -962,8 +835,7 @@ fn handshake_complete(peer: &mut Peer, sh: &Shared, now: Instant) {
 }
 
 fn session_derived(peer: &mut Peer, now: Instant) {
-    peer.timers
-        .set(TimerKind::ZeroKeyMaterial, now + REJECT_AFTER_TIME * 3);
+    peer.timers.set(TimerKind::ZeroKeyMaterial, now + REJECT_AFTER_TIME * 3);
 }
 
 /// The initiator renews a session that is about to expire while traffic still arrives, so the
@@ -974,8 +846,7 @@ fn keep_key_fresh_on_receive(peer: &mut Peer, id: PeerId, sh: &mut Shared, now: 
     };
     if k.is_initiator
         && !peer.sent_lastminute_handshake
-        && now.saturating_duration_since(k.created)
-            > REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+        && now.saturating_duration_since(k.created) > REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
     {
         peer.sent_lastminute_handshake = true;
         send_initiation(peer, id, sh, now, false);
@@ -994,8 +865,7 @@ fn on_timer(peer: &mut Peer, id: PeerId, sh: &mut Shared, kind: TimerKind, now: 
                 {
                     sh.by_index.remove(&local_index);
                 }
-                peer.timers
-                    .set_if_unarmed(TimerKind::ZeroKeyMaterial, now + REJECT_AFTER_TIME * 3);
+                peer.timers.set_if_unarmed(TimerKind::ZeroKeyMaterial, now + REJECT_AFTER_TIME * 3);
             } else {
                 peer.handshake_attempts += 1;
                 send_initiation(peer, id, sh, now, true);
@@ -1005,8 +875,7 @@ fn on_timer(peer: &mut Peer, id: PeerId, sh: &mut Shared, kind: TimerKind, now: 
             send_keepalive(peer, id, sh, now);
             if peer.need_another_keepalive {
                 peer.need_another_keepalive = false;
-                peer.timers
-                    .set(TimerKind::SendKeepalive, now + KEEPALIVE_TIMEOUT);
+                peer.timers.set(TimerKind::SendKeepalive, now + KEEPALIVE_TIMEOUT);
             }
         }
         TimerKind::NewHandshake => send_initiation(peer, id, sh, now, false),

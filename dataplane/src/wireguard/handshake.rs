@@ -39,11 +39,7 @@ impl StaticIdentity {
     pub fn new(secret: StaticSecret) -> Self {
         let public = PublicKey::from(&secret);
         let responder_hash = hash(&[&initial_hash(), public.as_bytes()]);
-        Self {
-            secret,
-            public,
-            responder_hash,
-        }
+        Self { secret, public, responder_hash }
     }
 
     /// Our public key.
@@ -78,12 +74,7 @@ impl PeerKeys {
     ) -> Result<Self, HandshakeError> {
         let static_static = dh(&identity.secret, &public).ok_or(HandshakeError::LowOrderKey)?;
         let initiator_hash = hash(&[&initial_hash(), public.as_bytes()]);
-        Ok(Self {
-            public,
-            preshared: preshared.unwrap_or([0; 32]),
-            static_static,
-            initiator_hash,
-        })
+        Ok(Self { public, preshared: preshared.unwrap_or([0; 32]), static_static, initiator_hash })
     }
 }
 
@@ -181,10 +172,7 @@ pub fn create_initiation(
     rng: &mut dyn RngCore,
     msg: &mut Initiation<&mut [u8]>,
 ) -> Result<InitiatorState, HandshakeError> {
-    let mut t = Transcript {
-        ck: initial_chaining_key(),
-        h: peer.initiator_hash,
-    };
+    let mut t = Transcript { ck: initial_chaining_key(), h: peer.initiator_hash };
     let ephemeral = random_secret(rng);
     let e_pub = PublicKey::from(&ephemeral);
     msg.set_message_type();
@@ -194,21 +182,13 @@ pub fn create_initiation(
     t.mix_hash(e_pub.as_bytes());
 
     let k = t.mix_key(&dh(&ephemeral, &peer.public).ok_or(HandshakeError::LowOrderKey)?);
-    aead_seal(
-        &k,
-        identity.public.as_bytes(),
-        &t.h,
-        msg.encrypted_static_mut(),
-    );
+    aead_seal(&k, identity.public.as_bytes(), &t.h, msg.encrypted_static_mut());
     t.mix_hash(msg.encrypted_static());
 
     let k = t.mix_key(&peer.static_static);
     aead_seal(&k, &timestamp, &t.h, msg.encrypted_timestamp_mut());
     t.mix_hash(msg.encrypted_timestamp());
-    Ok(InitiatorState {
-        transcript: t,
-        ephemeral,
-    })
+    Ok(InitiatorState { transcript: t, ephemeral })
 }
 
 /// Responder, first half: the initiator's static public key, decrypted so the peer can be found.
@@ -223,10 +203,7 @@ pub fn decrypt_initiator_static(
     identity: &StaticIdentity,
     msg: &Initiation<&[u8]>,
 ) -> Result<PartialInitiation, HandshakeError> {
-    let mut t = Transcript {
-        ck: initial_chaining_key(),
-        h: identity.responder_hash,
-    };
+    let mut t = Transcript { ck: initial_chaining_key(), h: identity.responder_hash };
     let e_i = PublicKey::from(*msg.ephemeral());
     t.mix_chain(e_i.as_bytes());
     t.mix_hash(e_i.as_bytes());
@@ -236,11 +213,7 @@ pub fn decrypt_initiator_static(
         return Err(HandshakeError::DecryptionFailed);
     }
     t.mix_hash(msg.encrypted_static());
-    Ok(PartialInitiation {
-        transcript: t,
-        remote_ephemeral: e_i,
-        initiator_static: PublicKey::from(s),
-    })
+    Ok(PartialInitiation { transcript: t, remote_ephemeral: e_i, initiator_static: PublicKey::from(s) })
 }
 
 /// Responder state after a fully verified initiation.
@@ -257,22 +230,14 @@ pub fn consume_initiation(
     peer: &PeerKeys,
     msg: &Initiation<&[u8]>,
 ) -> Result<ConsumedInitiation, HandshakeError> {
-    let PartialInitiation {
-        mut transcript,
-        remote_ephemeral,
-        ..
-    } = partial;
+    let PartialInitiation { mut transcript, remote_ephemeral, .. } = partial;
     let k = transcript.mix_key(&peer.static_static);
     let mut timestamp = [0u8; 12];
     if !aead_open(&k, msg.encrypted_timestamp(), &transcript.h, &mut timestamp) {
         return Err(HandshakeError::DecryptionFailed);
     }
     transcript.mix_hash(msg.encrypted_timestamp());
-    Ok(ConsumedInitiation {
-        transcript,
-        remote_ephemeral,
-        timestamp,
-    })
+    Ok(ConsumedInitiation { transcript, remote_ephemeral, timestamp })
 }
 
 /// Writes the body of the response (everything but the MACs) and derives the session keys.
@@ -284,11 +249,7 @@ pub fn create_response(
     rng: &mut dyn RngCore,
     msg: &mut Response<&mut [u8]>,
 ) -> Result<SessionKeys, HandshakeError> {
-    let ConsumedInitiation {
-        mut transcript,
-        remote_ephemeral,
-        ..
-    } = consumed;
+    let ConsumedInitiation { mut transcript, remote_ephemeral, .. } = consumed;
     let t = &mut transcript;
     let ephemeral = random_secret(rng);
     let e_pub = PublicKey::from(&ephemeral);
@@ -315,10 +276,7 @@ pub fn consume_response(
     msg: &Response<&[u8]>,
 ) -> Result<SessionKeys, HandshakeError> {
     // Work on a copy: a forged response must not destroy the state a genuine one still needs.
-    let mut transcript = Transcript {
-        ck: state.transcript.ck,
-        h: state.transcript.h,
-    };
+    let mut transcript = Transcript { ck: state.transcript.ck, h: state.transcript.h };
     let ephemeral = &state.ephemeral;
     let t = &mut transcript;
     let e_r = PublicKey::from(*msg.ephemeral());
@@ -345,10 +303,7 @@ mod tests {
         StaticIdentity::new(StaticSecret::from([seed; 32]))
     }
 
-    fn run(
-        psk_i: Option<[u8; 32]>,
-        psk_r: Option<[u8; 32]>,
-    ) -> Result<(SessionKeys, SessionKeys), HandshakeError> {
+    fn run(psk_i: Option<[u8; 32]>, psk_r: Option<[u8; 32]>) -> Result<(SessionKeys, SessionKeys), HandshakeError> {
         let (a, b) = (identity(1), identity(2));
         let a_to_b = PeerKeys::new(&a, b.public, psk_i)?;
         let b_to_a = PeerKeys::new(&b, a.public, psk_r)?;
@@ -366,20 +321,9 @@ mod tests {
         assert_eq!(partial.initiator_static, a.public);
         let consumed = consume_initiation(partial, &b_to_a, &view)?;
         let mut resp = [0u8; RESPONSE_LEN];
-        let rkeys = create_response(
-            consumed,
-            &b_to_a,
-            22,
-            11,
-            &mut OsRng,
-            &mut Response::new_unchecked(&mut resp[..]),
-        )?;
-        let ikeys = consume_response(
-            &state,
-            &a,
-            &a_to_b,
-            &Response::new_checked(&resp[..]).unwrap(),
-        )?;
+        let rkeys =
+            create_response(consumed, &b_to_a, 22, 11, &mut OsRng, &mut Response::new_unchecked(&mut resp[..]))?;
+        let ikeys = consume_response(&state, &a, &a_to_b, &Response::new_checked(&resp[..]).unwrap())?;
         Ok((ikeys, rkeys))
     }
 
@@ -395,10 +339,7 @@ mod tests {
 
     #[test]
     fn preshared_key_mismatch_fails() {
-        assert_eq!(
-            run(Some([5; 32]), None).err(),
-            Some(HandshakeError::DecryptionFailed)
-        );
+        assert_eq!(run(Some([5; 32]), None).err(), Some(HandshakeError::DecryptionFailed));
     }
 
     #[test]
@@ -407,13 +348,7 @@ mod tests {
         let a = tai64n(t);
         let b = tai64n(t + Duration::from_millis(40));
         assert!(b > a);
-        assert_eq!(
-            &a[..8],
-            &(0x4000_0000_0000_000a_u64 + 1_700_000_000).to_be_bytes()
-        );
-        assert_eq!(
-            u32::from_be_bytes(a[8..].try_into().unwrap()) % (1 << 23),
-            0
-        );
+        assert_eq!(&a[..8], &(0x4000_0000_0000_000a_u64 + 1_700_000_000).to_be_bytes());
+        assert_eq!(u32::from_be_bytes(a[8..].try_into().unwrap()) % (1 << 23), 0);
     }
 }

@@ -15,9 +15,7 @@ pub mod session;
 pub mod timers;
 
 pub use device::Device;
-pub use device::{
-    DeviceConfig, DropReason, Encapsulated, PeerError, Received, RecvError, SendError, Transmit,
-};
+pub use device::{DeviceConfig, DropReason, Encapsulated, PeerError, Received, RecvError, SendError, Transmit};
 pub use peer::{PeerConfig, PeerId, PeerStats};
 pub use x25519_dalek::{PublicKey, StaticSecret};
 

@@ -37,12 +37,7 @@ pub struct PeerConfig {
 impl PeerConfig {
     /// A peer known only by its public key.
     pub fn new(public_key: [u8; 32]) -> Self {
-        Self {
-            public_key,
-            preshared_key: None,
-            endpoint: None,
-            persistent_keepalive: None,
-        }
+        Self { public_key, preshared_key: None, endpoint: None, persistent_keepalive: None }
     }
 }
 
@@ -116,21 +111,13 @@ impl Peer {
     /// The keypair holding `index`, if any, and which slot it is in.
     #[inline]
     pub fn keypair_mut(&mut self, index: u32) -> Option<(&mut Keypair, Slot)> {
-        if let Some(k) = self
-            .current
-            .as_deref_mut()
-            .filter(|k| k.local_index == index)
-        {
+        if let Some(k) = self.current.as_deref_mut().filter(|k| k.local_index == index) {
             return Some((k, Slot::Current));
         }
         if let Some(k) = self.next.as_deref_mut().filter(|k| k.local_index == index) {
             return Some((k, Slot::Next));
         }
-        if let Some(k) = self
-            .previous
-            .as_deref_mut()
-            .filter(|k| k.local_index == index)
-        {
+        if let Some(k) = self.previous.as_deref_mut().filter(|k| k.local_index == index) {
             return Some((k, Slot::Previous));
         }
         None
@@ -142,12 +129,7 @@ impl Peer {
             HandshakeSlot::InitiationSent { local_index, .. } => Some(*local_index),
             HandshakeSlot::None => None,
         };
-        hs.into_iter().chain(
-            [&self.previous, &self.current, &self.next]
-                .into_iter()
-                .flatten()
-                .map(|k| k.local_index),
-        )
+        hs.into_iter().chain([&self.previous, &self.current, &self.next].into_iter().flatten().map(|k| k.local_index))
     }
 }
 

@@ -23,18 +23,13 @@ pub struct ReplayWindow {
 
 impl Default for ReplayWindow {
     fn default() -> Self {
-        Self {
-            next: 0,
-            ring: Box::new([0; RING_WORDS]),
-        }
+        Self { next: 0, ring: Box::new([0; RING_WORDS]) }
     }
 }
 
 impl core::fmt::Debug for ReplayWindow {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ReplayWindow")
-            .field("next", &self.next)
-            .finish_non_exhaustive()
+        f.debug_struct("ReplayWindow").field("next", &self.next).finish_non_exhaustive()
     }
 }
 
@@ -65,11 +60,7 @@ impl ReplayWindow {
             // Advance: clear the words between the old head and the new one.
             let old_word = self.next.wrapping_sub(1) / WORD_BITS;
             let new_word = counter / WORD_BITS;
-            let advance = if self.next == 0 {
-                RING_WORDS as u64
-            } else {
-                new_word - old_word
-            };
+            let advance = if self.next == 0 { RING_WORDS as u64 } else { new_word - old_word };
             for i in 1..=advance.min(RING_WORDS as u64) {
                 self.ring[((old_word.wrapping_add(i)) as usize) & (RING_WORDS - 1)] = 0;
             }
@@ -87,10 +78,7 @@ impl ReplayWindow {
 
     #[inline]
     fn position(counter: u64) -> (usize, u64) {
-        (
-            ((counter / WORD_BITS) as usize) & (RING_WORDS - 1),
-            1u64 << (counter % WORD_BITS),
-        )
+        (((counter / WORD_BITS) as usize) & (RING_WORDS - 1), 1u64 << (counter % WORD_BITS))
     }
 }
 
@@ -203,10 +191,7 @@ mod tests {
 
     impl Model {
         fn clone_check(&self, c: u64) -> bool {
-            let mut copy = Model {
-                seen: self.seen.clone(),
-                greatest: self.greatest,
-            };
+            let mut copy = Model { seen: self.seen.clone(), greatest: self.greatest };
             copy.update(c)
         }
     }

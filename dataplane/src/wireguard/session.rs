@@ -49,13 +49,7 @@ impl core::fmt::Debug for Keypair {
 
 impl Keypair {
     /// A fresh session from handshake output.
-    pub fn new(
-        keys: &SessionKeys,
-        local_index: u32,
-        remote_index: u32,
-        is_initiator: bool,
-        now: Instant,
-    ) -> Self {
+    pub fn new(keys: &SessionKeys, local_index: u32, remote_index: u32, is_initiator: bool, now: Instant) -> Self {
         Self {
             local_index,
             remote_index,
@@ -71,8 +65,7 @@ impl Keypair {
     /// True if we may still send with this keypair.
     #[inline]
     pub fn can_send(&self, now: Instant) -> bool {
-        self.send_counter < REJECT_AFTER_MESSAGES
-            && now.saturating_duration_since(self.created) < REJECT_AFTER_TIME
+        self.send_counter < REJECT_AFTER_MESSAGES && now.saturating_duration_since(self.created) < REJECT_AFTER_TIME
     }
 
     /// Messages sent so far (the next counter).
@@ -88,8 +81,7 @@ impl Keypair {
         let counter = self.send_counter;
         self.send_counter += 1;
         TransportData::new_unchecked(&mut *buf).set_header(self.remote_index, counter);
-        let (body, tag) =
-            buf[DATA_HEADER_LEN..DATA_HEADER_LEN + padded_len + TAG_LEN].split_at_mut(padded_len);
+        let (body, tag) = buf[DATA_HEADER_LEN..DATA_HEADER_LEN + padded_len + TAG_LEN].split_at_mut(padded_len);
         tag.copy_from_slice(&self.send_key.seal_in_place(counter, &[], body));
         counter
     }
@@ -97,22 +89,14 @@ impl Keypair {
     /// Decrypts the payload of a transport message in place (`payload` = ciphertext || tag) and
     /// records the counter. Returns the plaintext length.
     #[inline]
-    pub fn open(
-        &mut self,
-        counter: u64,
-        payload: &mut [u8],
-        now: Instant,
-    ) -> Result<usize, OpenFailure> {
+    pub fn open(&mut self, counter: u64, payload: &mut [u8], now: Instant) -> Result<usize, OpenFailure> {
         if now.saturating_duration_since(self.created) >= REJECT_AFTER_TIME {
             return Err(OpenFailure::Expired);
         }
         if !self.replay.check(counter) {
             return Err(OpenFailure::Replay);
         }
-        let len = self
-            .recv_key
-            .open_in_place(counter, &[], payload)
-            .map_err(|_| OpenFailure::Auth)?;
+        let len = self.recv_key.open_in_place(counter, &[], payload).map_err(|_| OpenFailure::Auth)?;
         // Commit only after authentication, so forgeries cannot move the window.
         if !self.replay.update(counter) {
             return Err(OpenFailure::Replay);
@@ -154,14 +138,8 @@ mod tests {
     #[test]
     fn seal_open_round_trip_and_replay() {
         let now = Instant::now();
-        let keys = SessionKeys {
-            send: [1; 32],
-            recv: [2; 32],
-        };
-        let mirrored = SessionKeys {
-            send: [2; 32],
-            recv: [1; 32],
-        };
+        let keys = SessionKeys { send: [1; 32], recv: [2; 32] };
+        let mirrored = SessionKeys { send: [2; 32], recv: [1; 32] };
         let mut a = Keypair::new(&keys, 10, 20, true, now);
         let mut b = Keypair::new(&mirrored, 20, 10, false, now);
         let mut buf = [0u8; 16 + 32 + 16];
@@ -178,25 +156,13 @@ mod tests {
         let mut forged = sealed;
         forged[20] ^= 1;
         assert_eq!(b.open(1, &mut forged[16..], now), Err(OpenFailure::Auth));
-        assert_eq!(
-            b.open(c, &mut sealed.clone()[16..], now + REJECT_AFTER_TIME),
-            Err(OpenFailure::Expired)
-        );
+        assert_eq!(b.open(c, &mut sealed.clone()[16..], now + REJECT_AFTER_TIME), Err(OpenFailure::Expired));
     }
 
     #[test]
     fn nonce_limit_is_enforced() {
         let now = Instant::now();
-        let mut kp = Keypair::new(
-            &SessionKeys {
-                send: [1; 32],
-                recv: [2; 32],
-            },
-            1,
-            2,
-            true,
-            now,
-        );
+        let mut kp = Keypair::new(&SessionKeys { send: [1; 32], recv: [2; 32] }, 1, 2, true, now);
         kp.force_send_counter(REJECT_AFTER_MESSAGES - 1);
         assert!(kp.can_send(now));
         let mut buf = [0u8; 32];

@@ -99,10 +99,7 @@ mod tests {
         assert_eq!(t.next_deadline(), Some(t0 + Duration::from_secs(5)));
         assert_eq!(t.take_expired(t0 + Duration::from_secs(4)).count(), 0);
         let due: Vec<_> = t.take_expired(t0 + Duration::from_secs(10)).collect();
-        assert_eq!(
-            due,
-            vec![TimerKind::RetransmitHandshake, TimerKind::SendKeepalive]
-        );
+        assert_eq!(due, vec![TimerKind::RetransmitHandshake, TimerKind::SendKeepalive]);
         assert_eq!(t.next_deadline(), None);
     }
 }
