@@ -1,7 +1,9 @@
 //! ChaCha20-Poly1305 for transport data, behind a small trait so the backend can be swapped.
 //!
-//! The default is aws-lc-rs: measured here at about the speed of ring and ~3.7x faster than the
-//! portable RustCrypto build for a 1420-byte seal, and actively maintained (docs/dependencies.md).
+//! The default is ring: measured here (interleaved, one run) 2-8% faster than aws-lc-rs for
+//! 64-1280-byte seals and equal at 1420, and ~3.5x faster than RustCrypto's portable build;
+//! aws-lc-rs is available with the `aead-aws-lc` feature (e.g. for FIPS builds). See
+//! docs/dependencies.md.
 //! Nonces are WireGuard's: 32 zero bits followed by the 64-bit little-endian counter.
 
 use crate::wire::wireguard::TAG_LEN;
@@ -33,9 +35,47 @@ pub fn nonce(counter: u64) -> [u8; 12] {
     n
 }
 
+/// ring (BoringSSL lineage; AVX2 ChaCha20-Poly1305), maintained by the rustls project.
+pub struct RingChaCha(ring::aead::LessSafeKey);
+
+impl Aead for RingChaCha {
+    const NAME: &'static str = "ring";
+
+    fn new(key: &[u8; 32]) -> Self {
+        let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, key)
+            .expect("a 32-byte key is valid for ChaCha20-Poly1305");
+        Self(ring::aead::LessSafeKey::new(unbound))
+    }
+
+    #[inline]
+    fn seal_in_place(&self, counter: u64, aad: &[u8], in_out: &mut [u8]) -> [u8; TAG_LEN] {
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce(counter)),
+                ring::aead::Aad::from(aad),
+                in_out,
+            )
+            .expect("WireGuard plaintexts are far below the AEAD length limit");
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    #[inline]
+    fn open_in_place(&self, counter: u64, aad: &[u8], in_out: &mut [u8]) -> Result<usize, OpenError> {
+        self.0
+            .open_in_place(ring::aead::Nonce::assume_unique_for_key(nonce(counter)), ring::aead::Aad::from(aad), in_out)
+            .map(|p| p.len())
+            .map_err(|_| OpenError)
+    }
+}
+
 /// aws-lc-rs (AWS-LC, BoringSSL lineage; AVX2 ChaCha20 and Poly1305).
+#[cfg(feature = "aead-aws-lc")]
 pub struct AwsLcChaCha(aws_lc_rs::aead::LessSafeKey);
 
+#[cfg(feature = "aead-aws-lc")]
 impl Aead for AwsLcChaCha {
     const NAME: &'static str = "aws-lc-rs";
 
@@ -104,7 +144,7 @@ impl Aead for RustCryptoChaCha {
 }
 
 /// The backend sessions use.
-pub type DefaultAead = AwsLcChaCha;
+pub type DefaultAead = RingChaCha;
 
 #[cfg(test)]
 mod tests {
@@ -129,26 +169,26 @@ mod tests {
 
     #[test]
     fn backends_agree_byte_for_byte() {
+        assert_eq!(round_trip::<RingChaCha>(), round_trip::<RustCryptoChaCha>());
+        #[cfg(feature = "aead-aws-lc")]
         assert_eq!(round_trip::<AwsLcChaCha>(), round_trip::<RustCryptoChaCha>());
     }
 
     #[test]
     fn rfc8439_test_vector() {
-        // RFC 8439 section 2.8.2, with its nonce 07000000 4041424344454647 = counter 0x4746454443424140
-        // after a 32-bit constant of 7, which WireGuard's nonce layout cannot express; so check
-        // the keystream through RustCrypto against aws-lc-rs on WireGuard-shaped nonces instead,
-        // and the raw RFC vector through aws-lc-rs directly.
+        // RFC 8439 section 2.8.2. Its nonce starts with a non-zero 32-bit constant, which
+        // WireGuard's nonce layout never produces, so the vector goes through the backend directly;
+        // `backends_agree_byte_for_byte` covers WireGuard-shaped nonces.
         let key: [u8; 32] = core::array::from_fn(|i| 0x80 + i as u8);
         let nonce = [0x07, 0, 0, 0, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47];
         let aad = [0x50, 0x51, 0x52, 0x53, 0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7];
         let mut pt = *b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
-        let k = aws_lc_rs::aead::LessSafeKey::new(
-            aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::CHACHA20_POLY1305, &key).unwrap(),
-        );
+        let k =
+            ring::aead::LessSafeKey::new(ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &key).unwrap());
         let tag = k
             .seal_in_place_separate_tag(
-                aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce),
-                aws_lc_rs::aead::Aad::from(&aad),
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(&aad),
                 &mut pt,
             )
             .unwrap();

@@ -184,6 +184,7 @@ impl CookieState {
 /// Per-source token bucket for handshake messages under load: 20 per second, bursts of 5, keyed
 /// by IPv4 address or IPv6 /64 (Linux `ratelimiter.c`). The table is bounded; when full, new
 /// sources are refused until old entries age out.
+#[derive(Default)]
 pub struct RateLimiter {
     buckets: HashMap<u128, Bucket>,
     last_gc: Option<Instant>,
@@ -200,12 +201,6 @@ const PACKETS_BURSTABLE: u64 = 5;
 const PACKET_COST_NS: u64 = 1_000_000_000 / PACKETS_PER_SECOND;
 const BUCKET_MAX_NS: u64 = PACKET_COST_NS * PACKETS_BURSTABLE;
 const MAX_BUCKETS: usize = 1 << 16;
-
-impl Default for RateLimiter {
-    fn default() -> Self {
-        Self { buckets: HashMap::new(), last_gc: None }
-    }
-}
 
 impl RateLimiter {
     /// True if a handshake message from `ip` may be processed now.

@@ -6,6 +6,7 @@ use blake2::digest::{FixedOutput, KeyInit, Mac as _, Update};
 use blake2::{Blake2s256, Blake2sMac, Digest};
 use hmac::SimpleHmac;
 use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::Zeroize;
 
 use super::aead::{Aead, DefaultAead};
 use crate::wire::wireguard::TAG_LEN;
@@ -49,12 +50,14 @@ pub fn kdf<const N: usize>(key: &[u8; 32], input: &[u8]) -> [[u8; 32]; N] {
     debug_assert!((1..=3).contains(&N));
     let prk = hmac(key, &[input]);
     let mut out = [[0u8; 32]; N];
-    let mut prev: &[u8] = &[];
-    for i in 0..N {
-        let t = hmac(&prk, &[prev, &[i as u8 + 1]]);
-        out[i] = t;
-        prev = &out[i];
+    let mut prev = [0u8; 32];
+    for (i, slot) in out.iter_mut().enumerate() {
+        // T(1) = HMAC(prk, 0x1); T(i) = HMAC(prk, T(i-1) || i).
+        let previous: &[u8] = if i == 0 { &[] } else { &prev };
+        *slot = hmac(&prk, &[previous, &[i as u8 + 1]]);
+        prev = *slot;
     }
+    prev.zeroize();
     out
 }
 

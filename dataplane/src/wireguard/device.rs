@@ -223,10 +223,32 @@ pub enum PeerError {
     OwnKey,
 }
 
+/// Hasher for the receiver-index table. Indices are random values *we* chose, so a remote sender
+/// can pick which key to look up but cannot make us insert colliding ones: a multiplicative hash
+/// is as safe here as SipHash and several times cheaper on the per-packet path.
+#[derive(Default, Clone, Copy)]
+struct IndexHash(u64);
+
+impl std::hash::Hasher for IndexHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.0 = u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type IndexHasher = std::hash::BuildHasherDefault<IndexHash>;
+
 /// Everything peers share: identity, index table, RNG, transmit queue.
 struct Shared {
     identity: StaticIdentity,
-    by_index: HashMap<u32, PeerId>,
+    by_index: HashMap<u32, PeerId, IndexHasher>,
     rng: Box<dyn RngCore + Send>,
     transmits: VecDeque<Transmit>,
     mtu: usize,
@@ -280,7 +302,7 @@ impl Device {
         Self {
             shared: Shared {
                 identity,
-                by_index: HashMap::new(),
+                by_index: HashMap::default(),
                 rng: Box::new(rng),
                 transmits: VecDeque::new(),
                 mtu: config.mtu,
@@ -323,7 +345,12 @@ impl Device {
         }
         let keys = PeerKeys::new(&self.shared.identity, PublicKey::from(config.public_key), config.preshared_key)
             .map_err(|_| PeerError::LowOrderKey)?;
-        let peer = Peer::new(keys, CookieState::new(&config.public_key), &config);
+        let mut peer = Peer::new(keys, CookieState::new(&config.public_key), &config);
+        if peer.persistent_keepalive.is_some() {
+            // As Linux does when the interval is set: a keepalive (hence a handshake) right away,
+            // so a peer behind NAT becomes reachable without waiting for traffic.
+            peer.timers.set(TimerKind::PersistentKeepalive, self.shared.clock_base.0);
+        }
         let id = match self.free_slots.pop() {
             Some(slot) => {
                 self.peers[slot as usize] = Some(peer);
@@ -425,13 +452,14 @@ impl Device {
         now: Instant,
     ) -> Result<Encapsulated, SendError> {
         let peer = self.peers.get_mut(id.index()).and_then(Option::as_mut).ok_or(SendError::UnknownPeer)?;
-        let needed = DATA_HEADER_LEN + padded_len(payload_len, self.shared.mtu) + TAG_LEN;
+        let padded = padded_len(payload_len, self.shared.mtu);
+        let needed = DATA_HEADER_LEN + padded + TAG_LEN;
         if buf.len() < needed {
             return Err(SendError::BufferTooSmall { needed, actual: buf.len() });
         }
         if peer.current.as_ref().is_some_and(|k| k.can_send(now)) {
             let dst = peer.endpoint.ok_or(SendError::NoEndpoint)?;
-            let len = seal_for_peer(peer, id, &mut self.shared, buf, payload_len, now);
+            let len = seal_for_peer(peer, id, &mut self.shared, buf, payload_len, padded, now);
             return Ok(Encapsulated::Ready { len, dst });
         }
         stage(peer, &buf[DATA_HEADER_LEN..DATA_HEADER_LEN + payload_len]);
@@ -561,6 +589,9 @@ impl Device {
         authenticated_received(peer, now);
         session_derived(peer, now);
         sh.transmits.push_back(Transmit { peer: Some(id), dst: src, payload: response.to_vec() });
+        // A response counts as a handshake sent: no initiation of ours for REKEY_TIMEOUT while the
+        // initiator confirms (Linux sets last_sent_handshake here too).
+        peer.last_initiation_sent = Some(now);
         peer.stats.tx_bytes += RESPONSE_LEN as u64;
         packet_sent(peer, now);
         Ok(Received::HandshakeInitiation { peer: id })
@@ -715,23 +746,22 @@ fn seal_for_peer(
     sh: &mut Shared,
     buf: &mut [u8],
     payload_len: usize,
+    padded: usize,
     now: Instant,
 ) -> usize {
-    let padded = padded_len(payload_len, sh.mtu);
-    buf[DATA_HEADER_LEN + payload_len..DATA_HEADER_LEN + padded].fill(0);
+    if padded > payload_len {
+        buf[DATA_HEADER_LEN + payload_len..DATA_HEADER_LEN + padded].fill(0);
+    }
     let keypair = peer.current.as_deref_mut().expect("caller checked the current keypair");
     keypair.seal(buf, padded);
+    let rekey = keypair.needs_rekey(now);
     let len = DATA_HEADER_LEN + padded + TAG_LEN;
     peer.stats.tx_bytes += len as u64;
     packet_sent(peer, now);
-    if payload_len > 0 {
-        peer.timers.set_if_unarmed(TimerKind::NewHandshake, now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT);
+    if payload_len > 0 && !peer.timers.is_armed(TimerKind::NewHandshake) {
+        peer.timers.set(TimerKind::NewHandshake, now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT);
     }
-    // Keep the key fresh: the initiator rekeys on age, either side on message count.
-    let keypair = peer.current.as_deref().expect("still there");
-    if keypair.send_counter() > REKEY_AFTER_MESSAGES
-        || (keypair.is_initiator && now.saturating_duration_since(keypair.created) > REKEY_AFTER_TIME)
-    {
+    if rekey {
         send_initiation(peer, id, sh, now, false);
     }
     len
@@ -751,7 +781,7 @@ fn send_staged(peer: &mut Peer, id: PeerId, sh: &mut Shared, now: Instant) {
         let padded = padded_len(packet.len(), sh.mtu);
         let mut buf = vec![0u8; DATA_HEADER_LEN + padded + TAG_LEN];
         buf[DATA_HEADER_LEN..DATA_HEADER_LEN + packet.len()].copy_from_slice(&packet);
-        let len = seal_for_peer(peer, id, sh, &mut buf, packet.len(), now);
+        let len = seal_for_peer(peer, id, sh, &mut buf, packet.len(), padded, now);
         buf.truncate(len);
         sh.transmits.push_back(Transmit { peer: Some(id), dst, payload: buf });
         if !peer.current.as_ref().is_some_and(|k| k.can_send(now)) {
@@ -841,13 +871,8 @@ fn session_derived(peer: &mut Peer, now: Instant) {
 /// The initiator renews a session that is about to expire while traffic still arrives, so the
 /// responder never runs into REJECT_AFTER_TIME mid-stream.
 fn keep_key_fresh_on_receive(peer: &mut Peer, id: PeerId, sh: &mut Shared, now: Instant) {
-    let Some(k) = peer.current.as_deref() else {
-        return;
-    };
-    if k.is_initiator
-        && !peer.sent_lastminute_handshake
-        && now.saturating_duration_since(k.created) > REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
-    {
+    let Some(k) = peer.current.as_deref() else { return };
+    if !peer.sent_lastminute_handshake && k.needs_lastminute_rekey(now) {
         peer.sent_lastminute_handshake = true;
         send_initiation(peer, id, sh, now, false);
     }
@@ -856,7 +881,7 @@ fn keep_key_fresh_on_receive(peer: &mut Peer, id: PeerId, sh: &mut Shared, now: 
 fn on_timer(peer: &mut Peer, id: PeerId, sh: &mut Shared, kind: TimerKind, now: Instant) {
     match kind {
         TimerKind::RetransmitHandshake => {
-            if peer.handshake_attempts >= MAX_TIMER_HANDSHAKES {
+            if peer.handshake_attempts > MAX_TIMER_HANDSHAKES {
                 // Give up until new traffic asks again; drop what waited for this handshake.
                 peer.timers.cancel(TimerKind::SendKeepalive);
                 peer.staged.clear();

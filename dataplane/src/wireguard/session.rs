@@ -4,7 +4,9 @@
 use std::time::Instant;
 
 use super::aead::{Aead, DefaultAead};
-use super::constants::{REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME};
+use super::constants::{
+    KEEPALIVE_TIMEOUT, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, REKEY_TIMEOUT,
+};
 use super::handshake::SessionKeys;
 use super::replay::ReplayWindow;
 use crate::wire::wireguard::{TransportData, DATA_HEADER_LEN, TAG_LEN};
@@ -30,6 +32,13 @@ pub struct Keypair {
     pub is_initiator: bool,
     /// When the handshake completed.
     pub created: Instant,
+    /// `created + REJECT_AFTER_TIME`: precomputed so the per-packet check is one comparison.
+    reject_at: Instant,
+    /// `created + REKEY_AFTER_TIME` for the initiator (only the initiator rekeys on age).
+    rekey_at: Option<Instant>,
+    /// Initiator only: past this, traffic we *receive* triggers one last-minute rekey, so the
+    /// session is renewed before REJECT_AFTER_TIME even if we send nothing.
+    lastminute_at: Option<Instant>,
     send_key: DefaultAead,
     send_counter: u64,
     recv_key: DefaultAead,
@@ -55,6 +64,9 @@ impl Keypair {
             remote_index,
             is_initiator,
             created: now,
+            reject_at: now + REJECT_AFTER_TIME,
+            rekey_at: is_initiator.then(|| now + REKEY_AFTER_TIME),
+            lastminute_at: is_initiator.then(|| now + (REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT)),
             send_key: DefaultAead::new(&keys.send),
             send_counter: 0,
             recv_key: DefaultAead::new(&keys.recv),
@@ -65,7 +77,19 @@ impl Keypair {
     /// True if we may still send with this keypair.
     #[inline]
     pub fn can_send(&self, now: Instant) -> bool {
-        self.send_counter < REJECT_AFTER_MESSAGES && now.saturating_duration_since(self.created) < REJECT_AFTER_TIME
+        self.send_counter < REJECT_AFTER_MESSAGES && now < self.reject_at
+    }
+
+    /// True once this session should be replaced: too many messages, or (initiator) too old.
+    #[inline]
+    pub fn needs_rekey(&self, now: Instant) -> bool {
+        self.send_counter > REKEY_AFTER_MESSAGES || self.rekey_at.is_some_and(|at| now > at)
+    }
+
+    /// True once received traffic should trigger the initiator's last-minute rekey.
+    #[inline]
+    pub fn needs_lastminute_rekey(&self, now: Instant) -> bool {
+        self.lastminute_at.is_some_and(|at| now > at)
     }
 
     /// Messages sent so far (the next counter).
@@ -90,7 +114,7 @@ impl Keypair {
     /// records the counter. Returns the plaintext length.
     #[inline]
     pub fn open(&mut self, counter: u64, payload: &mut [u8], now: Instant) -> Result<usize, OpenFailure> {
-        if now.saturating_duration_since(self.created) >= REJECT_AFTER_TIME {
+        if now >= self.reject_at {
             return Err(OpenFailure::Expired);
         }
         if !self.replay.check(counter) {
@@ -156,7 +180,8 @@ mod tests {
         let mut forged = sealed;
         forged[20] ^= 1;
         assert_eq!(b.open(1, &mut forged[16..], now), Err(OpenFailure::Auth));
-        assert_eq!(b.open(c, &mut sealed.clone()[16..], now + REJECT_AFTER_TIME), Err(OpenFailure::Expired));
+        let mut late = sealed;
+        assert_eq!(b.open(c, &mut late[16..], now + REJECT_AFTER_TIME), Err(OpenFailure::Expired));
     }
 
     #[test]
