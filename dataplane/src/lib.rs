@@ -4,10 +4,12 @@
 //!   Ethernet, VXLAN).
 //! * [`wireguard`]: the WireGuard protocol, sans-IO: handshake, cookies, sessions, replay window,
 //!   timers, and the [`wireguard::Device`] that composes them.
+//! * [`route`]: cryptokey routing (AllowedIPs longest-prefix match).
 //!
 //! Protocol code never touches sockets, threads or clocks; IO drivers live apart and stay thin.
 #![forbid(unsafe_code)]
 
+pub mod route;
 pub mod wire;
 pub mod wireguard;
 

@@ -1,0 +1,6 @@
+//! Cryptokey routing: which peer a destination belongs to (outbound), and whether a decrypted
+//! packet's source is one its sender may use (inbound). Longest-prefix match over AllowedIPs.
+
+mod ipnet;
+
+pub use ipnet::{IpNet, IpNetError};
