@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use vxwg::control::keys::Key;
 
+mod daemon;
 mod demo;
 
 #[derive(Parser)]
@@ -23,6 +24,15 @@ enum Command {
     Genpsk,
     /// Read a private key (base64) on stdin and print its public key, as `wg pubkey` does.
     Pubkey,
+    /// Create the WireGuard interface IFNAME and serve it (configure it with `wg`), as
+    /// wireguard-go does; daemonizes unless -f or WG_PROCESS_FOREGROUND=1.
+    Up {
+        /// Stay in the foreground.
+        #[arg(short, long)]
+        foreground: bool,
+        /// Interface name.
+        ifname: String,
+    },
     /// Run two WireGuard nodes in this process on an embedded default: handshake, traffic both
     /// ways, session rollover across ten simulated minutes; print what happened.
     Demo {
@@ -41,6 +51,7 @@ fn main() -> ExitCode {
         Command::Genkey => print_line(&Key::generate_private(&mut rand_core::OsRng).to_base64()),
         Command::Genpsk => print_line(&Key::generate_preshared(&mut rand_core::OsRng).to_base64()),
         Command::Pubkey => pubkey(),
+        Command::Up { foreground, ifname } => daemon::up(&ifname, foreground),
         Command::Demo { packets, size } => demo::run(packets, size),
     };
     match result {

@@ -4,11 +4,17 @@
 //!   Ethernet, VXLAN).
 //! * [`wireguard`]: the WireGuard protocol, sans-IO: handshake, cookies, sessions, replay window,
 //!   timers, and the [`wireguard::Device`] that composes them.
+//! * [`engine`]: the batch pipeline composing wire, WireGuard and routing.
 //! * [`route`]: cryptokey routing (AllowedIPs longest-prefix match).
+//! * [`io`] (Linux): the thin syscall layer — TUN device, batched UDP sockets.
 //!
 //! Protocol code never touches sockets, threads or clocks; IO drivers live apart and stay thin.
-#![forbid(unsafe_code)]
+// Protocol modules forbid unsafe code; only `io` (the syscall layer) may use it.
+#![deny(unsafe_code)]
 
+pub mod engine;
+#[cfg(target_os = "linux")]
+pub mod io;
 pub mod route;
 pub mod wire;
 pub mod wireguard;

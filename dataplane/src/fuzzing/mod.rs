@@ -4,3 +4,4 @@
 #![doc(hidden)]
 
 pub mod wire;
+pub mod wireguard;

@@ -13,6 +13,7 @@
 //! return [`Error`] for short, truncated or malformed buffers. Accessors on a packet created with
 //! `new_unchecked` may panic on a short buffer; use them only on buffers the caller sized itself.
 //! Every parser here has a fuzz target in `fuzz/fuzz_targets/`.
+#![forbid(unsafe_code)]
 
 pub mod ethernet;
 pub mod ipv4;

@@ -410,6 +410,74 @@ impl Device {
         }
     }
 
+    /// A peer's preshared key, if one is set.
+    pub fn peer_preshared_key(&self, id: PeerId) -> Option<[u8; 32]> {
+        self.peer(id).map(|p| p.keys.preshared).filter(|k| *k != [0; 32])
+    }
+
+    /// A peer's persistent-keepalive interval.
+    pub fn peer_persistent_keepalive(&self, id: PeerId) -> Option<Duration> {
+        self.peer(id).and_then(|p| p.persistent_keepalive)
+    }
+
+    /// Sets (or clears) a peer's preshared key; takes effect from the next handshake.
+    pub fn set_peer_preshared_key(&mut self, id: PeerId, preshared_key: Option<[u8; 32]>) {
+        if let Some(p) = self.peers.get_mut(id.index()).and_then(Option::as_mut) {
+            if let Ok(keys) = PeerKeys::new(&self.shared.identity, p.keys.public, preshared_key) {
+                p.keys = keys;
+            }
+        }
+    }
+
+    /// Sets (or clears) a peer's persistent keepalive; a new interval sends one at once, as Linux.
+    pub fn set_peer_persistent_keepalive(&mut self, id: PeerId, interval: Option<Duration>, now: Instant) {
+        if let Some(p) = self.peers.get_mut(id.index()).and_then(Option::as_mut) {
+            p.persistent_keepalive = interval.filter(|d| !d.is_zero());
+            match p.persistent_keepalive {
+                Some(_) => p.timers.set(TimerKind::PersistentKeepalive, now),
+                None => p.timers.cancel(TimerKind::PersistentKeepalive),
+            }
+        }
+    }
+
+    /// Replaces our static key. Every session and handshake in flight is dropped (they were
+    /// keyed by the old identity); a peer whose public key equals the new one is removed, as
+    /// Linux does. Returns the peers removed that way.
+    pub fn set_private_key(&mut self, private_key: [u8; 32]) -> Vec<PeerId> {
+        let identity = StaticIdentity::new(StaticSecret::from(private_key));
+        if identity.public().as_bytes() == self.shared.identity.public().as_bytes() {
+            return Vec::new();
+        }
+        self.checker = CookieChecker::new(identity.public().as_bytes());
+        self.shared.identity = identity;
+        let own = self.public_key();
+        let mut removed = Vec::new();
+        for slot in 0..self.peers.len() {
+            let id = PeerId(slot as u32);
+            let Some(peer) = self.peers[slot].as_mut() else { continue };
+            if peer.keys.public.as_bytes() == &own {
+                removed.push(id);
+                continue;
+            }
+            for index in peer.local_indices().collect::<Vec<_>>() {
+                self.shared.by_index.remove(&index);
+            }
+            peer.handshake = HandshakeSlot::None;
+            peer.previous = None;
+            peer.current = None;
+            peer.next = None;
+            let preshared = Some(peer.keys.preshared).filter(|k| *k != [0; 32]);
+            match PeerKeys::new(&self.shared.identity, peer.keys.public, preshared) {
+                Ok(keys) => peer.keys = keys,
+                Err(_) => removed.push(id),
+            }
+        }
+        for id in &removed {
+            self.remove_peer(*id);
+        }
+        removed
+    }
+
     /// A peer's counters.
     pub fn peer_stats(&self, id: PeerId) -> Option<PeerStats> {
         self.peer(id).map(|p| p.stats)

@@ -2,6 +2,7 @@
 //! timers, composed by [`Device`]. Nothing in this module opens a socket, spawns a thread or reads
 //! a clock: every call takes `now`, randomness is injected at construction, and what must be sent
 //! is pulled with [`Device::poll_transmit`].
+#![forbid(unsafe_code)]
 
 pub mod aead;
 pub mod constants;
@@ -29,4 +30,12 @@ pub const TAILROOM: usize = 15 + crate::wire::wireguard::TAG_LEN;
 /// The public key for a private key (as `wg pubkey` computes it).
 pub fn public_key(private_key: &[u8; 32]) -> [u8; 32] {
     PublicKey::from(&StaticSecret::from(*private_key)).to_bytes()
+}
+
+/// False for a public key no handshake can ever complete with (a low-order point, whose
+/// Diffie-Hellman result is all zeros).
+pub fn is_usable_public_key(public_key: &[u8; 32]) -> bool {
+    // Any fixed secret works: a low-order point maps every clamped scalar to zero.
+    let probe = StaticSecret::from([0x42; 32]);
+    probe.diffie_hellman(&PublicKey::from(*public_key)).was_contributory()
 }

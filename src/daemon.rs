@@ -1,0 +1,410 @@
+//! `vxwg up`: the node daemon. Wires the engine to a TUN device, a UDP socket and the `wg` UAPI
+//! socket, in one poll loop (batches of up to 64 packets per wake-up). Configured by `wg` over
+//! /var/run/wireguard/IFNAME.sock exactly like wireguard-go, so wg-quick can drive it.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context};
+use rand_core::OsRng;
+use vxwg::control::keys::Key;
+use vxwg::control::uapi::{self, DeviceSnapshot, DeviceUpdate, PeerSnapshot, Request};
+use vxwg::dataplane::engine::{Engine, Incoming, Outgoing, HEADROOM, TAILROOM};
+use vxwg::dataplane::io::poll::wait_readable;
+use vxwg::dataplane::io::{RecvMeta, Tun, UdpSocket, BATCH};
+use vxwg::dataplane::wireguard::{Device, DeviceConfig, PeerConfig};
+
+/// Where `wg` looks for userspace implementations.
+pub const SOCKET_DIR: &str = "/var/run/wireguard";
+/// Largest packet the TUN hands us (interface MTU is at most this).
+const MAX_PACKET: usize = 65535;
+/// The UDP port used until `wg` sets one (0: any free port, as wireguard-go).
+const DEFAULT_PORT: u16 = 0;
+
+pub struct Daemon {
+    name: String,
+    tun: Tun,
+    udp: UdpSocket,
+    listen_port: u16,
+    fwmark: Option<u32>,
+    private_key: Option<Key>,
+    engine: Engine,
+    uapi: UnixListener,
+    socket_path: PathBuf,
+    signals: UnixStream,
+    tun_bufs: Vec<Vec<u8>>,
+    tun_lens: Vec<usize>,
+    udp_bufs: Vec<Vec<u8>>,
+    udp_lens: Vec<usize>,
+    udp_srcs: Vec<std::net::SocketAddr>,
+    udp_meta: Vec<RecvMeta>,
+    outgoing: Vec<Outgoing>,
+    incoming: Vec<Incoming>,
+}
+
+/// Removes the UAPI socket when the daemon ends, however it ends.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Daemon {
+    /// Creates the TUN device and the UAPI socket; nothing is configured yet.
+    pub fn create(name: &str) -> anyhow::Result<Daemon> {
+        let tun = Tun::create(name).with_context(|| format!("creating TUN device {name}"))?;
+        let udp = UdpSocket::bind(DEFAULT_PORT).context("binding the UDP socket")?;
+        let listen_port = udp.local_port()?;
+        std::fs::create_dir_all(SOCKET_DIR).with_context(|| format!("creating {SOCKET_DIR}"))?;
+        let socket_path = Path::new(SOCKET_DIR).join(format!("{}.sock", tun.name()));
+        if socket_path.exists() {
+            // A live daemon would answer; a dead one left its socket behind.
+            if UnixStream::connect(&socket_path).is_ok() {
+                bail!("{} is already served by another process", socket_path.display());
+            }
+            std::fs::remove_file(&socket_path)?;
+        }
+        let uapi = UnixListener::bind(&socket_path).with_context(|| format!("binding {}", socket_path.display()))?;
+        uapi.set_nonblocking(true)?;
+        let (signals, writer) = UnixStream::pair()?;
+        signals.set_nonblocking(true)?;
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::low_level::pipe::register(sig, writer.try_clone()?)?;
+        }
+        // Until `wg` sets a private key, traffic is dropped; a random placeholder keeps the
+        // protocol state well defined meanwhile.
+        let placeholder = Key::generate_private(&mut OsRng);
+        let device = Device::new(DeviceConfig::new(placeholder.0), OsRng, Instant::now(), SystemTime::now());
+        Ok(Daemon {
+            name: tun.name().to_string(),
+            tun,
+            udp,
+            listen_port,
+            fwmark: None,
+            private_key: None,
+            engine: Engine::new(device),
+            uapi,
+            socket_path,
+            signals,
+            tun_bufs: vec![vec![0u8; HEADROOM + MAX_PACKET + TAILROOM]; BATCH],
+            tun_lens: vec![0; BATCH],
+            udp_bufs: vec![vec![0u8; MAX_PACKET]; BATCH],
+            udp_lens: vec![0; BATCH],
+            udp_srcs: vec![std::net::SocketAddr::from(([0, 0, 0, 0], 0)); BATCH],
+            udp_meta: vec![RecvMeta::default(); BATCH],
+            outgoing: Vec::with_capacity(BATCH),
+            incoming: Vec::with_capacity(BATCH),
+        })
+    }
+
+    /// Runs until SIGINT/SIGTERM, the TUN device disappears, or the UAPI socket file is removed.
+    pub fn run(mut self) -> anyhow::Result<()> {
+        let _socket_file = SocketFile(self.socket_path.clone());
+        log(&self.name, &format!("up: UAPI at {}, UDP port {}", self.socket_path.display(), self.listen_port));
+        loop {
+            let now = Instant::now();
+            let timeout = self
+                .engine
+                .poll_timeout()
+                .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now).min(Duration::from_secs(1)));
+            let [tun, udp, uapi, sig] = wait_readable(
+                [self.tun.raw_fd(), self.udp.raw_fd(), self.uapi.as_raw_fd(), self.signals.as_raw_fd()],
+                Some(timeout),
+            )?;
+            if sig.readable {
+                log(&self.name, "signal received, shutting down");
+                return Ok(());
+            }
+            if tun.failed {
+                log(&self.name, "TUN device gone, shutting down");
+                return Ok(());
+            }
+            if !self.socket_path.exists() {
+                log(&self.name, "UAPI socket removed, shutting down");
+                return Ok(());
+            }
+            if tun.readable && !self.drain_tun()? {
+                log(&self.name, "TUN device gone, shutting down");
+                return Ok(());
+            }
+            if udp.readable {
+                self.drain_udp()?;
+            }
+            if uapi.readable {
+                self.serve_uapi();
+            }
+            if self.private_key.is_some() {
+                self.engine.handle_timeout(Instant::now());
+            }
+            self.flush_control();
+        }
+    }
+
+    /// Reads a batch from the TUN device, encrypts it, sends it. False if the device is gone.
+    fn drain_tun(&mut self) -> anyhow::Result<bool> {
+        let mut n = 0;
+        while n < BATCH {
+            match self.tun.recv(&mut self.tun_bufs[n][HEADROOM..HEADROOM + MAX_PACKET]) {
+                Ok(len) => {
+                    self.tun_lens[n] = len;
+                    n += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // EBADFD / EIO / ENODEV: the interface was deleted under us.
+                Err(_) => return Ok(false),
+            }
+        }
+        if n == 0 || self.private_key.is_none() {
+            return Ok(true);
+        }
+        self.outgoing.clear();
+        self.engine.encapsulate_batch(&mut self.tun_bufs[..n], &self.tun_lens[..n], Instant::now(), &mut self.outgoing);
+        let msgs: Vec<(&[u8], std::net::SocketAddr)> =
+            self.outgoing.iter().map(|o| (&self.tun_bufs[o.slot][..o.len], o.dst)).collect();
+        if let Err(e) = self.udp.send_batch(&msgs) {
+            log(&self.name, &format!("send: {e}"));
+        }
+        Ok(true)
+    }
+
+    /// Receives a batch of datagrams, decrypts them, writes the packets to the TUN device.
+    fn drain_udp(&mut self) -> anyhow::Result<()> {
+        let n = match self.udp.recv_batch(&mut self.udp_bufs, &mut self.udp_meta) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if self.private_key.is_none() {
+            return Ok(());
+        }
+        for i in 0..n {
+            self.udp_lens[i] = self.udp_meta[i].len;
+            self.udp_srcs[i] = self.udp_meta[i].src;
+        }
+        self.incoming.clear();
+        self.engine.decapsulate_batch(
+            &mut self.udp_bufs[..n],
+            &self.udp_lens[..n],
+            &self.udp_srcs[..n],
+            Instant::now(),
+            &mut self.incoming,
+        );
+        for inc in &self.incoming {
+            if let Err(e) = self.tun.send(&self.udp_bufs[inc.slot][inc.range.clone()]) {
+                log(&self.name, &format!("TUN write: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what the protocol queued: handshakes, keepalives, staged packets.
+    fn flush_control(&mut self) {
+        while let Some(t) = self.engine.poll_transmit() {
+            if let Err(e) = self.udp.send_to(&t.payload, t.dst) {
+                log(&self.name, &format!("send to {}: {e}", t.dst));
+            }
+        }
+    }
+
+    fn serve_uapi(&mut self) {
+        loop {
+            match self.uapi.accept() {
+                Ok((stream, _)) => {
+                    if let Err(e) = self.serve_connection(stream) {
+                        log(&self.name, &format!("UAPI connection: {e}"));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log(&self.name, &format!("UAPI accept: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Answers every request on one connection until the client closes it.
+    fn serve_connection(&mut self, stream: UnixStream) -> io::Result<()> {
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut writer = stream;
+        loop {
+            // A request ends with an empty line; cap its size so a client cannot exhaust memory.
+            let mut request = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.by_ref().take(4096).read_line(&mut line)? == 0 {
+                    return Ok(());
+                }
+                request.push_str(&line);
+                if line == "\n" || request.len() > 1 << 20 {
+                    break;
+                }
+            }
+            let response = match uapi::parse_request(&request) {
+                Ok(Request::Get) => uapi::render_get(&self.snapshot()),
+                Ok(Request::Set(update)) => match self.apply(update) {
+                    Ok(()) => uapi::render_errno(0),
+                    Err((errno, why)) => {
+                        log(&self.name, &format!("UAPI set refused: {why}"));
+                        uapi::render_errno(errno)
+                    }
+                },
+                Err(e) => {
+                    log(&self.name, &format!("UAPI request refused: {e}"));
+                    uapi::render_errno(e.errno())
+                }
+            };
+            writer.write_all(response.as_bytes())?;
+        }
+    }
+
+    fn snapshot(&self) -> DeviceSnapshot {
+        let device = self.engine.device();
+        let peers = device
+            .peer_ids()
+            .map(|id| {
+                let stats = device.peer_stats(id).unwrap_or_default();
+                PeerSnapshot {
+                    public_key: Key(device.peer_public_key(id).unwrap_or_default()),
+                    preshared_key: device.peer_preshared_key(id).map(Key),
+                    endpoint: device.peer_endpoint(id),
+                    last_handshake: stats.last_handshake,
+                    rx_bytes: stats.rx_bytes,
+                    tx_bytes: stats.tx_bytes,
+                    persistent_keepalive: device
+                        .peer_persistent_keepalive(id)
+                        .map_or(0, |d| d.as_secs().min(u64::from(u16::MAX)) as u16),
+                    allowed_ips: self.engine.allowed_ips(id),
+                }
+            })
+            .collect();
+        DeviceSnapshot { private_key: self.private_key, listen_port: self.listen_port, fwmark: self.fwmark, peers }
+    }
+
+    /// Applies a validated update. Anything that could still fail is checked before the first
+    /// change, so a refused update leaves the device as it was.
+    fn apply(&mut self, update: DeviceUpdate) -> Result<(), (i32, String)> {
+        const EINVAL: i32 = 22;
+        const EADDRINUSE: i32 = 98;
+        if let Some(p) = update
+            .peers
+            .iter()
+            .find(|p| !p.remove && !vxwg::dataplane::wireguard::is_usable_public_key(&p.public_key.0))
+        {
+            return Err((EINVAL, format!("peer {} is a low-order point", p.public_key.to_base64())));
+        }
+        let new_udp = match update.listen_port {
+            Some(port) if port != self.listen_port => {
+                Some(UdpSocket::bind(port).map_err(|e| (EADDRINUSE, format!("listen_port {port}: {e}")))?)
+            }
+            _ => None,
+        };
+
+        let now = Instant::now();
+        if let Some(key) = update.private_key {
+            match key {
+                Some(k) => {
+                    self.engine.set_private_key(k.0);
+                    self.private_key = Some(k);
+                }
+                None => {
+                    let placeholder = Key::generate_private(&mut OsRng);
+                    self.engine.set_private_key(placeholder.0);
+                    self.private_key = None;
+                }
+            }
+        }
+        if let Some(udp) = new_udp {
+            self.udp = udp;
+            self.listen_port = self.udp.local_port().unwrap_or(0);
+            if let Some(mark) = self.fwmark {
+                let _ = self.udp.set_mark(mark);
+            }
+        }
+        if let Some(mark) = update.fwmark {
+            self.fwmark = mark;
+            let _ = self.udp.set_mark(mark.unwrap_or(0));
+        }
+        if update.replace_peers {
+            for id in self.engine.device().peer_ids().collect::<Vec<_>>() {
+                self.engine.remove_peer(id);
+            }
+        }
+        for p in update.peers {
+            let existing = self.engine.device().peer_by_key(&p.public_key.0);
+            if p.remove {
+                if let Some(id) = existing {
+                    self.engine.remove_peer(id);
+                }
+                continue;
+            }
+            let id = match existing {
+                Some(id) => id,
+                None if p.update_only => continue,
+                None => match self.engine.add_peer(PeerConfig::new(p.public_key.0), &[]) {
+                    Ok(id) => id,
+                    // Our own public key: ignored, as Linux and wireguard-go do.
+                    Err(_) => continue,
+                },
+            };
+            let device = self.engine.device_mut();
+            if let Some(psk) = p.preshared_key {
+                device.set_peer_preshared_key(id, psk.map(|k| k.0));
+            }
+            if let Some(endpoint) = p.endpoint {
+                device.set_peer_endpoint(id, Some(endpoint));
+            }
+            if let Some(secs) = p.persistent_keepalive {
+                device.set_peer_persistent_keepalive(id, (secs > 0).then(|| Duration::from_secs(u64::from(secs))), now);
+            }
+            self.engine.set_allowed_ips(id, p.replace_allowed_ips, &p.allowed_ips);
+        }
+        Ok(())
+    }
+}
+
+fn log(name: &str, msg: &str) {
+    eprintln!("vxwg[{name}]: {msg}");
+}
+
+/// `vxwg up`: in the foreground, or re-executed in the background (as wireguard-go does) and
+/// returning once the UAPI socket accepts connections.
+pub fn up(name: &str, foreground: bool) -> anyhow::Result<()> {
+    let foreground = foreground || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
+    if foreground {
+        return Daemon::create(name)?.run();
+    }
+    let exe = std::env::current_exe().context("finding our own executable")?;
+    let mut child = std::process::Command::new(exe)
+        .args(["up", "--foreground", name])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .process_group(0)
+        .spawn()
+        .context("starting the background daemon")?;
+    let socket = Path::new(SOCKET_DIR).join(format!("{name}.sock"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            bail!("the daemon exited during start-up ({status})");
+        }
+        if UnixStream::connect(&socket).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    bail!("the daemon did not open {} within 10 s", socket.display())
+}
+
+use std::io::Read as _;
+use std::os::unix::process::CommandExt as _;

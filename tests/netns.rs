@@ -1,0 +1,333 @@
+//! Node-agent tests over real network namespaces (root only; CI runs as root).
+//!
+//! Every test builds its own namespaces with unique names, joined by a veth pair, and sends traffic
+//! only to addresses inside them. Guards delete namespaces, kill daemons and remove UAPI sockets
+//! on drop, so a failing or panicking test leaves nothing behind.
+
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// Skips (with a note) outside CI when not root or a tool is missing; in CI, requires them.
+fn require(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| {
+            !Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    let ok = is_root() && missing.is_empty();
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "CI must run as root with {missing:?} installed");
+        eprintln!("skipped: needs root and {tools:?} (missing {missing:?})");
+    }
+    ok
+}
+
+fn run(cmd: &str) -> Output {
+    Command::new("sh").args(["-c", cmd]).output().expect("sh")
+}
+
+#[track_caller]
+fn sh(cmd: &str) -> String {
+    let o = run(cmd);
+    assert!(
+        o.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A network namespace that is deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("vxwgt-{}-{}-{tag}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        sh(&format!("ip netns add {name}"));
+        let ns = Netns { name };
+        ns.exec("ip link set lo up");
+        ns
+    }
+
+    #[track_caller]
+    fn exec(&self, cmd: &str) -> String {
+        sh(&format!("ip netns exec {} sh -c '{}'", self.name, cmd.replace('\'', r"'\''")))
+    }
+
+    fn try_exec(&self, cmd: &str) -> Output {
+        run(&format!("ip netns exec {} sh -c '{}'", self.name, cmd.replace('\'', r"'\''")))
+    }
+
+    fn spawn(&self, cmd: &str) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", &format!("exec {cmd}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run(&format!("ip netns pids {} | xargs -r kill -9", self.name));
+        let _ = run(&format!("ip netns del {}", self.name));
+    }
+}
+
+/// Two namespaces joined by a veth pair: 10.201.0.1/24 <-> 10.201.0.2/24 (underlay).
+fn underlay() -> (Netns, Netns) {
+    let (a, b) = (Netns::new("a"), Netns::new("b"));
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let (va, vb) = (format!("vxa{}{n}", std::process::id() % 10000), format!("vxb{}{n}", std::process::id() % 10000));
+    sh(&format!("ip link add {va} netns {} type veth peer name {vb} netns {}", a.name, b.name));
+    a.exec(&format!("ip addr add 10.201.0.1/24 dev {va} && ip link set {va} up"));
+    b.exec(&format!("ip addr add 10.201.0.2/24 dev {vb} && ip link set {vb} up"));
+    (a, b)
+}
+
+/// A unique interface name (the UAPI socket directory is shared by all namespaces).
+fn ifname() -> String {
+    format!("vw{}n{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Impl {
+    Vxwg,
+    WireguardGo,
+}
+
+/// A running WireGuard daemon in a namespace; killed (and its socket removed) on drop.
+struct Node<'a> {
+    ns: &'a Netns,
+    ifname: String,
+    child: Option<Child>,
+    private: String,
+    public: String,
+    overlay: String,
+}
+
+impl<'a> Node<'a> {
+    fn start(ns: &'a Netns, which: Impl, overlay: &str) -> Node<'a> {
+        let private = sh(&format!("{} genkey", env!("CARGO_BIN_EXE_vxwg"))).trim().to_string();
+        let public = sh(&format!("echo {private} | {} pubkey", env!("CARGO_BIN_EXE_vxwg"))).trim().to_string();
+        let mut node = Node { ns, ifname: ifname(), child: None, private, public, overlay: overlay.to_string() };
+        node.launch(which);
+        node
+    }
+
+    fn launch(&mut self, which: Impl) {
+        let cmd = match which {
+            Impl::Vxwg => format!("{} up --foreground {}", env!("CARGO_BIN_EXE_vxwg"), self.ifname),
+            Impl::WireguardGo => format!("env WG_PROCESS_FOREGROUND=1 wireguard-go {}", self.ifname),
+        };
+        self.child = Some(self.ns.spawn(&cmd));
+        let sock = format!("/var/run/wireguard/{}.sock", self.ifname);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::path::Path::new(&sock).exists() {
+            assert!(Instant::now() < deadline, "{which:?} did not create {sock}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let keyfile = format!("/tmp/{}.key", self.ifname);
+        std::fs::File::create(&keyfile).unwrap().write_all(self.private.as_bytes()).unwrap();
+        self.ns.exec(&format!("wg set {} private-key {keyfile} listen-port 51820", self.ifname));
+        let _ = std::fs::remove_file(&keyfile);
+        self.ns.exec(&format!(
+            "ip addr add {}/24 dev {i} && ip link set {i} mtu 1420 up",
+            self.overlay,
+            i = self.ifname
+        ));
+    }
+
+    fn add_peer(&self, peer: &Node, endpoint: &str) {
+        self.ns.exec(&format!(
+            "wg set {} peer {} allowed-ips {}/32 endpoint {endpoint}:51820",
+            self.ifname, peer.public, peer.overlay
+        ));
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", self.ifname));
+    }
+}
+
+impl Drop for Node<'_> {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[track_caller]
+fn ping(ns: &Netns, dst: &str) {
+    let out = ns.try_exec(&format!("ping -c 3 -i 0.2 -W 3 {dst}"));
+    assert!(out.status.success(), "ping {dst} failed: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// Sends `mb` MiB of pseudo-random bytes over TCP from `from` to `to_ip` and checks that the
+/// SHA-256 on the far side matches.
+#[track_caller]
+fn tcp_transfer(from: &Netns, to: &Netns, to_ip: &str, mb: usize) {
+    let port = 5201 + (NEXT.fetch_add(1, Ordering::Relaxed) % 1000) as u16;
+    let server = to.spawn(&format!(
+        "python3 -c 'import socket,hashlib\ns=socket.socket(socket.AF_INET6 if \":\" in \"{to_ip}\" else socket.AF_INET)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind((\"{to_ip}\",{port}))\ns.listen(1)\nc,_=s.accept()\nh=hashlib.sha256()\nn=0\nwhile True:\n  d=c.recv(1<<16)\n  if not d: break\n  h.update(d); n+=len(d)\nprint(n,h.hexdigest())'"
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let client = from.exec(&format!(
+        "python3 -c 'import socket,hashlib,random\nr=random.Random(7)\nh=hashlib.sha256()\nc=socket.create_connection((\"{to_ip}\",{port}),timeout=30)\nn=0\nfor _ in range({mb}*16):\n  d=r.randbytes(65536)\n  h.update(d); c.sendall(d); n+=len(d)\nc.close()\nprint(n,h.hexdigest())'"
+    ));
+    let out = server.wait_with_output().unwrap();
+    let server_line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(out.status.success(), "receiver failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(server_line, client.trim(), "bytes and SHA-256 on both sides");
+    assert!(server_line.starts_with(&format!("{} ", mb << 20)));
+}
+
+fn two_nodes(a_impl: Impl, b_impl: Impl) {
+    if !require(&["ip", "wg", "ping", "python3"])
+        || (a_impl == Impl::WireguardGo || b_impl == Impl::WireguardGo) && !require(&["wireguard-go"])
+    {
+        return;
+    }
+    let (na, nb) = underlay();
+    let a = Node::start(&na, a_impl, "100.64.7.1");
+    let b = Node::start(&nb, b_impl, "100.64.7.2");
+    a.add_peer(&b, "10.201.0.2");
+    b.add_peer(&a, "10.201.0.1");
+    ping(&na, "100.64.7.2");
+    ping(&nb, "100.64.7.1");
+    tcp_transfer(&na, &nb, "100.64.7.2", 100);
+    tcp_transfer(&nb, &na, "100.64.7.1", 20);
+}
+
+#[test]
+fn two_vxwg_nodes_ping_and_transfer() {
+    two_nodes(Impl::Vxwg, Impl::Vxwg);
+}
+
+#[test]
+fn vxwg_initiates_to_wireguard_go() {
+    two_nodes(Impl::Vxwg, Impl::WireguardGo);
+}
+
+#[test]
+fn wireguard_go_initiates_to_vxwg() {
+    two_nodes(Impl::WireguardGo, Impl::Vxwg);
+}
+
+#[test]
+fn wg_show_set_and_remove_against_vxwg() {
+    if !require(&["ip", "wg", "ping"]) {
+        return;
+    }
+    let (na, nb) = underlay();
+    let a = Node::start(&na, Impl::Vxwg, "100.64.8.1");
+    let b = Node::start(&nb, Impl::Vxwg, "100.64.8.2");
+    a.add_peer(&b, "10.201.0.2");
+    b.add_peer(&a, "10.201.0.1");
+    ping(&na, "100.64.8.2");
+
+    let dump = na.exec(&format!("wg show {} dump", a.ifname));
+    let lines: Vec<&str> = dump.lines().collect();
+    assert_eq!(lines.len(), 2, "interface line and one peer: {dump}");
+    let iface: Vec<&str> = lines[0].split('\t').collect();
+    assert_eq!(iface[0], a.private);
+    assert_eq!(iface[1], a.public);
+    assert_eq!(iface[2], "51820");
+    let peer: Vec<&str> = lines[1].split('\t').collect();
+    assert_eq!(peer[0], b.public);
+    assert_eq!(peer[2], "10.201.0.2:51820");
+    assert_eq!(peer[3], "100.64.8.2/32");
+    let handshake: u64 = peer[4].parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(handshake > 0 && now.abs_diff(handshake) < 60, "recent handshake: {handshake} vs {now}");
+    let (rx1, tx1): (u64, u64) = (peer[5].parse().unwrap(), peer[6].parse().unwrap());
+    assert!(rx1 > 0 && tx1 > 0);
+    ping(&na, "100.64.8.2");
+    let peer2 = na.exec(&format!("wg show {} transfer", a.ifname));
+    let counters: Vec<u64> = peer2.split_whitespace().skip(1).map(|x| x.parse().unwrap()).collect();
+    assert!(counters[0] > rx1 && counters[1] > tx1, "counters move: {peer2}");
+
+    let conf = na.exec(&format!("wg showconf {}", a.ifname));
+    assert!(conf.contains(&format!("PrivateKey = {}", a.private)), "{conf}");
+    assert!(conf.contains(&format!("PublicKey = {}", b.public)), "{conf}");
+    assert!(conf.contains("AllowedIPs = 100.64.8.2/32"), "{conf}");
+    assert!(conf.contains("Endpoint = 10.201.0.2:51820"), "{conf}");
+
+    na.exec(&format!("wg set {} peer {} remove", a.ifname, b.public));
+    assert_eq!(na.exec(&format!("wg show {} peers", a.ifname)).trim(), "");
+    let out = na.try_exec("ping -c 2 -i 0.2 -W 1 100.64.8.2");
+    assert!(!out.status.success(), "traffic must stop once the peer is removed");
+}
+
+#[test]
+fn restarted_node_recovers_without_manual_action_beyond_its_config() {
+    if !require(&["ip", "wg", "ping"]) {
+        return;
+    }
+    let (na, nb) = underlay();
+    let a = Node::start(&na, Impl::Vxwg, "100.64.9.1");
+    let mut b = Node::start(&nb, Impl::Vxwg, "100.64.9.2");
+    a.add_peer(&b, "10.201.0.2");
+    b.add_peer(&a, "10.201.0.1");
+    ping(&na, "100.64.9.2");
+    b.kill();
+    b.launch(Impl::Vxwg);
+    b.add_peer(&a, "10.201.0.1");
+    // A still holds the old session; its packets are dropped by the new B until A re-handshakes
+    // (new-handshake timer, 15 s at most) — or B's first packet starts one right away.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        if na.try_exec("ping -c 1 -W 1 100.64.9.2").status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "traffic did not resume after the restart");
+    }
+    ping(&nb, "100.64.9.1");
+}
+
+#[test]
+fn bad_uapi_input_is_refused_and_changes_nothing() {
+    if !require(&["ip", "wg"]) {
+        return;
+    }
+    let (na, _nb) = underlay();
+    let a = Node::start(&na, Impl::Vxwg, "100.64.10.1");
+    let before = na.exec(&format!("wg showconf {}", a.ifname));
+    let sock = format!("/var/run/wireguard/{}.sock", a.ifname);
+    for (request, errno) in [
+        ("set=1\nlisten_port=99999\n\n", "errno=-22"),
+        ("set=1\npublic_key=zz\n\n", "errno=-22"),
+        ("set=1\nbogus_key=1\n\n", "errno=-"),
+        (&format!("set=1\nlisten_port=5555\npublic_key={}\nallowed_ip=10.0.0.0/99\n\n", "ab".repeat(32)), "errno=-22"),
+    ] {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        std::io::Read::read_to_string(&mut s, &mut reply).unwrap();
+        assert!(reply.starts_with(errno) && !reply.starts_with("errno=0"), "{request:?} -> {reply:?}");
+    }
+    let after = na.exec(&format!("wg showconf {}", a.ifname));
+    assert_eq!(before, after, "a refused request changes nothing (not even the listen port)");
+}
