@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
+
+use crate::config::Config;
+use crate::netconf::InterfaceSetup;
 use rand_core::OsRng;
 use vxwg::control::keys::Key;
 use vxwg::control::uapi::{self, DeviceSnapshot, DeviceUpdate, PeerSnapshot, Request};
@@ -16,6 +19,9 @@ use vxwg::dataplane::engine::{Engine, Incoming, Outgoing, HEADROOM, TAILROOM};
 use vxwg::dataplane::io::poll::wait_readable;
 use vxwg::dataplane::io::{RecvMeta, Tun, UdpSocket, BATCH};
 use vxwg::dataplane::wireguard::{Device, DeviceConfig, PeerConfig};
+
+/// vxwg's own request on the UAPI socket (answered with one line of JSON and a blank line).
+pub const STATUS_REQUEST: &str = "vxwg_status=1\n\n";
 
 /// Where `wg` looks for userspace implementations.
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
@@ -145,6 +151,14 @@ impl Daemon {
         }
     }
 
+    /// Applies a `--config` file: keys, port and peers through the same path as `wg set`, then
+    /// the interface (addresses, MTU, link up) and the routes for peers' AllowedIPs.
+    fn configure(&mut self, config: &Config) -> anyhow::Result<InterfaceSetup> {
+        self.apply(config.update.clone()).map_err(|(errno, why)| anyhow::anyhow!("{why} (errno {errno})"))?;
+        let prefixes: Vec<_> = config.update.peers.iter().flat_map(|p| p.allowed_ips.iter().copied()).collect();
+        InterfaceSetup::apply(&self.name, config, &prefixes)
+    }
+
     /// Reads a batch from the TUN device, encrypts it, sends it. False if the device is gone.
     fn drain_tun(&mut self) -> anyhow::Result<bool> {
         let mut n = 0;
@@ -248,6 +262,10 @@ impl Daemon {
                     break;
                 }
             }
+            if request == STATUS_REQUEST {
+                writer.write_all(format!("{}\n\n", self.status_json()).as_bytes())?;
+                continue;
+            }
             let response = match uapi::parse_request(&request) {
                 Ok(Request::Get) => uapi::render_get(&self.snapshot()),
                 Ok(Request::Set(update)) => match self.apply(update) {
@@ -264,6 +282,54 @@ impl Daemon {
             };
             writer.write_all(response.as_bytes())?;
         }
+    }
+
+    /// `vxwg status --json`: what `wg show` says plus what only vxwg knows (drops by reason).
+    fn status_json(&self) -> String {
+        let device = self.engine.device();
+        let now = Instant::now();
+        let unix =
+            |t: Option<SystemTime>| t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs());
+        let peers: Vec<serde_json::Value> = device
+            .peer_ids()
+            .map(|id| {
+                let stats = device.peer_stats(id).unwrap_or_default();
+                serde_json::json!({
+                    "public_key": Key(device.peer_public_key(id).unwrap_or_default()).to_base64(),
+                    "endpoint": device.peer_endpoint(id).map(|e| e.to_string()),
+                    "allowed_ips": self.engine.allowed_ips(id).iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                    "latest_handshake": unix(stats.last_handshake),
+                    "handshakes": stats.handshakes,
+                    "session": device.has_session(id, now),
+                    "rx_bytes": stats.rx_bytes,
+                    "tx_bytes": stats.tx_bytes,
+                    "persistent_keepalive": device.peer_persistent_keepalive(id).map(|d| d.as_secs()),
+                })
+            })
+            .collect();
+        let mut drops = serde_json::Map::new();
+        for (reason, n) in device.drops() {
+            drops.insert(reason.name().to_string(), n.into());
+        }
+        let e = self.engine.stats();
+        for (name, n) in [
+            ("no_route", e.no_route),
+            ("not_ip", e.not_ip),
+            ("no_endpoint", e.no_endpoint),
+            ("source_not_allowed", e.source_not_allowed),
+        ] {
+            drops.insert(name.to_string(), n.into());
+        }
+        serde_json::json!({
+            "interface": self.name,
+            "public_key": self.private_key.map(|k| k.public().to_base64()),
+            "listen_port": self.listen_port,
+            "packets_out": e.packets_out,
+            "packets_in": e.packets_in,
+            "peers": peers,
+            "drops": drops,
+        })
+        .to_string()
     }
 
     fn snapshot(&self) -> DeviceSnapshot {
@@ -377,14 +443,30 @@ fn log(name: &str, msg: &str) {
 
 /// `vxwg up`: in the foreground, or re-executed in the background (as wireguard-go does) and
 /// returning once the UAPI socket accepts connections.
-pub fn up(name: &str, foreground: bool) -> anyhow::Result<()> {
+pub fn up(name: &str, foreground: bool, config_path: Option<&Path>) -> anyhow::Result<()> {
+    // Validate the whole configuration before creating anything.
+    let config = config_path.map(Config::load).transpose()?;
     let foreground = foreground || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
     if foreground {
-        return Daemon::create(name)?.run();
+        let mut daemon = Daemon::create(name)?;
+        let applied = match &config {
+            Some(c) => Some(daemon.configure(c)?),
+            None => None,
+        };
+        let result = daemon.run();
+        // Routes, rules and addresses go before the TUN device does.
+        drop(applied);
+        return result;
     }
+    let mut args: Vec<std::ffi::OsString> = vec!["up".into(), "--foreground".into()];
+    if let Some(path) = config_path {
+        args.push("--config".into());
+        args.push(std::fs::canonicalize(path)?.into());
+    }
+    args.push(name.into());
     let exe = std::env::current_exe().context("finding our own executable")?;
     let mut child = std::process::Command::new(exe)
-        .args(["up", "--foreground", name])
+        .args(&args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())

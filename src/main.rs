@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use vxwg::control::keys::Key;
 
+mod config;
 mod daemon;
 mod demo;
+mod netconf;
+mod status;
 
 #[derive(Parser)]
 #[command(name = "vxwg", version, about = "Userspace WireGuard + VXLAN node dataplane")]
@@ -30,8 +33,29 @@ enum Command {
         /// Stay in the foreground.
         #[arg(short, long)]
         foreground: bool,
+        /// Configure everything from this TOML file (docs/config.md) instead of waiting for `wg`.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
         /// Interface name.
         ifname: String,
+    },
+    /// Show a running interface: peers, endpoints, latest handshakes, transfer, drops by reason.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Interface name.
+        ifname: String,
+    },
+    /// Measure round-trip time to a peer's tunnel address through the interface.
+    Ping {
+        /// Echo requests to send.
+        #[arg(short = 'c', long, default_value_t = 4)]
+        count: u32,
+        /// Interface name.
+        ifname: String,
+        /// An address inside the peer's AllowedIPs.
+        peer_ip: std::net::IpAddr,
     },
     /// Run two WireGuard nodes in this process on an embedded default: handshake, traffic both
     /// ways, session rollover across ten simulated minutes; print what happened.
@@ -46,12 +70,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(wireguard_go_compatible_args(std::env::args_os().collect()));
     let result = match cli.command {
         Command::Genkey => print_line(&Key::generate_private(&mut rand_core::OsRng).to_base64()),
         Command::Genpsk => print_line(&Key::generate_preshared(&mut rand_core::OsRng).to_base64()),
         Command::Pubkey => pubkey(),
-        Command::Up { foreground, ifname } => daemon::up(&ifname, foreground),
+        Command::Up { foreground, config, ifname } => daemon::up(&ifname, foreground, config.as_deref()),
+        Command::Status { json, ifname } => status::status(&ifname, json),
+        Command::Ping { count, ifname, peer_ip } => status::ping(&ifname, peer_ip, count),
         Command::Demo { packets, size } => demo::run(packets, size),
     };
     match result {
@@ -61,6 +87,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `vxwg [-f] IFNAME` means `vxwg up [-f] IFNAME`, the command line wireguard-go takes, so wg-quick
+/// can run us through WG_QUICK_USERSPACE_IMPLEMENTATION=vxwg.
+fn wireguard_go_compatible_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let first_word = args.iter().skip(1).find(|a| !a.to_string_lossy().starts_with('-'));
+    let is_subcommand = first_word.is_some_and(|w| {
+        let w = w.to_string_lossy();
+        w == "help" || command.get_subcommands().any(|c| c.get_name() == w)
+    });
+    let only_flags_are_foreground = args.iter().skip(1).all(|a| {
+        let a = a.to_string_lossy();
+        !a.starts_with('-') || a == "-f" || a == "--foreground"
+    });
+    if first_word.is_some() && !is_subcommand && only_flags_are_foreground {
+        args.insert(1, "up".into());
+    }
+    args
 }
 
 fn print_line(s: &str) -> anyhow::Result<()> {

@@ -84,3 +84,15 @@ fn demo_rejects_a_bad_size() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--size"));
 }
+
+#[test]
+fn bare_interface_name_means_up_as_with_wireguard_go() {
+    // An over-long name is refused by `up` before anything is created (even as root, this test
+    // must never create a device in the namespace it runs in); the error shows `up` handled it.
+    let o = vxwg(&["-f", "this-name-is-far-too-long"], "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("must be 1-15 characters"), "{err}");
+    // A real subcommand is still a subcommand.
+    assert!(vxwg(&["genkey"], "").status.success());
+}

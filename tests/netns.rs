@@ -331,3 +331,202 @@ fn bad_uapi_input_is_refused_and_changes_nothing() {
     let after = na.exec(&format!("wg showconf {}", a.ifname));
     assert_eq!(before, after, "a refused request changes nothing (not even the listen port)");
 }
+
+/// Waits for a daemon to exit by itself; fails after `secs`.
+#[track_caller]
+fn exits_within(node: &mut Node, secs: u64) -> std::process::ExitStatus {
+    let child = node.child.as_mut().expect("running");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "daemon still running after {secs} s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn daemon_exits_cleanly_on_sigterm_tun_deletion_and_socket_removal() {
+    if !require(&["ip", "wg"]) {
+        return;
+    }
+    let (na, _nb) = underlay();
+
+    // SIGTERM: clean exit, socket removed, interface gone.
+    let mut a = Node::start(&na, Impl::Vxwg, "100.64.11.1");
+    let pid = a.child.as_ref().unwrap().id();
+    sh(&format!("kill -TERM {pid}"));
+    assert!(exits_within(&mut a, 5).success(), "clean exit on SIGTERM");
+    assert!(!std::path::Path::new(&format!("/var/run/wireguard/{}.sock", a.ifname)).exists());
+    assert!(!na.try_exec(&format!("ip link show {}", a.ifname)).status.success(), "TUN device removed");
+
+    // Interface deleted under the daemon.
+    let mut b = Node::start(&na, Impl::Vxwg, "100.64.11.2");
+    na.exec(&format!("ip link del {}", b.ifname));
+    assert!(exits_within(&mut b, 5).success(), "clean exit when the TUN device is deleted");
+    assert!(!std::path::Path::new(&format!("/var/run/wireguard/{}.sock", b.ifname)).exists());
+
+    // Socket file removed.
+    let mut c = Node::start(&na, Impl::Vxwg, "100.64.11.3");
+    std::fs::remove_file(format!("/var/run/wireguard/{}.sock", c.ifname)).unwrap();
+    assert!(exits_within(&mut c, 5).success(), "clean exit when the UAPI socket is removed");
+    assert!(!na.try_exec(&format!("ip link show {}", c.ifname)).status.success());
+}
+
+#[test]
+fn status_and_ping_report_the_tunnel() {
+    if !require(&["ip", "wg"]) {
+        return;
+    }
+    let (na, nb) = underlay();
+    let a = Node::start(&na, Impl::Vxwg, "100.64.12.1");
+    let b = Node::start(&nb, Impl::Vxwg, "100.64.12.2");
+    a.add_peer(&b, "10.201.0.2");
+    b.add_peer(&a, "10.201.0.1");
+    let vxwg = env!("CARGO_BIN_EXE_vxwg");
+    let out = na.exec(&format!("{vxwg} ping -c 3 {} 100.64.12.2", a.ifname));
+    assert!(out.contains("3 sent, 3 received"), "{out}");
+
+    // Something the far side must drop: a packet for an address no peer owns.
+    let _ = na.try_exec("ping -c 1 -W 1 100.64.12.77");
+    let json = na.exec(&format!("{vxwg} status --json {}", a.ifname));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["public_key"].as_str(), Some(a.public.as_str()));
+    assert_eq!(v["peers"][0]["public_key"].as_str(), Some(b.public.as_str()));
+    assert_eq!(v["peers"][0]["endpoint"].as_str(), Some("10.201.0.2:51820"));
+    assert_eq!(v["peers"][0]["allowed_ips"][0].as_str(), Some("100.64.12.2/32"));
+    assert!(v["peers"][0]["latest_handshake"].as_u64().is_some());
+    assert!(v["peers"][0]["rx_bytes"].as_u64().unwrap() > 0);
+    assert!(v["drops"]["no_route"].as_u64().unwrap() >= 1, "{json}");
+
+    let text = na.exec(&format!("{vxwg} status {}", a.ifname));
+    assert!(text.contains(&format!("peer: {}", b.public)) && text.contains("latest handshake:"), "{text}");
+    assert!(text.contains("no_route="), "drops by reason: {text}");
+
+    // Not our daemon: a clear error, not a hang.
+    let out = na.try_exec(&format!("{vxwg} status nosuchif0"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no vxwg daemon serves nosuchif0"));
+}
+
+/// Writes a node's TOML config and key into a fresh directory under /tmp.
+fn config_dir(private: &str, body: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("vxwg-cfg-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("private.key"), private).unwrap();
+    std::fs::write(dir.join("node.toml"), format!("private_key_file = \"private.key\"\n{body}")).unwrap();
+    dir
+}
+
+#[test]
+fn up_with_config_sets_up_routes_and_removes_them_on_exit() {
+    if !require(&["ip", "wg", "ping"]) {
+        return;
+    }
+    let (na, nb) = underlay();
+    let vxwg = env!("CARGO_BIN_EXE_vxwg");
+    let keys: Vec<(String, String)> = (0..2)
+        .map(|_| {
+            let private = sh(&format!("{vxwg} genkey")).trim().to_string();
+            let public = sh(&format!("echo {private} | {vxwg} pubkey")).trim().to_string();
+            (private, public)
+        })
+        .collect();
+    // Each node also advertises a pod CIDR behind it (inside the test namespaces only).
+    let a_dir = config_dir(
+        &keys[0].0,
+        &format!(
+            "listen_port = 41641\naddresses = [\"100.64.13.1/32\"]\nmtu = 1380\n[[peer]]\npublic_key = \"{}\"\nendpoint = \"10.201.0.2:41641\"\nallowed_ips = [\"100.64.13.2/32\", \"10.42.2.0/24\"]\n",
+            keys[1].1
+        ),
+    );
+    let b_dir = config_dir(
+        &keys[1].0,
+        &format!(
+            "listen_port = 41641\naddresses = [\"100.64.13.2/32\", \"10.42.2.1/24\"]\n[[peer]]\npublic_key = \"{}\"\nendpoint = \"10.201.0.1:41641\"\nallowed_ips = [\"100.64.13.1/32\"]\n",
+            keys[0].1
+        ),
+    );
+    let (ia, ib) = (ifname(), ifname());
+    let mut a = Node {
+        ns: &na,
+        ifname: ia.clone(),
+        child: None,
+        private: keys[0].0.clone(),
+        public: keys[0].1.clone(),
+        overlay: String::new(),
+    };
+    let mut b = Node {
+        ns: &nb,
+        ifname: ib.clone(),
+        child: None,
+        private: keys[1].0.clone(),
+        public: keys[1].1.clone(),
+        overlay: String::new(),
+    };
+    a.child = Some(na.spawn(&format!("{vxwg} up --foreground --config {} {ia}", a_dir.join("node.toml").display())));
+    b.child = Some(nb.spawn(&format!("{vxwg} up --foreground --config {} {ib}", b_dir.join("node.toml").display())));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(na.try_exec("ip -4 rule show pref 5270 | grep -q 'lookup 52'").status.success()
+        && nb.try_exec("ip -4 rule show pref 5270 | grep -q 'lookup 52'").status.success())
+    {
+        assert!(Instant::now() < deadline, "rules did not appear");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Interface, routes and rules as configured, in vxwg's table and not the main one.
+    let link = na.exec(&format!("ip link show {ia}"));
+    assert!(link.contains("mtu 1380") && link.contains(",UP"), "{link}");
+    assert!(na.exec(&format!("ip addr show {ia}")).contains("100.64.13.1/32"));
+    let table = na.exec("ip route show table 52");
+    assert!(table.contains("100.64.13.2 dev") && table.contains("10.42.2.0/24 dev"), "{table}");
+    assert!(!na.exec("ip route show table main").contains("10.42.2.0/24"));
+    let rules = na.exec("ip rule show");
+    assert!(rules.contains("5270:\tnot from all fwmark 0x80000/0xff0000 lookup 52"), "{rules}");
+    assert!(na.exec("ip -6 rule show").contains("lookup 52"));
+    assert_eq!(na.exec(&format!("wg show {ia} fwmark")).trim(), "0x80000");
+
+    // Traffic to the overlay address and into the pod CIDR behind B.
+    ping(&na, "100.64.13.2");
+    ping(&na, "10.42.2.1");
+
+    // Clean exit removes everything it added.
+    sh(&format!("kill -TERM {}", a.child.as_ref().unwrap().id()));
+    assert!(exits_within(&mut a, 5).success());
+    assert_eq!(na.exec("ip route show table 52").trim(), "", "routes removed");
+    assert!(!na.exec("ip rule show").contains("lookup 52"), "rule removed");
+    assert!(!na.exec("ip -6 rule show").contains("lookup 52"), "IPv6 rule removed");
+    assert!(!na.try_exec(&format!("ip link show {ia}")).status.success(), "interface removed");
+    b.kill();
+    let _ = std::fs::remove_dir_all(a_dir);
+    let _ = std::fs::remove_dir_all(b_dir);
+}
+
+#[test]
+fn bad_config_is_refused_before_anything_is_created() {
+    if !require(&["ip"]) {
+        return;
+    }
+    let (na, _nb) = underlay();
+    let vxwg = env!("CARGO_BIN_EXE_vxwg");
+    let private = sh(&format!("{vxwg} genkey")).trim().to_string();
+    for (body, needle) in [
+        ("addresses = [\"100.64.14.1/40\"]\n", "addresses[0]"),
+        ("[[peer]]\npublic_key = \"oops\"\n", "peer[0].public_key"),
+        ("mtu = 70000\n", "mtu = 70000"),
+    ] {
+        let dir = config_dir(&private, body);
+        let name = ifname();
+        let out = na.try_exec(&format!("{vxwg} up --foreground --config {} {name}", dir.join("node.toml").display()));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted {body:?}");
+        assert!(err.contains(needle) && err.contains("node.toml"), "error names the file and field: {err}");
+        assert!(!na.try_exec(&format!("ip link show {name}")).status.success(), "no interface left behind");
+        assert!(!std::path::Path::new(&format!("/var/run/wireguard/{name}.sock")).exists(), "no socket left behind");
+        // Either the table was never created, or it is empty.
+        let table = na.try_exec("ip route show table 52");
+        assert!(String::from_utf8_lossy(&table.stdout).trim().is_empty(), "no routes left behind");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1014,3 +1014,28 @@ fn staging_keeps_the_newest_packets() {
     let got: Vec<u32> = p.b.got.iter().map(|x| seq_of(x)).collect();
     assert_eq!(got, (extra..MAX_STAGED_PACKETS as u32 + extra).collect::<Vec<_>>());
 }
+
+#[test]
+fn packets_released_by_a_confirmation_from_a_new_address_go_to_that_address() {
+    // Found by the device_receive fuzz target: the staged packets were released before the
+    // endpoint was updated, so they went to the initiator's old address after a NAT rebinding.
+    let a_roamed: SocketAddr = "203.0.113.9:40001".parse().unwrap();
+    let mut p = Pair::new();
+    p.a.dev.initiate_handshake(p.a.peer, p.now);
+    p.drain(A);
+    p.deliver_one(B).unwrap();
+    assert_eq!(p.send(B, &pkt(1)), Encapsulated::Staged);
+    let (src, response) = p.queue[A as usize].pop_front().unwrap();
+    p.deliver(A, src, response).unwrap();
+    let (_, confirmation) = p.queue[B as usize].pop_back().unwrap();
+    let m = p.log.len();
+    p.deliver(B, a_roamed, confirmation).unwrap();
+    let released: Vec<&Sent> = p.log[m..].iter().filter(|s| s.from == B).collect();
+    assert!(!released.is_empty(), "the staged packet was released");
+    assert!(
+        released.iter().all(|s| s.dst == a_roamed),
+        "released to the new address: {:?}",
+        released.iter().map(|s| s.dst).collect::<Vec<_>>()
+    );
+    assert_eq!(p.b.dev.peer_endpoint(p.b.peer), Some(a_roamed));
+}

@@ -3,6 +3,8 @@
 //! kernel and caller-owned buffers in batches, and know nothing of WireGuard.
 #![allow(unsafe_code)]
 
+pub mod netlink;
+pub mod netns;
 pub mod poll;
 pub mod tun;
 pub mod udp;

@@ -1,7 +1,29 @@
 //! The cryptokey routing table: WireGuard's AllowedIPs as a longest-prefix-match map from IPv4 and
 //! IPv6 prefixes to a small value (the engine's `PeerId`).
 //!
-//! DOC-NUMBERS
+//! Each family's address space is kept flattened: the sorted starts of the maximal intervals
+//! that have a single longest-match owner (at most `2n + 1` for `n` prefixes) in a `Vec<u32>`
+//! (`Vec<u128>` for IPv6), with the owner's value alongside. A lookup is one branch-free binary
+//! search (`partition_point`, a `cmov` loop) over contiguous memory plus one load: no pointer
+//! chasing, no hashing, no allocation. The prefixes themselves sit in a `BTreeMap` (exact-match
+//! insert and remove, sorted listing) and each insert or remove patches the intervals in place,
+//! O(log n) plus a `Vec` shift: about 0.5 µs per insert at 1,000 prefixes and 3 µs at 10,000,
+//! which is control-plane work. Measured against prototypes of the alternatives (criterion, 1,024
+//! random IPv4 lookups per iteration, prefixes /20–/32 in 10.0.0.0/8, two runs on 2 shared busy
+//! cores, so absolute numbers are pessimistic; ns per lookup, hit / miss in the gaps; the trie is
+//! the shape of Linux's allowedips.c in an arena, the hash maps are probed longest-first with a
+//! bitmap of present lengths), the intervals win or tie at every size. Their layout is also
+//! canonical (a function of the prefix set alone), which the tests check against a from-scratch
+//! rebuild after every operation.
+//!
+//! | prefixes | intervals (this) | hash per length | path-compressed trie | boringtun's treebitmap |
+//! |---:|---|---|---|---|
+//! | 10     | 9–11 / 8–11   | 25–28 / 38–42  | 20–30 / 11–18     | 114–190 / 23–58  |
+//! | 1,000  | 29–31 / 21–30 | 54–69 / 87–145 | 90–135 / 55–103   | 104–223 / 24–108 |
+//! | 10,000 | 33–41 / 21–48 | 33–48 / 59–115 | 136–157 / 103–160 | 100–150 / 21–106 |
+//!
+//! `cargo bench --bench route` measures this table alone (IPv4 at 10, 1,000 and 10,000 prefixes,
+//! IPv6 at 1,000, and the cost of building them).
 //!
 //! Lookups never allocate and never panic; IPv4 and IPv6 are separate tables, so an IPv4-mapped
 //! IPv6 address (`::ffff:10.0.0.1`) matches only IPv6 prefixes, as in WireGuard.

@@ -351,8 +351,12 @@ impl Repr {
     /// fields are left as they are.
     pub fn emit(&self, buf: &mut [u8]) -> Result<()> {
         let needed = self.buffer_len();
-        if buf.len() != needed {
+        if buf.len() < needed {
             return Err(Error::BufferTooSmall { needed, actual: buf.len() });
+        }
+        if buf.len() > needed {
+            // A WireGuard message has exactly this length; trailing bytes would change its meaning.
+            return Err(Error::Malformed { field: "buffer length (longer than the message)" });
         }
         match *self {
             Repr::Initiation { sender } => {

@@ -723,6 +723,8 @@ impl Device {
             OpenFailure::Auth => RecvError::Decrypt,
         })?;
         let sh = &mut self.shared;
+        // Roam first: anything released below must go where the peer is now.
+        peer.endpoint = Some(src);
         if slot == Slot::Next {
             // First packet on the session we answered: the initiator has it, so switch to it.
             drop_keypair(sh, peer.previous.take());
@@ -731,7 +733,6 @@ impl Device {
             handshake_complete(peer, sh, now);
             send_staged(peer, id, sh, now);
         }
-        peer.endpoint = Some(src);
         peer.stats.rx_bytes += total as u64;
         authenticated_received(peer, now);
         keep_key_fresh_on_receive(peer, id, sh, now);

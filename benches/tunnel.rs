@@ -1,0 +1,752 @@
+//! `cargo bench --bench tunnel`: single-stream TCP throughput through a real tunnel, vxwg against
+//! wireguard-go and boringtun, on this machine only (root; network namespaces).
+//!
+//! Needs, beyond what `.ci/run` installs (`ip`, `wg`, `wireguard-go`), which it does not install
+//! because CI does not run benches:
+//! * `iperf3` (Debian package: `apt-get install -y iperf3`), required;
+//! * `boringtun-cli` (crates.io: `cargo install boringtun-cli --locked`), optional: without it the
+//!   boringtun column is skipped, with a note saying how to install it. `wireguard-go` is optional
+//!   the same way.
+//!
+//! Each run builds two fresh namespaces joined by a veth pair (underlay 10.202.0.1/24 <-> .2),
+//! starts one daemon of the implementation under test in each (interfaces `vb<pid>n<k>`, overlay
+//! 100.64.20.1/24 <-> .2, MTU 1420), configures them with `wg`, waits for a ping to cross, then runs
+//! `iperf3 -c 100.64.20.2 -t SECONDS -J` from A against `iperf3 -s -1 -B 100.64.20.2` in B and
+//! reads `end.sum_received.bits_per_second`. Implementations alternate round-robin (vxwg,
+//! wireguard-go, boringtun, then the bare veth pair as context) for ROUNDS rounds, so drift on the
+//! shared machine hits all of them alike; the table gives the median, min and max per
+//! implementation and the ratios of the medians.
+//!
+//! The vxwg binary measured is `CARGO_BIN_EXE_vxwg`: before running a bench, cargo builds the
+//! package's binaries with the bench profile (which inherits release; `[profile.bench]` mirrors
+//! `[profile.release]`) and hands the bench their absolute path, whatever CARGO_TARGET_DIR or
+//! `build.target-dir` say. That is the release binary, always up to date, with no nested cargo
+//! and no guessing at target/release. `VXWG_BENCH_BIN=/path/to/vxwg` measures another build.
+//!
+//! Knobs: `VXWG_BENCH_SECONDS` (default 8), `VXWG_BENCH_ROUNDS` (default 3). Each run's daemon
+//! stderr and iperf3 output go to files under `CARGO_TARGET_TMPDIR/tunnel-<pid>/`, kept after the
+//! run; a failed run prints the daemons' last lines.
+//!
+//! Exits 0 without doing anything when not root, under `cargo test --benches` (no `--bench`
+//! argument) or when a filter argument does not match `tunnel/tcp_single_stream`; exits 1 after
+//! the table if any run failed, 130 on Ctrl-C. Namespaces, daemons and iperf3 processes are
+//! removed by guards on drop, also on a panic or Ctrl-C.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+/// What the filter arguments are matched against.
+const BENCH_ID: &str = "tunnel/tcp_single_stream";
+const UNDERLAY_A: &str = "10.202.0.1";
+const UNDERLAY_B: &str = "10.202.0.2";
+const OVERLAY_A: &str = "100.64.20.1";
+const OVERLAY_B: &str = "100.64.20.2";
+const TUNNEL_MTU: u32 = 1420;
+const WG_PORT: u16 = 51820;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+// ---------------------------------------------------------------------------------------------
+// Arguments and environment
+
+/// Whether `cargo bench` (not `cargo test`) invoked us and the filter, if any, selects us.
+enum Mode {
+    Run,
+    List,
+    Skip(String),
+}
+
+fn mode(args: &[String]) -> Mode {
+    // Options of criterion and libtest that take a value in the next argument.
+    const WITH_VALUE: &[&str] = &[
+        "-c",
+        "--color",
+        "-s",
+        "--save-baseline",
+        "-b",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--format",
+        "--profile-time",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--plotting-backend",
+        "--output-format",
+        "--logfile",
+        "--test-threads",
+        "-Z",
+    ];
+    let (mut bench, mut test, mut list, mut exact) = (false, false, false, false);
+    let (mut filters, mut skips) = (Vec::new(), Vec::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--bench" => bench = true,
+            "--test" => test = true,
+            "--list" => list = true,
+            "--exact" => exact = true,
+            "--skip" => skips.extend(it.next().cloned()),
+            o if WITH_VALUE.contains(&o) => {
+                it.next();
+            }
+            o if o.starts_with('-') => {}
+            filter => filters.push(filter.to_string()),
+        }
+    }
+    let matches = |f: &String| if exact { f == BENCH_ID || f == "tunnel" } else { BENCH_ID.contains(f.as_str()) };
+    if list {
+        return if filters.is_empty() || filters.iter().any(matches) { Mode::List } else { Mode::Skip(String::new()) };
+    }
+    if !bench || test {
+        return Mode::Skip("tunnel: not run under `cargo test` (run `cargo bench --bench tunnel`)".into());
+    }
+    if !filters.is_empty() && !filters.iter().any(matches) {
+        return Mode::Skip(String::new());
+    }
+    if skips.iter().any(|s| BENCH_ID.contains(s.as_str())) {
+        return Mode::Skip(String::new());
+    }
+    Mode::Run
+}
+
+fn env_number(name: &str, default: u32) -> u32 {
+    match std::env::var(name) {
+        Ok(v) => match v.trim().parse::<u32>() {
+            Ok(n) if n > 0 => n,
+            _ => panic!("{name}={v:?}: expected a positive integer"),
+        },
+        Err(_) => default,
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// The absolute path of `tool`: on PATH, else (for cargo-installed tools) in CARGO_HOME/bin or
+/// ~/.cargo/bin, which `sudo` often drops from PATH.
+fn find_tool(tool: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    dirs.extend(std::env::var_os("CARGO_HOME").map(|h| PathBuf::from(h).join("bin")));
+    dirs.extend(std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin")));
+    dirs.extend(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from));
+    dirs.into_iter().map(|d| d.join(tool)).find(|p| {
+        std::fs::metadata(p)
+            .is_ok_and(|m| m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0)
+    })
+}
+
+fn first_line(cmd: &mut Command) -> String {
+    cmd.output()
+        .ok()
+        .map(|o| {
+            let text = if o.stdout.is_empty() { o.stderr } else { o.stdout };
+            String::from_utf8_lossy(&text).lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map_or_else(|_| "?".into(), |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shell, namespaces, daemons (after tests/netns.rs)
+
+fn run(cmd: &str) -> Output {
+    Command::new("sh").args(["-c", cmd]).output().expect("sh")
+}
+
+fn sh(cmd: &str) -> Result<String, String> {
+    let o = run(cmd);
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{cmd}` failed ({}): {}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout).trim(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A network namespace that is deleted (with everything still running in it) on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Result<Netns, String> {
+        let name = format!("vxwgb-{}-{}-{tag}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        sh(&format!("ip netns add {name}"))?;
+        let ns = Netns { name };
+        ns.exec("ip link set lo up")?;
+        Ok(ns)
+    }
+
+    fn exec(&self, cmd: &str) -> Result<String, String> {
+        sh(&format!("ip netns exec {} sh -c {}", self.name, quote(cmd)))
+    }
+
+    fn try_exec(&self, cmd: &str) -> Output {
+        run(&format!("ip netns exec {} sh -c {}", self.name, quote(cmd)))
+    }
+
+    /// Starts `program args` in the namespace, stdout and stderr appended to files (maybe the same).
+    fn spawn(
+        &self,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdout: &Path,
+        stderr: &Path,
+    ) -> Result<Child, String> {
+        let open =
+            |p: &Path| File::options().create(true).append(true).open(p).map_err(|e| format!("{}: {e}", p.display()));
+        let out = open(stdout)?;
+        let err = if stderr == stdout { out.try_clone().map_err(|e| e.to_string())? } else { open(stderr)? };
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("spawning {}: {e}", program.display()))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run(&format!("ip netns pids {} | xargs -r kill -9", self.name));
+        let _ = run(&format!("ip netns del {}", self.name));
+    }
+}
+
+/// Two namespaces joined by a veth pair carrying the underlay.
+fn underlay() -> Result<(Netns, Netns), String> {
+    let (a, b) = (Netns::new("a")?, Netns::new("b")?);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id() % 100_000;
+    let (va, vb) = (format!("vba{pid}n{n}"), format!("vbb{pid}n{n}"));
+    sh(&format!("ip link add {va} netns {} type veth peer name {vb} netns {}", a.name, b.name))?;
+    a.exec(&format!("ip addr add {UNDERLAY_A}/24 dev {va} && ip link set {va} up"))?;
+    b.exec(&format!("ip addr add {UNDERLAY_B}/24 dev {vb} && ip link set {vb} up"))?;
+    Ok((a, b))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Impl {
+    Vxwg,
+    WireguardGo,
+    Boringtun,
+    /// No tunnel: iperf3 over the veth pair itself.
+    Veth,
+}
+
+impl Impl {
+    fn label(self) -> &'static str {
+        match self {
+            Impl::Vxwg => "vxwg",
+            Impl::WireguardGo => "wireguard-go",
+            Impl::Boringtun => "boringtun",
+            Impl::Veth => "veth (no tunnel)",
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Impl::Vxwg => "vxwg",
+            Impl::WireguardGo => "wggo",
+            Impl::Boringtun => "boringtun",
+            Impl::Veth => "veth",
+        }
+    }
+}
+
+/// What each contender runs: the program and the arguments before the interface name.
+struct Contender {
+    which: Impl,
+    program: PathBuf,
+    args: Vec<&'static str>,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+impl Contender {
+    fn command_line(&self) -> String {
+        let env: String = self.env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+        let args: String = self.args.iter().map(|a| format!("{a} ")).collect();
+        format!("{env}{} {args}IFNAME", self.program.display())
+    }
+}
+
+/// A running WireGuard daemon in a namespace: stopped (and its UAPI socket removed) on drop.
+struct Node<'a> {
+    ns: &'a Netns,
+    ifname: String,
+    child: Option<Child>,
+    log: PathBuf,
+    public: String,
+    overlay: &'static str,
+}
+
+fn socket_path(ifname: &str) -> PathBuf {
+    Path::new("/var/run/wireguard").join(format!("{ifname}.sock"))
+}
+
+impl<'a> Node<'a> {
+    fn start(ns: &'a Netns, c: &Contender, overlay: &'static str, log: PathBuf) -> Result<Node<'a>, String> {
+        // A unique name: the UAPI socket directory is shared by all namespaces.
+        let ifname = format!("vb{}n{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed));
+        let private = sh("wg genkey")?.trim().to_string();
+        let public = sh(&format!("echo {private} | wg pubkey"))?.trim().to_string();
+        let mut args = c.args.clone();
+        args.push(&ifname);
+        let child = ns.spawn(&c.program, &args, &c.env, &log, &log)?;
+        let mut node = Node { ns, ifname, child: Some(child), log, public, overlay };
+        let sock = socket_path(&node.ifname);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            if let Some(status) = node.exited() {
+                return Err(format!("{} exited during start-up ({status}){}", c.which.label(), node.log_tail()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not create {} in 10 s{}",
+                    c.which.label(),
+                    sock.display(),
+                    node.log_tail()
+                ));
+            }
+            stop_requested()?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let keyfile = std::env::temp_dir().join(format!("{}.key", node.ifname));
+        std::fs::write(&keyfile, &private).map_err(|e| e.to_string())?;
+        // The socket file appears just before the daemon listens on it: retry briefly.
+        let set = format!("wg set {} private-key {} listen-port {WG_PORT}", node.ifname, keyfile.display());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let result = loop {
+            match ns.exec(&set) {
+                Ok(_) => break Ok(()),
+                Err(e) if Instant::now() > deadline => break Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        let _ = std::fs::remove_file(&keyfile);
+        result.map_err(|e| format!("{e}{}", node.log_tail()))?;
+        ns.exec(&format!("ip addr add {overlay}/24 dev {i} && ip link set {i} mtu {TUNNEL_MTU} up", i = node.ifname))?;
+        Ok(node)
+    }
+
+    fn add_peer(&self, peer: &Node, endpoint: &str) -> Result<(), String> {
+        self.ns
+            .exec(&format!(
+                "wg set {} peer {} allowed-ips {}/32 endpoint {endpoint}:{WG_PORT}",
+                self.ifname, peer.public, peer.overlay
+            ))
+            .map(drop)
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The last lines of the daemon's stderr, for error messages.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = if lines.is_empty() {
+            "(empty)".to_string()
+        } else {
+            lines[lines.len().saturating_sub(15)..].join("\n    ")
+        };
+        format!("\n  {} (last lines):\n    {tail}", self.log.display())
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGTERM first so it can remove its socket; then make sure.
+            let _ = run(&format!("kill -TERM {} 2>/dev/null", c.id()));
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(socket_path(&self.ifname));
+    }
+}
+
+impl Drop for Node<'_> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Kills a child process (an iperf3 server) on drop.
+struct Reaper(Option<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One measurement
+
+/// Set by Ctrl-C / SIGTERM: the bench stops at the next check, cleaning up through the guards.
+static STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+
+fn stop_requested() -> Result<(), String> {
+    if STOP.load(Ordering::Relaxed) {
+        Err("interrupted".into())
+    } else {
+        Ok(())
+    }
+}
+
+struct Measured {
+    bits_per_second: f64,
+    retransmits: Option<u64>,
+    sender_cpu: Option<f64>,
+    receiver_cpu: Option<f64>,
+}
+
+/// Finds `keys` one after another in `json` and parses the number that follows the last one.
+fn json_number(json: &str, keys: &[&str]) -> Option<f64> {
+    let mut at = 0;
+    for k in keys {
+        at += json[at..].find(&format!("\"{k}\""))? + k.len() + 2;
+    }
+    let rest = json[at..].trim_start().strip_prefix(':')?.trim_start();
+    let end = rest.find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c))).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// iperf3's own error message in its JSON output, if any.
+fn json_error(json: &str) -> Option<String> {
+    let at = json.find("\"error\"")? + 7;
+    let rest = json[at..].trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    Some(rest[..rest.find('"').unwrap_or(rest.len())].to_string())
+}
+
+/// iperf3 from `a` to `server_ip` in `b` for `seconds`: single-stream TCP. Its output goes to
+/// `prefix.iperf3-{server.log,client.json,client.err}`.
+fn iperf(a: &Netns, b: &Netns, server_ip: &str, seconds: u32, prefix: &Path) -> Result<Measured, String> {
+    let iperf3 = find_tool("iperf3").ok_or("iperf3 not found")?;
+    let server_log = prefix.with_extension("iperf3-server.log");
+    let _server = Reaper(Some(b.spawn(&iperf3, &["-s", "-1", "-B", server_ip], &[], &server_log, &server_log)?));
+    // Wait until it listens (a refused client would fail the run).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !b.try_exec("ss -Hltn sport = :5201").stdout.contains(&b':') {
+        if Instant::now() > deadline {
+            return Err("iperf3 server did not listen within 5 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (json_path, err_path) =
+        (prefix.with_extension("iperf3-client.json"), prefix.with_extension("iperf3-client.err"));
+    let t = seconds.to_string();
+    let mut client = Reaper(Some(a.spawn(
+        &iperf3,
+        &["-c", server_ip, "-t", &t, "-J", "--connect-timeout", "5000"],
+        &[],
+        &json_path,
+        &err_path,
+    )?));
+    // Polled rather than waited for, so that Ctrl-C and a hung transfer end it.
+    let deadline = Instant::now() + Duration::from_secs(u64::from(seconds) + 30);
+    let status = loop {
+        let child = client.0.as_mut().expect("client");
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        stop_requested()?;
+        if Instant::now() > deadline {
+            return Err(format!("iperf3 client still running {} s after the end of its test", 30));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    client.0 = None;
+    let json = std::fs::read_to_string(&json_path).unwrap_or_default();
+    if let Some(e) = json_error(&json) {
+        return Err(format!("iperf3: {e}"));
+    }
+    if !status.success() {
+        let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+        return Err(format!("iperf3 client failed ({status}): {}", err.trim()));
+    }
+    let bits_per_second = json_number(&json, &["end", "sum_received", "bits_per_second"])
+        .ok_or_else(|| format!("no end.sum_received.bits_per_second in {}", json_path.display()))?;
+    Ok(Measured {
+        bits_per_second,
+        retransmits: json_number(&json, &["end", "sum_sent", "retransmits"]).map(|r| r as u64),
+        sender_cpu: json_number(&json, &["end", "cpu_utilization_percent", "host_total"]),
+        receiver_cpu: json_number(&json, &["end", "cpu_utilization_percent", "remote_total"]),
+    })
+}
+
+/// One run: fresh namespaces, fresh daemons, one iperf3 transfer.
+fn measure(c: &Contender, seconds: u32, logs: &Path, round: u32) -> Result<Measured, String> {
+    let (na, nb) = underlay()?;
+    let prefix = logs.join(format!("round{round}-{}", c.which.tag()));
+    if c.which == Impl::Veth {
+        return iperf(&na, &nb, UNDERLAY_B, seconds, &prefix);
+    }
+    let mut a = Node::start(&na, c, OVERLAY_A, prefix.with_extension("a.log"))?;
+    let mut b = Node::start(&nb, c, OVERLAY_B, prefix.with_extension("b.log"))?;
+    a.add_peer(&b, UNDERLAY_B)?;
+    b.add_peer(&a, UNDERLAY_A)?;
+    let tails = |a: &Node, b: &Node| format!("{}{}", a.log_tail(), b.log_tail());
+    // The first packet starts the handshake; wait for traffic to cross both ways.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !na.try_exec(&format!("ping -c 1 -W 1 {OVERLAY_B}")).status.success() {
+        stop_requested()?;
+        if Instant::now() > deadline {
+            return Err(format!("no ping across the tunnel within 15 s{}", tails(&a, &b)));
+        }
+    }
+    let result = iperf(&na, &nb, OVERLAY_B, seconds, &prefix);
+    for (side, node) in [("A (sender)", &mut a), ("B (receiver)", &mut b)] {
+        if let Some(status) = node.exited() {
+            return Err(format!(
+                "the {} daemon in {side} exited during the run ({status}); iperf3: {}{}",
+                c.which.label(),
+                result.as_ref().map_or_else(|e| e.clone(), |m| format!("{:.3} Gbit/s", m.bits_per_second / 1e9)),
+                node.log_tail()
+            ));
+        }
+    }
+    result.map_err(|e| format!("{e}{}", tails(&a, &b)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics and report
+
+fn median(v: &[f64]) -> Option<f64> {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(s[n / 2]),
+        n => Some((s[n / 2 - 1] + s[n / 2]) / 2.0),
+    }
+}
+
+fn ratio(num: Option<f64>, den: Option<f64>) -> Option<f64> {
+    Some(num? / den?).filter(|r| r.is_finite())
+}
+
+fn fmt_ratio(r: Option<f64>, why: &str) -> String {
+    r.map_or_else(|| format!("n/a ({why})"), |r| format!("{r:.2}x"))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match mode(&args) {
+        Mode::Skip(note) => {
+            if !note.is_empty() {
+                println!("{note}");
+            }
+            return;
+        }
+        Mode::List => {
+            println!("{BENCH_ID}: benchmark");
+            return;
+        }
+        Mode::Run => {}
+    }
+    if !is_root() {
+        println!("cargo bench --bench tunnel needs root to create network namespaces; skipping");
+        return;
+    }
+    let missing: Vec<&str> =
+        ["ip", "wg", "iperf3", "ss", "ping"].into_iter().filter(|t| find_tool(t).is_none()).collect();
+    if !missing.is_empty() {
+        println!(
+            "cargo bench --bench tunnel needs {missing:?} (Debian: apt-get install -y iproute2 wireguard-tools \
+             iperf3 iputils-ping); skipping"
+        );
+        return;
+    }
+    let seconds = env_number("VXWG_BENCH_SECONDS", 8);
+    let rounds = env_number("VXWG_BENCH_ROUNDS", 3);
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&STOP)).expect("registering a signal handler");
+    }
+
+    let vxwg =
+        std::env::var_os("VXWG_BENCH_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vxwg")), PathBuf::from);
+    assert!(
+        vxwg.is_file(),
+        "{} does not exist: run through `cargo bench --bench tunnel`, which builds it, or set VXWG_BENCH_BIN",
+        vxwg.display()
+    );
+    let mut contenders =
+        vec![Contender { which: Impl::Vxwg, program: vxwg, args: vec!["up", "--foreground"], env: vec![] }];
+    let mut skipped: Vec<(Impl, String)> = Vec::new();
+    match find_tool("wireguard-go") {
+        Some(p) => contenders.push(Contender {
+            which: Impl::WireguardGo,
+            program: p,
+            args: vec![],
+            env: vec![("WG_PROCESS_FOREGROUND", "1")],
+        }),
+        None => skipped.push((Impl::WireguardGo, "wireguard-go not installed: apt-get install -y wireguard-go".into())),
+    }
+    match find_tool("boringtun-cli") {
+        Some(p) => contenders.push(Contender {
+            which: Impl::Boringtun,
+            program: p,
+            args: vec!["--foreground", "--disable-drop-privileges"],
+            env: vec![],
+        }),
+        None => {
+            skipped.push((Impl::Boringtun, "boringtun-cli not installed: cargo install boringtun-cli --locked".into()))
+        }
+    }
+    contenders.push(Contender { which: Impl::Veth, program: PathBuf::new(), args: vec![], env: vec![] });
+
+    let logs = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tunnel-{}", std::process::id()));
+    std::fs::create_dir_all(&logs).expect("creating the log directory");
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "tunnel: single-stream TCP (iperf3 -t {seconds}), {rounds} rounds round-robin, tunnel MTU {TUNNEL_MTU}, \
+         {cpus} CPUs, kernel {}",
+        first_line(Command::new("uname").arg("-r"))
+    );
+    for c in &contenders {
+        if c.which == Impl::Veth {
+            continue;
+        }
+        let version = first_line(Command::new(&c.program).arg("--version"));
+        println!("  {:<17} {}  [{version}]", c.which.label(), c.command_line());
+    }
+    println!("  {:<17} {}", "iperf3", first_line(Command::new("iperf3").arg("--version")));
+    for (which, why) in &skipped {
+        println!("  {:<17} SKIPPED: {why}", which.label());
+    }
+    println!("  daemon stderr and iperf3 output: {}/", logs.display());
+    println!("  load average before: {} (other work on the machine skews absolute numbers)", loadavg());
+    println!();
+
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+    let mut failures: Vec<Vec<String>> = vec![Vec::new(); contenders.len()];
+    'rounds: for round in 1..=rounds {
+        for (i, c) in contenders.iter().enumerate() {
+            if STOP.load(Ordering::Relaxed) {
+                break 'rounds;
+            }
+            let started = Instant::now();
+            match measure(c, seconds, &logs, round) {
+                Ok(m) => {
+                    results[i].push(m.bits_per_second / 1e9);
+                    let cpu = match (m.sender_cpu, m.receiver_cpu) {
+                        (Some(s), Some(r)) => format!(", iperf3 cpu sender {s:.0}% receiver {r:.0}%"),
+                        _ => String::new(),
+                    };
+                    println!(
+                        "round {round}/{rounds}  {:<17} {:>7.3} Gbit/s  (retransmits {}{cpu}; {:.1} s)",
+                        c.which.label(),
+                        m.bits_per_second / 1e9,
+                        m.retransmits.map_or("?".into(), |r| r.to_string()),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                Err(e) => {
+                    println!("round {round}/{rounds}  {:<17} FAILED: {e}", c.which.label());
+                    failures[i].push(e);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    println!();
+    println!("load average after: {}", loadavg());
+    println!("{:<17} {:>14} {:>8} {:>8}  runs", "implementation", "Gbit/s median", "min", "max");
+    let mut medians = Vec::new();
+    for (i, c) in contenders.iter().enumerate() {
+        let v = &results[i];
+        let m = median(v);
+        medians.push((c.which, m));
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let runs = format!(
+            "{} ok{}",
+            v.len(),
+            if failures[i].is_empty() { String::new() } else { format!(", {} failed", failures[i].len()) }
+        );
+        match m {
+            Some(m) => println!("{:<17} {m:>14.3} {min:>8.3} {max:>8.3}  {runs}", c.which.label()),
+            None => println!("{:<17} {:>14} {:>8} {:>8}  {runs}", c.which.label(), "-", "-", "-"),
+        }
+    }
+    for (which, _) in &skipped {
+        println!("{:<17} {:>14} {:>8} {:>8}  skipped", which.label(), "-", "-", "-");
+    }
+    let get = |w: Impl| medians.iter().find(|(x, _)| *x == w).and_then(|(_, m)| *m);
+    let why = |w: Impl| {
+        if skipped.iter().any(|(x, _)| *x == w) {
+            format!("{} not installed", if w == Impl::Boringtun { "boringtun-cli" } else { "wireguard-go" })
+        } else {
+            "no successful run".to_string()
+        }
+    };
+    let (vx, wg, bt) = (get(Impl::Vxwg), get(Impl::WireguardGo), get(Impl::Boringtun));
+    let r_wg =
+        fmt_ratio(ratio(vx, wg), &if vx.is_none() { "vxwg: no successful run".into() } else { why(Impl::WireguardGo) });
+    let r_bt =
+        fmt_ratio(ratio(vx, bt), &if vx.is_none() { "vxwg: no successful run".into() } else { why(Impl::Boringtun) });
+    println!();
+    println!("ratio of medians: vxwg/wireguard-go = {r_wg}, vxwg/boringtun = {r_bt}");
+    if let Some(v) = get(Impl::Veth) {
+        println!(
+            "share of the bare veth pair: {}",
+            medians
+                .iter()
+                .filter(|(w, _)| *w != Impl::Veth)
+                .map(|(w, m)| format!("{} {}", w.label(), m.map_or("-".into(), |m| format!("{:.1}%", 100.0 * m / v))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    println!("tunnel: vxwg/wireguard-go = {r_wg}, vxwg/boringtun = {r_bt} (single-stream TCP, median of {rounds})");
+    if STOP.load(Ordering::Relaxed) {
+        println!("interrupted: the numbers above are partial");
+        std::process::exit(130);
+    }
+    let failed: usize = failures.iter().map(Vec::len).sum();
+    if failed > 0 {
+        println!("tunnel: {failed} run(s) failed (see FAILED above and the logs in {}/)", logs.display());
+        std::process::exit(1);
+    }
+}

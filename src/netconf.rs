@@ -1,0 +1,50 @@
+//! The interface side of `vxwg up --config`: addresses, MTU, link state, routes for peers'
+//! AllowedIPs in vxwg's table and the rule that consults it, all through netlink. Everything is
+//! recorded and undone when [`InterfaceSetup`] is dropped (on exit, or when a step fails half-way).
+
+use anyhow::Context;
+use vxwg::dataplane::io::netlink::{Applied, Family, FwMark, Netlink, Rule};
+use vxwg::dataplane::route::IpNet;
+
+use crate::config::Config;
+
+/// Mask of the mark bits vxwg owns by default (tailscaled uses the same layout).
+pub const DEFAULT_FWMARK_MASK: u32 = 0x00ff_0000;
+
+/// What `--config` set up on the interface; dropping it removes it again.
+pub struct InterfaceSetup {
+    /// Held for its `Drop`, which removes what was added.
+    _undo_on_drop: Applied,
+}
+
+impl InterfaceSetup {
+    /// Configures `ifname` from `config`, routing `prefixes` (the peers' AllowedIPs) through it.
+    pub fn apply(ifname: &str, config: &Config, prefixes: &[IpNet]) -> anyhow::Result<InterfaceSetup> {
+        let mut netlink = Netlink::open().context("opening a netlink socket")?;
+        let index = netlink.link_index(ifname).with_context(|| format!("finding interface {ifname}"))?;
+        let mut applied = Applied::new(netlink, index);
+        applied.set_mtu(config.mtu).with_context(|| format!("mtu = {}", config.mtu))?;
+        for a in &config.addresses {
+            applied.add_address(*a).with_context(|| format!("address {a}"))?;
+        }
+        applied.set_link_up(true).context("bringing the interface up")?;
+        let routing = config.routing;
+        if routing.enabled {
+            for p in prefixes {
+                applied
+                    .add_route(*p, routing.table)
+                    .with_context(|| format!("route {p} in table {}", routing.table))?;
+            }
+            // The tunnel's own UDP carries the mark and skips the table, so a peer that owns a
+            // default route can never swallow the packets that reach it.
+            let mark = config.fwmark();
+            let mask = if config.fwmark_is_default() { DEFAULT_FWMARK_MASK } else { u32::MAX };
+            for family in [Family::V4, Family::V6] {
+                let rule =
+                    Rule::new(family, routing.rule_priority, routing.table).with_not_fwmark(FwMark { mark, mask });
+                applied.add_rule(rule).with_context(|| format!("{rule}"))?;
+            }
+        }
+        Ok(InterfaceSetup { _undo_on_drop: applied })
+    }
+}

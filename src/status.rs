@@ -1,0 +1,136 @@
+//! `vxwg status` and `vxwg ping`: asking a running daemon, and measuring through its tunnel.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::daemon::{SOCKET_DIR, STATUS_REQUEST};
+
+fn query(ifname: &str) -> anyhow::Result<serde_json::Value> {
+    let path = Path::new(SOCKET_DIR).join(format!("{ifname}.sock"));
+    let mut s = UnixStream::connect(&path)
+        .with_context(|| format!("no vxwg daemon serves {ifname} ({} not reachable)", path.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(STATUS_REQUEST.as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    if line.starts_with("errno=") {
+        bail!("{ifname} is served by something other than vxwg (it answered {})", line.trim());
+    }
+    serde_json::from_str(&line).context("parsing the daemon's status")
+}
+
+/// Prints a daemon's status, as text or JSON.
+pub fn status(ifname: &str, json: bool) -> anyhow::Result<()> {
+    let v = query(ifname)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    println!("interface: {}", v["interface"].as_str().unwrap_or(ifname));
+    println!("  public key: {}", v["public_key"].as_str().unwrap_or("(none)"));
+    println!("  listening port: {}", v["listen_port"]);
+    println!("  packets: {} out, {} in", v["packets_out"], v["packets_in"]);
+    for p in v["peers"].as_array().into_iter().flatten() {
+        println!("\npeer: {}", p["public_key"].as_str().unwrap_or("?"));
+        println!("  endpoint: {}", p["endpoint"].as_str().unwrap_or("(none)"));
+        let ips: Vec<&str> = p["allowed_ips"].as_array().into_iter().flatten().filter_map(|x| x.as_str()).collect();
+        println!("  allowed ips: {}", if ips.is_empty() { "(none)".to_string() } else { ips.join(", ") });
+        match p["latest_handshake"].as_u64() {
+            Some(t) => println!("  latest handshake: {} s ago", now.saturating_sub(t)),
+            None => println!("  latest handshake: never"),
+        }
+        println!("  transfer: {} B received, {} B sent", p["rx_bytes"], p["tx_bytes"]);
+    }
+    let drops: Vec<String> = v["drops"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    println!("\ndrops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
+    Ok(())
+}
+
+/// Sends ICMP echo requests to `peer_ip` out of `ifname` and prints the round-trip times.
+pub fn ping(ifname: &str, peer_ip: IpAddr, count: u32) -> anyhow::Result<()> {
+    let (domain, proto, echo_type, reply_type) = match peer_ip {
+        IpAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4, 8u8, 0u8),
+        IpAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6, 128u8, 129u8),
+    };
+    // Datagram ICMP sockets need no privilege where net.ipv4.ping_group_range allows them (the
+    // kernel then fills in identifier and checksum); elsewhere, as root, a raw socket.
+    let (socket, raw) = match Socket::new(domain, Type::DGRAM, Some(proto)) {
+        Ok(s) => (s, false),
+        Err(_) => (
+            Socket::new(domain, Type::RAW, Some(proto))
+                .context("opening an ICMP socket (needs root, or net.ipv4.ping_group_range)")?,
+            true,
+        ),
+    };
+    let ident = (std::process::id() & 0xffff) as u16;
+    socket.bind_device(Some(ifname.as_bytes())).with_context(|| format!("binding to {ifname}"))?;
+    socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let dst = SockAddr::from(SocketAddr::new(peer_ip, 0));
+    let mut rtts = Vec::new();
+    for seq in 1..=count as u16 {
+        let mut req = [0u8; 64];
+        req[0] = echo_type;
+        req[4..6].copy_from_slice(&ident.to_be_bytes());
+        req[6..8].copy_from_slice(&seq.to_be_bytes());
+        if raw && peer_ip.is_ipv4() {
+            // ICMPv4 checksum over the message (the kernel computes ICMPv6's itself).
+            let sum = vxwg::dataplane::wire::checksum::finish(vxwg::dataplane::wire::checksum::sum(&req));
+            req[2..4].copy_from_slice(&sum.to_be_bytes());
+        }
+        let sent = Instant::now();
+        socket.send_to(&req, &dst)?;
+        let mut buf = [0u8; 1500];
+        let deadline = sent + Duration::from_secs(2);
+        let mut got = None;
+        while Instant::now() < deadline {
+            let n = match (&socket).read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+                Err(e) => return Err(e.into()),
+            };
+            let mut bytes = &buf[..n];
+            if raw && peer_ip.is_ipv4() {
+                // Raw IPv4 sockets hand over the IP header too.
+                let ihl = usize::from(bytes.first().map_or(0, |b| b & 0x0f)) * 4;
+                bytes = bytes.get(ihl..).unwrap_or(&[]);
+            }
+            let ours = !raw || bytes.get(4..6) == Some(&ident.to_be_bytes()[..]);
+            if bytes.len() >= 8 && bytes[0] == reply_type && bytes[6..8] == seq.to_be_bytes() && ours {
+                got = Some(sent.elapsed());
+                break;
+            }
+        }
+        match got {
+            Some(rtt) => {
+                println!("reply from {peer_ip} via {ifname}: seq={seq} time={:.3} ms", rtt.as_secs_f64() * 1e3);
+                rtts.push(rtt);
+            }
+            None => println!("no reply from {peer_ip} via {ifname}: seq={seq}"),
+        }
+        if seq < count as u16 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    if rtts.is_empty() {
+        bail!("{peer_ip}: no reply to {count} echo requests through {ifname}");
+    }
+    let ms: Vec<f64> = rtts.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    let avg = ms.iter().sum::<f64>() / ms.len() as f64;
+    let min = ms.iter().cloned().fold(f64::MAX, f64::min);
+    let max = ms.iter().cloned().fold(0.0, f64::max);
+    println!("{} sent, {} received; rtt min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms", count, rtts.len());
+    Ok(())
+}
