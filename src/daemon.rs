@@ -16,6 +16,7 @@ use rand_core::OsRng;
 use vxwg::control::keys::Key;
 use vxwg::control::uapi::{self, DeviceSnapshot, DeviceUpdate, PeerSnapshot, Request};
 use vxwg::dataplane::engine::{Engine, Incoming, Outgoing, HEADROOM, TAILROOM};
+use vxwg::dataplane::io::netlink::Netlink;
 use vxwg::dataplane::io::poll::wait_readable;
 use vxwg::dataplane::io::{RecvMeta, Tun, UdpSocket, BATCH};
 use vxwg::dataplane::wireguard::{Device, DeviceConfig, PeerConfig};
@@ -49,6 +50,9 @@ pub struct Daemon {
     udp_meta: Vec<RecvMeta>,
     outgoing: Vec<Outgoing>,
     incoming: Vec<Incoming>,
+    /// For reading the interface MTU, which `ip link set mtu` may change at any time.
+    netlink: Option<(Netlink, u32)>,
+    mtu_checked: Instant,
 }
 
 /// Removes the UAPI socket when the daemon ends, however it ends.
@@ -105,6 +109,8 @@ impl Daemon {
             udp_meta: vec![RecvMeta::default(); BATCH],
             outgoing: Vec::with_capacity(BATCH),
             incoming: Vec::with_capacity(BATCH),
+            netlink: None,
+            mtu_checked: Instant::now(),
         })
     }
 
@@ -148,6 +154,7 @@ impl Daemon {
                 self.engine.handle_timeout(Instant::now());
             }
             self.flush_control();
+            self.refresh_mtu();
         }
     }
 
@@ -155,8 +162,29 @@ impl Daemon {
     /// the interface (addresses, MTU, link up) and the routes for peers' AllowedIPs.
     fn configure(&mut self, config: &Config) -> anyhow::Result<InterfaceSetup> {
         self.apply(config.update.clone()).map_err(|(errno, why)| anyhow::anyhow!("{why} (errno {errno})"))?;
+        self.engine.device_mut().set_mtu(config.mtu as usize);
         let prefixes: Vec<_> = config.update.peers.iter().flat_map(|p| p.allowed_ips.iter().copied()).collect();
         InterfaceSetup::apply(&self.name, config, &prefixes)
+    }
+
+    /// Pads to the interface's MTU as it is now (checked once a second).
+    fn refresh_mtu(&mut self) {
+        if self.mtu_checked.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.mtu_checked = Instant::now();
+        if self.netlink.is_none() {
+            let Ok(mut nl) = Netlink::open() else { return };
+            let Ok(index) = nl.link_index(&self.name) else { return };
+            self.netlink = Some((nl, index));
+        }
+        if let Some((nl, index)) = self.netlink.as_mut() {
+            if let Ok(mtu) = nl.link_mtu(*index) {
+                if mtu as usize != self.engine.device().mtu() {
+                    self.engine.device_mut().set_mtu(mtu as usize);
+                }
+            }
+        }
     }
 
     /// Reads a batch from the TUN device, encrypts it, sends it. False if the device is gone.
@@ -469,7 +497,13 @@ pub fn up(name: &str, foreground: bool, config_path: Option<&Path>) -> anyhow::R
         .args(&args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
+        // Detached like wireguard-go: a caller capturing our output (wg-quick, a test) must not
+        // wait on a pipe the daemon holds forever. LOG_LEVEL keeps the logs on stderr.
+        .stderr(if std::env::var_os("LOG_LEVEL").is_some() {
+            std::process::Stdio::inherit()
+        } else {
+            std::process::Stdio::null()
+        })
         .process_group(0)
         .spawn()
         .context("starting the background daemon")?;

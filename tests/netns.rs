@@ -530,3 +530,56 @@ fn bad_config_is_refused_before_anything_is_created() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+#[test]
+fn ipv6_underlay_and_ipv6_inner_packets() {
+    if !require(&["ip", "wg", "ping", "python3"]) {
+        return;
+    }
+    let (na, nb) = underlay();
+    // IPv6 on the veth (nodad: usable at once), and an IPv6 overlay address on each tunnel.
+    for (ns, addr) in [(&na, "fd10:201::1"), (&nb, "fd10:201::2")] {
+        let veth = ns.exec("ip -o link show type veth | cut -d: -f2 | cut -d@ -f1").trim().to_string();
+        ns.exec(&format!("ip -6 addr add {addr}/64 dev {veth} nodad"));
+    }
+    let a = Node::start(&na, Impl::Vxwg, "100.64.15.1");
+    let b = Node::start(&nb, Impl::WireguardGo, "100.64.15.2");
+    na.exec(&format!("ip -6 addr add fd64::1/64 dev {} nodad", a.ifname));
+    nb.exec(&format!("ip -6 addr add fd64::2/64 dev {} nodad", b.ifname));
+    na.exec(&format!(
+        "wg set {} peer {} allowed-ips 100.64.15.2/32,fd64::2/128 endpoint [fd10:201::2]:51820",
+        a.ifname, b.public
+    ));
+    nb.exec(&format!(
+        "wg set {} peer {} allowed-ips 100.64.15.1/32,fd64::1/128 endpoint [fd10:201::1]:51820",
+        b.ifname, a.public
+    ));
+    ping(&na, "fd64::2");
+    ping(&na, "100.64.15.2");
+    let dump = na.exec(&format!("wg show {} endpoints", a.ifname));
+    assert!(dump.contains("[fd10:201::2]:51820"), "IPv6 endpoint: {dump}");
+    tcp_transfer(&nb, &na, "fd64::1", 20);
+}
+
+#[test]
+fn up_without_foreground_daemonizes_once_the_socket_is_ready() {
+    if !require(&["ip", "wg"]) {
+        return;
+    }
+    let (na, _nb) = underlay();
+    let name = ifname();
+    let vxwg = env!("CARGO_BIN_EXE_vxwg");
+    let sock = format!("/var/run/wireguard/{name}.sock");
+    // Returns as soon as the daemon serves its socket, like wireguard-go.
+    na.exec(&format!("{vxwg} up {name}"));
+    assert!(std::path::Path::new(&sock).exists());
+    assert!(na.exec(&format!("wg show {name} listen-port")).trim().parse::<u16>().is_ok());
+    assert!(na.try_exec(&format!("ip link show {name}")).status.success());
+    // Removing the socket stops it (and the Netns guard would kill it anyway).
+    std::fs::remove_file(&sock).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while na.try_exec(&format!("ip link show {name}")).status.success() {
+        assert!(Instant::now() < deadline, "daemon did not exit after its socket was removed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

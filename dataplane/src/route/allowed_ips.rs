@@ -6,21 +6,22 @@
 //! (`Vec<u128>` for IPv6), with the owner's value alongside. A lookup is one branch-free binary
 //! search (`partition_point`, a `cmov` loop) over contiguous memory plus one load: no pointer
 //! chasing, no hashing, no allocation. The prefixes themselves sit in a `BTreeMap` (exact-match
-//! insert and remove, sorted listing) and each insert or remove patches the intervals in place,
-//! O(log n) plus a `Vec` shift: about 0.5 µs per insert at 1,000 prefixes and 3 µs at 10,000,
-//! which is control-plane work. Measured against prototypes of the alternatives (criterion, 1,024
-//! random IPv4 lookups per iteration, prefixes /20–/32 in 10.0.0.0/8, two runs on 2 shared busy
-//! cores, so absolute numbers are pessimistic; ns per lookup, hit / miss in the gaps; the trie is
-//! the shape of Linux's allowedips.c in an arena, the hash maps are probed longest-first with a
-//! bitmap of present lengths), the intervals win or tie at every size. Their layout is also
+//! insert and remove, sorted listing) and each insert or remove patches the intervals in place:
+//! O(log n), a `Vec` shift and a pass over the intervals inside the prefix. Filling a table one
+//! insert at a time takes 0.5 ms for 1,000 prefixes and 25 ms for 10,000: control-plane work.
+//! Measured against prototypes of the alternatives (criterion, 1,024 random IPv4 lookups per
+//! iteration, prefixes /20–/32 in 10.0.0.0/8, on 2 shared cores; ns per lookup, hit / miss in
+//! the gaps between prefixes; the trie is the shape of Linux's allowedips.c in an arena, the hash
+//! maps are probed longest-first with a bitmap of present lengths), the intervals are the fastest
+//! at every size, and two earlier runs under heavier load gave the same order. The layout is also
 //! canonical (a function of the prefix set alone), which the tests check against a from-scratch
 //! rebuild after every operation.
 //!
 //! | prefixes | intervals (this) | hash per length | path-compressed trie | boringtun's treebitmap |
 //! |---:|---|---|---|---|
-//! | 10     | 9–11 / 8–11   | 25–28 / 38–42  | 20–30 / 11–18     | 114–190 / 23–58  |
-//! | 1,000  | 29–31 / 21–30 | 54–69 / 87–145 | 90–135 / 55–103   | 104–223 / 24–108 |
-//! | 10,000 | 33–41 / 21–48 | 33–48 / 59–115 | 136–157 / 103–160 | 100–150 / 21–106 |
+//! | 10     | 6.7 / 6.6   | 18 / 36 | 17 / 12  | 89 / 41  |
+//! | 1,000  | 20 / 19     | 30 / 75 | 64 / 54  | 93 / 51  |
+//! | 10,000 | 35 / 28     | 48 / 89 | 135 / 92 | 125 / 63 |
 //!
 //! `cargo bench --bench route` measures this table alone (IPv4 at 10, 1,000 and 10,000 prefixes,
 //! IPv6 at 1,000, and the cost of building them).
@@ -85,7 +86,7 @@ impl<T: Copy + Eq> AllowedIps<T> {
     /// belongs to one value only: inserting moves it), or `None` if it is new.
     ///
     /// Cost: O(log n) to find the spot plus O(n) in the worst case to shift the interval arrays
-    /// (a few microseconds at 10,000 prefixes); this is control-plane work.
+    /// (a few microseconds at 10,000 prefixes): control-plane work, never on a packet's path.
     pub fn insert(&mut self, net: IpNet, value: T) -> Option<T> {
         let old = self.prefixes.insert(net, value);
         if old == Some(value) {
