@@ -46,6 +46,19 @@ fn two() -> Two {
 
 /// Runs packets from `from` through the wire to `to`; returns the packets `to` delivers.
 fn send(from: &mut Engine, to: &mut Engine, from_addr: &str, packets: &[Vec<u8>], now: Instant) -> Vec<Vec<u8>> {
+    let to_addr = if from_addr == A { B } else { A };
+    send_to(from, to, from_addr, to_addr, packets, now)
+}
+
+/// As `send`, with the receiver's address explicit (for more than two nodes).
+fn send_to(
+    from: &mut Engine,
+    to: &mut Engine,
+    from_addr: &str,
+    to_addr: &str,
+    packets: &[Vec<u8>],
+    now: Instant,
+) -> Vec<Vec<u8>> {
     let mut bufs: Vec<Vec<u8>> = packets
         .iter()
         .map(|p| {
@@ -70,7 +83,7 @@ fn send(from: &mut Engine, to: &mut Engine, from_addr: &str, packets: &[Vec<u8>]
         to.decapsulate_batch(&mut wire, &lens, &srcs, now, &mut inc);
         delivered.extend(inc.iter().map(|i| wire[i.slot][i.range.clone()].to_vec()));
         wire.clear();
-        let back_addr: SocketAddr = if from_addr == A { B.parse().unwrap() } else { A.parse().unwrap() };
+        let back_addr: SocketAddr = to_addr.parse().unwrap();
         while let Some(mut t) = to.poll_transmit() {
             let _ = from.decapsulate(back_addr, &mut t.payload, now);
         }
@@ -124,4 +137,88 @@ fn removing_a_peer_removes_its_routes() {
     assert!(t.a.remove_peer(t.b_at_a));
     assert_eq!(t.a.route("10.0.0.2".parse().unwrap()), None);
     assert!(t.a.allowed_ips(t.b_at_a).is_empty());
+}
+
+#[test]
+fn a_batch_interleaving_two_peers_reaches_each_one() {
+    let now = Instant::now();
+    let mk = |k: u8| Engine::new(Device::new(DeviceConfig::new([k; 32]), OsRng, now, SystemTime::now()));
+    let (mut a, mut b, mut c) = (mk(1), mk(2), mk(3));
+    let net = |s: &str| s.parse::<IpNet>().unwrap();
+    let (pa, pb, pc) = (a.device().public_key(), b.device().public_key(), c.device().public_key());
+    a.add_peer(PeerConfig { endpoint: Some(B.parse().unwrap()), ..PeerConfig::new(pb) }, &[net("10.0.0.2/32")])
+        .unwrap();
+    a.add_peer(
+        PeerConfig { endpoint: Some("127.0.0.1:3".parse().unwrap()), ..PeerConfig::new(pc) },
+        &[net("10.0.0.3/32")],
+    )
+    .unwrap();
+    b.add_peer(PeerConfig { endpoint: Some(A.parse().unwrap()), ..PeerConfig::new(pa) }, &[net("10.0.0.1/32")])
+        .unwrap();
+    c.add_peer(PeerConfig { endpoint: Some(A.parse().unwrap()), ..PeerConfig::new(pa) }, &[net("10.0.0.1/32")])
+        .unwrap();
+    // Handshakes with both.
+    send(&mut a, &mut b, A, &[ipv4([10, 0, 0, 1], [10, 0, 0, 2], 40)], now);
+    send_to(&mut a, &mut c, A, "127.0.0.1:3", &[ipv4([10, 0, 0, 1], [10, 0, 0, 3], 40)], now);
+
+    let to = |d: u8, len: usize| ipv4([10, 0, 0, 1], [10, 0, 0, d], len);
+    let batch = [to(2, 100), to(3, 101), to(2, 102), to(2, 103), to(3, 104), to(9, 105), to(3, 106)];
+    let mut bufs: Vec<Vec<u8>> = batch
+        .iter()
+        .map(|p| {
+            let mut b = vec![0u8; HEADROOM + p.len() + TAILROOM];
+            b[HEADROOM..HEADROOM + p.len()].copy_from_slice(p);
+            b
+        })
+        .collect();
+    let lens: Vec<usize> = batch.iter().map(Vec::len).collect();
+    let mut out = Vec::new();
+    a.encapsulate_batch(&mut bufs, &lens, now, &mut out);
+    assert_eq!(out.len(), 6, "all but the unroutable one");
+    assert_eq!(a.stats().no_route, 1);
+    let slots: Vec<usize> = out.iter().map(|o| o.slot).collect();
+    assert_eq!(slots, [0, 1, 2, 3, 4, 6], "batch order kept");
+    let (mut to_b, mut to_c) = (Vec::new(), Vec::new());
+    for o in &out {
+        let d = bufs[o.slot][..o.len].to_vec();
+        if o.dst == B.parse().unwrap() {
+            to_b.push(d)
+        } else {
+            to_c.push(d)
+        }
+    }
+    let deliver = |e: &mut Engine, wire: &mut Vec<Vec<u8>>| -> Vec<usize> {
+        let lens: Vec<usize> = wire.iter().map(Vec::len).collect();
+        let srcs = vec![A.parse::<SocketAddr>().unwrap(); wire.len()];
+        let mut inc = Vec::new();
+        e.decapsulate_batch(wire, &lens, &srcs, now, &mut inc);
+        inc.iter().map(|i| i.range.len()).collect()
+    };
+    assert_eq!(deliver(&mut b, &mut to_b), [100, 102, 103], "B gets exactly its packets, in order");
+    assert_eq!(deliver(&mut c, &mut to_c), [101, 104, 106], "C gets exactly its packets, in order");
+}
+
+#[test]
+fn a_batch_that_would_cross_the_nonce_limit_is_staged_behind_a_handshake() {
+    use vxwg_dataplane::wireguard::constants::REJECT_AFTER_MESSAGES;
+    let mut t = two();
+    send(&mut t.a, &mut t.b, A, &[ipv4([10, 0, 0, 1], [10, 0, 0, 2], 60)], t.now);
+    // Two nonces left on the current key, three packets in the batch.
+    t.a.device_mut().current_keypair_mut(t.b_at_a).unwrap().force_send_counter(REJECT_AFTER_MESSAGES - 2);
+    let packets: Vec<Vec<u8>> = (0..3).map(|i| ipv4([10, 0, 0, 1], [10, 0, 0, 2], 60 + i)).collect();
+    let mut bufs: Vec<Vec<u8>> = packets
+        .iter()
+        .map(|p| {
+            let mut b = vec![0u8; HEADROOM + p.len() + TAILROOM];
+            b[HEADROOM..HEADROOM + p.len()].copy_from_slice(p);
+            b
+        })
+        .collect();
+    let lens: Vec<usize> = packets.iter().map(Vec::len).collect();
+    let mut out = Vec::new();
+    // Past REKEY_TIMEOUT, so the handshake this forces is not rate-limited away.
+    t.a.encapsulate_batch(&mut bufs, &lens, t.now + std::time::Duration::from_secs(6), &mut out);
+    assert!(out.is_empty(), "nothing sealed with a key that cannot cover the batch");
+    let init = t.a.poll_transmit().expect("a handshake starts");
+    assert_eq!(init.payload.len(), 148);
 }

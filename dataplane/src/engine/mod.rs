@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use crate::route::{AllowedIps, IpNet};
-use crate::wireguard::{Device, Encapsulated, PeerConfig, PeerError, PeerId, Received, RecvError, Transmit};
+use crate::wireguard::{Device, PeerConfig, PeerError, PeerId, Received, RecvError, Transmit};
 
 pub use crate::wireguard::{HEADROOM, TAILROOM};
 
@@ -63,6 +63,8 @@ pub struct Engine {
     device: Device,
     routes: AllowedIps<PeerId>,
     stats: EngineStats,
+    /// Reused per run so the batch path does not allocate in steady state.
+    run_scratch: Vec<(usize, usize)>,
 }
 
 /// Destination address bytes of an IP packet, if it is one.
@@ -94,7 +96,7 @@ enum IpKey {
 impl Engine {
     /// An engine around a protocol device with no peers.
     pub fn new(device: Device) -> Self {
-        Self { device, routes: AllowedIps::new(), stats: EngineStats::default() }
+        Self { device, routes: AllowedIps::new(), stats: EngineStats::default(), run_scratch: Vec::new() }
     }
 
     /// The protocol device (peers, sessions, stats).
@@ -174,25 +176,62 @@ impl Engine {
         now: Instant,
         out: &mut Vec<Outgoing>,
     ) {
-        for (slot, (buf, &len)) in bufs.iter_mut().zip(lens).enumerate() {
-            let buf = buf.as_mut();
-            let Some(dst) = buf.get(HEADROOM..HEADROOM + len).and_then(ip_dst) else {
-                self.stats.not_ip += 1;
-                continue;
-            };
-            let Some(peer) = self.lookup(dst) else {
-                self.stats.no_route += 1;
-                continue;
-            };
-            match self.device.encapsulate(peer, buf, len, now) {
-                Ok(Encapsulated::Ready { len, dst }) => {
-                    self.stats.packets_out += 1;
-                    out.push(Outgoing { slot, len, dst });
+        // Consecutive packets for the same peer (the common case: one flow, or one busy peer) go
+        // to the protocol as one run, so per-peer work is paid once per run.
+        let n = bufs.len().min(lens.len());
+        let mut run: Option<(PeerId, usize)> = None;
+        for slot in 0..=n {
+            let peer = if slot < n {
+                match bufs[slot].as_mut().get(HEADROOM..HEADROOM + lens[slot]).and_then(ip_dst) {
+                    None => {
+                        self.stats.not_ip += 1;
+                        None
+                    }
+                    Some(dst) => {
+                        let p = self.lookup(dst);
+                        if p.is_none() {
+                            self.stats.no_route += 1;
+                        }
+                        p
+                    }
                 }
-                Ok(Encapsulated::Staged) => {}
-                Err(_) => self.stats.no_endpoint += 1,
+            } else {
+                None
+            };
+            if let Some((current, start)) = run {
+                if peer != Some(current) {
+                    self.flush_run(current, &mut bufs[start..slot], &lens[start..slot], start, now, out);
+                    run = None;
+                }
+            }
+            if let (Some(p), None) = (peer, run) {
+                run = Some((p, slot));
             }
         }
+    }
+
+    /// Encrypts one run of packets for `peer` (`bufs` begins at batch slot `base`).
+    fn flush_run<B: AsMut<[u8]>>(
+        &mut self,
+        peer: PeerId,
+        bufs: &mut [B],
+        lens: &[usize],
+        base: usize,
+        now: Instant,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let mut ready = Vec::new();
+        std::mem::swap(&mut ready, &mut self.run_scratch);
+        ready.clear();
+        match self.device.encapsulate_batch(peer, bufs, lens, now, &mut ready) {
+            Ok(Some(dst)) => {
+                self.stats.packets_out += ready.len() as u64;
+                out.extend(ready.iter().map(|&(slot, len)| Outgoing { slot: base + slot, len, dst }));
+            }
+            Ok(None) => {}
+            Err(_) => self.stats.no_endpoint += lens.len() as u64,
+        }
+        self.run_scratch = ready;
     }
 
     /// Decrypts a batch of datagrams in place: `bufs[i][..lens[i]]` came from `srcs[i]`. Packets

@@ -535,6 +535,73 @@ impl Device {
         Ok(Encapsulated::Staged)
     }
 
+    /// Encrypts a run of packets for one peer in place, with the per-peer work (session checks,
+    /// timers, statistics, rekey) done once for the run rather than once per packet.
+    ///
+    /// Each `bufs[i]` is laid out as for [`Device::encapsulate`], with `lens[i]` bytes of
+    /// plaintext. On success, `(slot, len)` of every transport message ready to send is appended to
+    /// `out`, and the destination is returned; `None` means the packets were staged behind a
+    /// handshake. A buffer too small for its packet is skipped (and reported if it was the only one).
+    pub fn encapsulate_batch<B: AsMut<[u8]>>(
+        &mut self,
+        id: PeerId,
+        bufs: &mut [B],
+        lens: &[usize],
+        now: Instant,
+        out: &mut Vec<(usize, usize)>,
+    ) -> Result<Option<SocketAddr>, SendError> {
+        let peer = self.peers.get_mut(id.index()).and_then(Option::as_mut).ok_or(SendError::UnknownPeer)?;
+        let n = bufs.len().min(lens.len()) as u64;
+        let usable = peer
+            .current
+            .as_ref()
+            .is_some_and(|k| k.can_send(now) && k.send_counter().saturating_add(n) <= REJECT_AFTER_MESSAGES);
+        if !usable {
+            for (buf, &len) in bufs.iter_mut().zip(lens) {
+                if let Some(p) = buf.as_mut().get(DATA_HEADER_LEN..DATA_HEADER_LEN + len) {
+                    stage(peer, p);
+                }
+            }
+            send_initiation(peer, id, &mut self.shared, now, false);
+            return Ok(None);
+        }
+        let dst = peer.endpoint.ok_or(SendError::NoEndpoint)?;
+        let mtu = self.shared.mtu;
+        let keypair = peer.current.as_deref_mut().expect("checked above");
+        let (mut bytes, mut any_data, mut too_small) = (0u64, false, None);
+        for (slot, (buf, &len)) in bufs.iter_mut().zip(lens).enumerate() {
+            let buf = buf.as_mut();
+            let padded = padded_len(len, mtu);
+            let total = DATA_HEADER_LEN + padded + TAG_LEN;
+            if buf.len() < total {
+                too_small = Some(SendError::BufferTooSmall { needed: total, actual: buf.len() });
+                continue;
+            }
+            if padded > len {
+                buf[DATA_HEADER_LEN + len..DATA_HEADER_LEN + padded].fill(0);
+            }
+            keypair.seal(buf, padded);
+            bytes += total as u64;
+            any_data |= len > 0;
+            out.push((slot, total));
+        }
+        let rekey = keypair.needs_rekey(now);
+        if bytes == 0 {
+            if let Some(e) = too_small {
+                return Err(e);
+            }
+        }
+        peer.stats.tx_bytes += bytes;
+        packet_sent(peer, now);
+        if any_data && !peer.timers.is_armed(TimerKind::NewHandshake) {
+            peer.timers.set(TimerKind::NewHandshake, now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT);
+        }
+        if rekey {
+            send_initiation(peer, id, &mut self.shared, now, false);
+        }
+        Ok(Some(dst))
+    }
+
     /// Processes one received datagram from `src`. Decryption happens in place in `datagram`.
     pub fn decapsulate<'a>(
         &mut self,
