@@ -583,3 +583,48 @@ fn up_without_foreground_daemonizes_once_the_socket_is_ready() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn wg_setconf_and_syncconf_against_the_daemon() {
+    if !require(&["ip", "wg", "ping"]) {
+        return;
+    }
+    let (na, nb) = underlay();
+    let a = Node::start(&na, Impl::Vxwg, "100.64.16.1");
+    let b = Node::start(&nb, Impl::Vxwg, "100.64.16.2");
+    b.add_peer(&a, "10.201.0.1");
+    let vxwg = env!("CARGO_BIN_EXE_vxwg");
+    let other = sh(&format!("{vxwg} genkey | {vxwg} pubkey")).trim().to_string();
+    let dir = std::env::temp_dir().join(format!(
+        "vxwg-setconf-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    // setconf replaces everything: key, port, peers.
+    let conf = format!(
+        "[Interface]\nPrivateKey = {}\nListenPort = 51820\n\n[Peer]\nPublicKey = {}\nAllowedIPs = 100.64.16.2/32\nEndpoint = 10.201.0.2:51820\n\n[Peer]\nPublicKey = {other}\nAllowedIPs = 10.99.0.0/16\n",
+        a.private, b.public
+    );
+    std::fs::write(dir.join("a.conf"), &conf).unwrap();
+    na.exec(&format!("wg setconf {} {}", a.ifname, dir.join("a.conf").display()));
+    let shown = na.exec(&format!("wg showconf {}", a.ifname));
+    assert!(shown.contains(&format!("PublicKey = {other}")) && shown.contains("AllowedIPs = 10.99.0.0/16"), "{shown}");
+    ping(&na, "100.64.16.2");
+    let rx_before = na.exec(&format!("wg show {} transfer", a.ifname));
+
+    // syncconf drops the second peer and leaves the live one (and its session) alone.
+    let synced = format!(
+        "[Interface]\nPrivateKey = {}\nListenPort = 51820\n\n[Peer]\nPublicKey = {}\nAllowedIPs = 100.64.16.2/32\nEndpoint = 10.201.0.2:51820\n",
+        a.private, b.public
+    );
+    std::fs::write(dir.join("a.conf"), synced).unwrap();
+    na.exec(&format!("wg syncconf {} {}", a.ifname, dir.join("a.conf").display()));
+    let peers = na.exec(&format!("wg show {} peers", a.ifname));
+    assert_eq!(peers.trim(), b.public, "only the live peer is left");
+    let rx_after = na.exec(&format!("wg show {} transfer", a.ifname));
+    let first = |s: &str| s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap();
+    assert!(first(&rx_after) >= first(&rx_before), "the live peer was not recreated (its counters survive)");
+    ping(&na, "100.64.16.2");
+    let _ = std::fs::remove_dir_all(dir);
+}
