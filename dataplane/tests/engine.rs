@@ -20,6 +20,19 @@ fn ipv4(src: [u8; 4], dst: [u8; 4], len: usize) -> Vec<u8> {
     p
 }
 
+/// Packets laid out as the engine takes them: headroom, plaintext, tailroom; and their lengths.
+fn batch_of(packets: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<usize>) {
+    let bufs = packets
+        .iter()
+        .map(|p| {
+            let mut b = vec![0u8; HEADROOM + p.len() + TAILROOM];
+            b[HEADROOM..HEADROOM + p.len()].copy_from_slice(p);
+            b
+        })
+        .collect();
+    (bufs, packets.iter().map(Vec::len).collect())
+}
+
 struct Two {
     a: Engine,
     b: Engine,
@@ -59,15 +72,7 @@ fn send_to(
     packets: &[Vec<u8>],
     now: Instant,
 ) -> Vec<Vec<u8>> {
-    let mut bufs: Vec<Vec<u8>> = packets
-        .iter()
-        .map(|p| {
-            let mut b = vec![0u8; HEADROOM + p.len() + TAILROOM];
-            b[HEADROOM..HEADROOM + p.len()].copy_from_slice(p);
-            b
-        })
-        .collect();
-    let lens: Vec<usize> = packets.iter().map(Vec::len).collect();
+    let (mut bufs, lens) = batch_of(&packets);
     let mut out: Vec<Outgoing> = Vec::new();
     from.encapsulate_batch(&mut bufs, &lens, now, &mut out);
     let mut wire: Vec<Vec<u8>> = out.iter().map(|o| bufs[o.slot][..o.len].to_vec()).collect();
@@ -163,15 +168,7 @@ fn a_batch_interleaving_two_peers_reaches_each_one() {
 
     let to = |d: u8, len: usize| ipv4([10, 0, 0, 1], [10, 0, 0, d], len);
     let batch = [to(2, 100), to(3, 101), to(2, 102), to(2, 103), to(3, 104), to(9, 105), to(3, 106)];
-    let mut bufs: Vec<Vec<u8>> = batch
-        .iter()
-        .map(|p| {
-            let mut b = vec![0u8; HEADROOM + p.len() + TAILROOM];
-            b[HEADROOM..HEADROOM + p.len()].copy_from_slice(p);
-            b
-        })
-        .collect();
-    let lens: Vec<usize> = batch.iter().map(Vec::len).collect();
+    let (mut bufs, lens) = batch_of(&batch);
     let mut out = Vec::new();
     a.encapsulate_batch(&mut bufs, &lens, now, &mut out);
     assert_eq!(out.len(), 6, "all but the unroutable one");
@@ -206,15 +203,7 @@ fn a_batch_that_would_cross_the_nonce_limit_is_staged_behind_a_handshake() {
     // Two nonces left on the current key, three packets in the batch.
     t.a.device_mut().current_keypair_mut(t.b_at_a).unwrap().force_send_counter(REJECT_AFTER_MESSAGES - 2);
     let packets: Vec<Vec<u8>> = (0..3).map(|i| ipv4([10, 0, 0, 1], [10, 0, 0, 2], 60 + i)).collect();
-    let mut bufs: Vec<Vec<u8>> = packets
-        .iter()
-        .map(|p| {
-            let mut b = vec![0u8; HEADROOM + p.len() + TAILROOM];
-            b[HEADROOM..HEADROOM + p.len()].copy_from_slice(p);
-            b
-        })
-        .collect();
-    let lens: Vec<usize> = packets.iter().map(Vec::len).collect();
+    let (mut bufs, lens) = batch_of(&packets);
     let mut out = Vec::new();
     // Past REKEY_TIMEOUT, so the handshake this forces is not rate-limited away.
     t.a.encapsulate_batch(&mut bufs, &lens, t.now + std::time::Duration::from_secs(6), &mut out);

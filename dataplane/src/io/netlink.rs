@@ -135,16 +135,7 @@ impl FromStr for InterfaceAddress {
 
     /// `addr/len`, or a bare address meaning a single host (/32 or /128).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let (a, len) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (s, None),
-        };
-        let addr: IpAddr = a.parse().map_err(|_| IpNetError::Address(a.to_string()))?;
-        let len = match len {
-            None => IpNet::host(addr).prefix_len(),
-            Some(l) => l.parse().map_err(|_| IpNetError::PrefixLength(l.to_string()))?,
-        };
+        let (addr, len) = crate::route::parse_prefix(s)?;
         Self::new(addr, len)
     }
 }

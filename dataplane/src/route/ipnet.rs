@@ -79,24 +79,29 @@ fn mask(addr: IpAddr, len: u8) -> IpAddr {
     }
 }
 
+/// Splits `addr/len` (or a bare `addr`, meaning a single host) into its parts. Shared by every
+/// prefix-shaped type (this one, and interface addresses, which keep their host bits).
+pub(crate) fn parse_prefix(s: &str) -> Result<(IpAddr, u8), IpNetError> {
+    let s = s.trim();
+    let (a, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let addr: IpAddr = a.parse().map_err(|_| IpNetError::Address(a.to_string()))?;
+    let len = match len {
+        None => max_len(addr),
+        Some(l) => l.parse().map_err(|_| IpNetError::PrefixLength(l.to_string()))?,
+    };
+    Ok((addr, len))
+}
+
 impl FromStr for IpNet {
     type Err = IpNetError;
 
     /// `addr/len`, or a bare address meaning a single host.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let (a, len) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (s, None),
-        };
-        let addr: IpAddr = a.parse().map_err(|_| IpNetError::Address(a.to_string()))?;
-        match len {
-            None => Ok(Self::host(addr)),
-            Some(l) => {
-                let len: u8 = l.parse().map_err(|_| IpNetError::PrefixLength(l.to_string()))?;
-                Self::new(addr, len)
-            }
-        }
+        let (addr, len) = parse_prefix(s)?;
+        Self::new(addr, len)
     }
 }
 
