@@ -72,7 +72,7 @@ fn send_to(
     packets: &[Vec<u8>],
     now: Instant,
 ) -> Vec<Vec<u8>> {
-    let (mut bufs, lens) = batch_of(&packets);
+    let (mut bufs, lens) = batch_of(packets);
     let mut out: Vec<Outgoing> = Vec::new();
     from.encapsulate_batch(&mut bufs, &lens, now, &mut out);
     let mut wire: Vec<Vec<u8>> = out.iter().map(|o| bufs[o.slot][..o.len].to_vec()).collect();
