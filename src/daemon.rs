@@ -80,6 +80,11 @@ impl Daemon {
             std::fs::remove_file(&socket_path)?;
         }
         let uapi = UnixListener::bind(&socket_path).with_context(|| format!("binding {}", socket_path.display()))?;
+        // The socket hands out the private key: owner only, whatever the umask (as wireguard-go).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))?;
+        }
         uapi.set_nonblocking(true)?;
         let (signals, writer) = UnixStream::pair()?;
         signals.set_nonblocking(true)?;

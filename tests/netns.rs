@@ -573,6 +573,9 @@ fn up_without_foreground_daemonizes_once_the_socket_is_ready() {
     // Returns as soon as the daemon serves its socket, like wireguard-go.
     na.exec(&format!("{vxwg} up {name}"));
     assert!(std::path::Path::new(&sock).exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the UAPI socket (which reveals the private key) is owner-only");
     assert!(na.exec(&format!("wg show {name} listen-port")).trim().parse::<u16>().is_ok());
     assert!(na.try_exec(&format!("ip link show {name}")).status.success());
     // Removing the socket stops it (and the Netns guard would kill it anyway).
