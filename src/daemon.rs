@@ -279,7 +279,10 @@ impl Daemon {
     /// Answers every request on one connection until the client closes it.
     fn serve_connection(&mut self, stream: UnixStream) -> io::Result<()> {
         stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        // Served inside the packet loop: `wg` writes its whole request at once, so a short
+        // timeout bounds how long a stuck client can hold the dataplane.
+        stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+        stream.set_write_timeout(Some(Duration::from_millis(500)))?;
         let mut reader = BufReader::new(stream.try_clone()?);
         let mut writer = stream;
         loop {
