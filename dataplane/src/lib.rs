@@ -6,6 +6,10 @@
 //!   timers, and the [`wireguard::Device`] that composes them.
 //! * [`engine`]: the batch pipeline composing wire, WireGuard and routing.
 //! * [`route`]: cryptokey routing (AllowedIPs longest-prefix match).
+//! * [`vxlan`]: the VTEP, sans-IO: VXLAN framing in one buffer, the forwarding database, local
+//!   ARP/NDP answers.
+//! * [`mtu`]: pod and tunnel MTU arithmetic, ICMP too-big answers, inner IPv4 fragmentation, MSS
+//!   clamping.
 //! * [`io`] (Linux): the thin syscall layer — TUN device, batched UDP sockets.
 //!
 //! Protocol code never touches sockets, threads or clocks; IO drivers live apart and stay thin.
@@ -15,7 +19,9 @@
 pub mod engine;
 #[cfg(target_os = "linux")]
 pub mod io;
+pub mod mtu;
 pub mod route;
+pub mod vxlan;
 pub mod wire;
 pub mod wireguard;
 
