@@ -22,6 +22,9 @@ const TARGETS: &[(&str, Target)] = &[
     ("wire_vxlan", fuzzing::wire::vxlan),
     ("wire_wireguard", fuzzing::wireguard::wire_wireguard),
     ("device_receive", fuzzing::wireguard::device_receive),
+    ("vxlan_decapsulate", fuzzing::pod::vxlan_decapsulate),
+    ("neighbour_answers", fuzzing::pod::neighbour_answers),
+    ("mtu_handling", fuzzing::pod::mtu_handling),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -135,4 +138,19 @@ fn wire_wireguard() {
 #[test]
 fn device_receive() {
     replay("device_receive");
+}
+
+#[test]
+fn vxlan_decapsulate() {
+    replay("vxlan_decapsulate");
+}
+
+#[test]
+fn neighbour_answers() {
+    replay("neighbour_answers");
+}
+
+#[test]
+fn mtu_handling() {
+    replay("mtu_handling");
 }

@@ -3,5 +3,6 @@
 //! where it can, it also checks an invariant (parse → emit → parse gives the same representation).
 #![doc(hidden)]
 
+pub mod pod;
 pub mod wire;
 pub mod wireguard;
