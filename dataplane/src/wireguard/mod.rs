@@ -9,6 +9,7 @@ pub mod constants;
 pub mod cookie;
 pub mod crypto;
 pub mod device;
+pub mod error;
 pub mod handshake;
 pub mod peer;
 pub mod replay;
@@ -16,7 +17,8 @@ pub mod session;
 pub mod timers;
 
 pub use device::Device;
-pub use device::{DeviceConfig, DropReason, Encapsulated, PeerError, Received, RecvError, SendError, Transmit};
+pub use device::{DeviceConfig, Encapsulated, Received, Transmit};
+pub use error::{DropReason, PeerError, RecvError, SendError};
 pub use peer::{PeerConfig, PeerId, PeerStats};
 pub use x25519_dalek::{PublicKey, StaticSecret};
 
