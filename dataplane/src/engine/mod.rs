@@ -14,6 +14,7 @@ use std::time::Instant;
 use crate::route::{AllowedIps, IpNet};
 use crate::wireguard::{Device, PeerConfig, PeerError, PeerId, Received, RecvError, Transmit};
 
+pub mod pod;
 pub use crate::wireguard::{HEADROOM, TAILROOM};
 
 /// Why a packet was dropped by the engine (the protocol's own reasons are in

@@ -1,0 +1,745 @@
+//! The pod path: VXLAN inside WireGuard, built and taken apart in one buffer.
+//!
+//! Outbound, for each IP packet a pod sent (read from the pod-side TUN into
+//! `buf[POD_HEADROOM..]`): TCP MSS clamp (optional) → pod CIDR lookup in [`PodRoutes`] (the
+//! remote VTEP) → [`mtu::check_size`] against the pod MTU → inner Ethernet header (dst = the
+//! remote VTEP's MAC, src = ours) written in the 14 octets in front of the packet →
+//! [`vxlan::encapsulate`] writes outer IP/UDP/VXLAN in front of that → the L3 engine's AllowedIPs
+//! pick the WireGuard peer that owns the remote VTEP address → [`Device::encapsulate`](crate::wireguard::Device::encapsulate) encrypts
+//! the outer packet in place, its WireGuard header written into the last 16 octets of headroom.
+//! The pod packet is never moved: every layer is written around it. This is what flannel's
+//! `flannel.1` (VXLAN, UDP 8472) puts on the wire, so a Linux vxlan device on the other side of a
+//! kernel WireGuard tunnel accepts it too.
+//!
+//! Inbound, the mirror image: decrypt in place → the outer source must lie in the sending peer's
+//! AllowedIPs → if the decrypted packet is UDP to our VTEP address and the VXLAN port, it is
+//! checked ([`vxlan::decapsulate`], VNI, destination MAC, inner source in a pod CIDR of that very
+//! VTEP) and the inner IP packet is returned as a range of the same buffer, for the pod TUN;
+//! anything else is an ordinary L3 packet for the host TUN, so one tunnel carries both.
+//!
+//! Sans-IO like the rest of the engine: the caller owns the buffers and does the syscalls; the
+//! steady-state path allocates nothing (only the rare paths do: ICMP answers and IPv4 fragments).
+#![forbid(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use super::Engine;
+use crate::mtu::{self, Family, SizeVerdict};
+use crate::route::{AllowedIps, IpNet};
+use crate::vxlan::{self, HEADROOM_V4, HEADROOM_V6};
+use crate::wire::ethernet::{self, EtherType, EthernetAddress};
+use crate::wire::vxlan::Vni;
+use crate::wireguard::{Encapsulated, PeerId, Received, RecvError, SendError, Transmit, HEADROOM, TAILROOM};
+
+/// Headroom a caller reserves in front of each pod packet: room for every header the pod path
+/// writes in front of it, for either VTEP family.
+///
+/// ```text
+///   16  WireGuard transport header   (wireguard::HEADROOM)
+/// + 40  outer (VTEP) IPv6 header      (20 for IPv4 VTEPs)
+/// +  8  UDP                           } vxlan::HEADROOM_V6 = 56 (HEADROOM_V4 = 36)
+/// +  8  VXLAN                         }
+/// + 14  inner Ethernet header
+/// = 86
+/// ```
+///
+/// With IPv4 VTEPs the 20 octets at the front go unused: the WireGuard datagram starts at octet
+/// 20 of the buffer (see [`PodEngine::datagram_offset`]).
+pub const POD_HEADROOM: usize = HEADROOM + HEADROOM_V6 + ethernet::HEADER_LEN;
+
+/// Room to leave after each pod packet: WireGuard's padding and tag ([`TAILROOM`]).
+pub const POD_TAILROOM: usize = TAILROOM;
+
+/// ICMP too-big answers a burst may send before the rate limit applies.
+const ICMP_BURST: u32 = 50;
+/// One ICMP too-big token per this interval: 100 a second once the burst is spent (RFC 4443
+/// 2.4 (f), RFC 1812 4.3.2.8 ask for a limit; the value is of the order of Linux's default).
+const ICMP_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Settings of the local VTEP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodConfig {
+    /// The VXLAN network identifier (flannel uses 1).
+    pub vni: Vni,
+    /// Our VTEP's MAC: the source MAC of frames we send, the destination MAC we accept.
+    pub local_vtep_mac: EthernetAddress,
+    /// Our overlay address: the outer source of VXLAN packets, the destination we accept them at.
+    pub local_vtep_ip: IpAddr,
+    /// VXLAN UDP destination port (flannel/Cilium: 8472).
+    pub dst_port: u16,
+    /// The largest pod packet carried (see [`mtu::pod_mtu`]); larger ones get ICMP or fragmenting.
+    pub pod_mtu: u32,
+    /// Clamp the MSS of TCP SYNs to what `pod_mtu` allows ([`mtu::max_mss`]).
+    pub clamp_mss: bool,
+}
+
+/// A remote node's VTEP: where frames for one of its pod CIDRs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteVtep {
+    /// The remote node's overlay address (a WireGuard peer's AllowedIPs must cover it).
+    pub vtep_ip: IpAddr,
+    /// The remote VTEP's MAC (flannel: the `flannel.1` MAC of that node).
+    pub vtep_mac: EthernetAddress,
+}
+
+/// Pod CIDR → remote VTEP, longest-prefix match (flannel's per-node route + neighbour + fdb
+/// entries in one table).
+#[derive(Debug, Clone, Default)]
+pub struct PodRoutes {
+    table: AllowedIps<usize>,
+    /// One entry per prefix (so a lookup also knows the matching prefix); `None` marks a free slot.
+    entries: Vec<Option<(IpNet, RemoteVtep)>>,
+    free: Vec<usize>,
+}
+
+impl PodRoutes {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Routes `net` to `remote`; returns the remote that had exactly this prefix before.
+    pub fn insert(&mut self, net: IpNet, remote: RemoteVtep) -> Option<RemoteVtep> {
+        let old = self.remove(net);
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.entries[i] = Some((net, remote));
+                i
+            }
+            None => {
+                self.entries.push(Some((net, remote)));
+                self.entries.len() - 1
+            }
+        };
+        self.table.insert(net, slot);
+        old
+    }
+
+    /// Removes exactly the prefix `net`; returns its remote, if it had one.
+    pub fn remove(&mut self, net: IpNet) -> Option<RemoteVtep> {
+        let slot = self.table.remove(net)?;
+        let (_, remote) = self.entries.get_mut(slot)?.take()?;
+        self.free.push(slot);
+        Some(remote)
+    }
+
+    /// The longest prefix containing `addr` and its remote VTEP.
+    pub fn lookup(&self, addr: IpAddr) -> Option<(IpNet, RemoteVtep)> {
+        self.entry(self.table.lookup(addr)?)
+    }
+
+    /// Every prefix and its remote.
+    pub fn iter(&self) -> impl Iterator<Item = (IpNet, RemoteVtep)> + '_ {
+        self.entries.iter().flatten().copied()
+    }
+
+    /// Number of prefixes.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    #[inline]
+    fn entry(&self, slot: usize) -> Option<(IpNet, RemoteVtep)> {
+        *self.entries.get(slot)?
+    }
+
+    #[inline]
+    fn lookup_key(&self, key: Key) -> Option<(IpNet, RemoteVtep)> {
+        let slot = match key {
+            Key::V4(a) => self.table.lookup_v4(a),
+            Key::V6(a) => self.table.lookup_v6(a),
+        }?;
+        self.entry(slot)
+    }
+}
+
+/// Misconfiguration refused by [`PodEngine::new`] / [`PodEngine::insert_route`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PodConfigError {
+    /// A remote VTEP address is not of the local VTEP's family (VXLAN runs between VTEPs of one
+    /// family).
+    #[error("remote VTEP {remote} is not of the local VTEP {local}'s family")]
+    MixedFamilies { local: IpAddr, remote: IpAddr },
+    /// The pod MTU is below IPv4's floor of 68 or above 65535.
+    #[error("pod MTU {0} out of range 68..=65535")]
+    PodMtu(u32),
+}
+
+/// Why a pod packet was dropped (each has a [`PodStats`] counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PodDrop {
+    /// Outbound: not an IPv4/IPv6 packet consistent with its buffer.
+    Malformed,
+    /// Outbound: no pod CIDR covers the destination.
+    NoRoute,
+    /// Outbound: no WireGuard peer's AllowedIPs cover the remote VTEP.
+    NoPeer,
+    /// Outbound: the peer has no endpoint.
+    NoEndpoint,
+    /// Outbound: VXLAN framing or encryption failed (caller left too little head/tailroom).
+    Encapsulation,
+    /// Outbound: too big, and no ICMP answer may be sent (ICMP error, non-unicast source, IPv6
+    /// below 1280, or rate limited). Answered ones count under `too_big`.
+    TooBigSilent,
+    /// Inbound: the decrypted packet's source is not in the sending peer's AllowedIPs.
+    SourceNotAllowed,
+    /// Inbound: UDP to our VTEP and port, but not a valid VXLAN packet.
+    Vxlan,
+    /// Inbound: VXLAN with another VNI.
+    WrongVni,
+    /// Inbound: inner frame not addressed to our VTEP MAC.
+    WrongMac,
+    /// Inbound: inner frame is not a well-formed IPv4/IPv6 packet.
+    InnerNotIp,
+    /// Inbound: inner source not in a pod CIDR of the VTEP that sent it.
+    PodSourceNotAllowed,
+}
+
+/// Pod path counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodStats {
+    /// Pod packets encrypted and handed out (fragments count one each).
+    pub packets_out: u64,
+    /// Pod packets held by the protocol behind a handshake.
+    pub staged: u64,
+    /// Packets whose TCP MSS was lowered.
+    pub mss_clamped: u64,
+    /// IPv4 packets split at the inner layer.
+    pub fragmented: u64,
+    /// Fragments made of them and encrypted (also counted in `packets_out`).
+    pub fragments_out: u64,
+    /// Packets answered with ICMP frag-needed / Packet Too Big.
+    pub too_big: u64,
+    /// Pod packets delivered from VXLAN.
+    pub packets_in: u64,
+    /// Plain L3 packets delivered from the same tunnel (for the host TUN).
+    pub l3_in: u64,
+    // Drops, one per `PodDrop`.
+    pub malformed: u64,
+    pub no_route: u64,
+    pub no_peer: u64,
+    pub no_endpoint: u64,
+    pub encapsulation: u64,
+    pub too_big_silent: u64,
+    pub source_not_allowed: u64,
+    pub vxlan: u64,
+    pub wrong_vni: u64,
+    pub wrong_mac: u64,
+    pub inner_not_ip: u64,
+    pub pod_source_not_allowed: u64,
+}
+
+impl PodStats {
+    /// The counter of a drop reason.
+    pub fn drop_count(&self, reason: PodDrop) -> u64 {
+        match reason {
+            PodDrop::Malformed => self.malformed,
+            PodDrop::NoRoute => self.no_route,
+            PodDrop::NoPeer => self.no_peer,
+            PodDrop::NoEndpoint => self.no_endpoint,
+            PodDrop::Encapsulation => self.encapsulation,
+            PodDrop::TooBigSilent => self.too_big_silent,
+            PodDrop::SourceNotAllowed => self.source_not_allowed,
+            PodDrop::Vxlan => self.vxlan,
+            PodDrop::WrongVni => self.wrong_vni,
+            PodDrop::WrongMac => self.wrong_mac,
+            PodDrop::InnerNotIp => self.inner_not_ip,
+            PodDrop::PodSourceNotAllowed => self.pod_source_not_allowed,
+        }
+    }
+
+    fn count(&mut self, reason: PodDrop) {
+        let c = match reason {
+            PodDrop::Malformed => &mut self.malformed,
+            PodDrop::NoRoute => &mut self.no_route,
+            PodDrop::NoPeer => &mut self.no_peer,
+            PodDrop::NoEndpoint => &mut self.no_endpoint,
+            PodDrop::Encapsulation => &mut self.encapsulation,
+            PodDrop::TooBigSilent => &mut self.too_big_silent,
+            PodDrop::SourceNotAllowed => &mut self.source_not_allowed,
+            PodDrop::Vxlan => &mut self.vxlan,
+            PodDrop::WrongVni => &mut self.wrong_vni,
+            PodDrop::WrongMac => &mut self.wrong_mac,
+            PodDrop::InnerNotIp => &mut self.inner_not_ip,
+            PodDrop::PodSourceNotAllowed => &mut self.pod_source_not_allowed,
+        };
+        *c += 1;
+    }
+}
+
+/// A WireGuard datagram to send: `bufs[slot][range]` to `dst`. The range does not start at 0:
+/// it starts at [`PodEngine::datagram_offset`] (20 with IPv4 VTEPs, 0 with IPv6 ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodOutgoing {
+    pub slot: usize,
+    pub range: Range<usize>,
+    pub dst: SocketAddr,
+}
+
+/// An ICMP answer (frag-needed or Packet Too Big) to the pod packet of batch slot `slot`, a
+/// complete IP packet to write to the pod TUN.
+///
+/// Its source is the network address of the remote pod CIDR the packet was routed by (e.g.
+/// 10.42.2.0 for 10.42.2.0/24, which is also what flannel gives the remote `flannel.1`: the
+/// "next hop" whose link is too small). Not one of this node's own addresses (the overlay IP
+/// or a pod gateway): the kernel drops a packet arriving on the TUN from one of its own
+/// addresses as a martian (`accept_local` = 0), and its reverse path is the pod TUN itself, so
+/// strict `rp_filter` accepts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodIcmp {
+    pub slot: usize,
+    pub packet: Vec<u8>,
+}
+
+/// Which TUN a received packet goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    /// A pod packet that came out of VXLAN: to the pod TUN.
+    Pod,
+    /// A plain L3 packet (not VXLAN to our VTEP): to the host (WireGuard) TUN.
+    Host,
+}
+
+/// A received packet to deliver: `datagram[range]` (or `bufs[slot][range]` from a batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodIncoming {
+    pub slot: usize,
+    pub range: Range<usize>,
+    pub peer: PeerId,
+    pub delivery: Delivery,
+}
+
+/// Why [`PodEngine::decapsulate_pod`] dropped a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PodRecvError {
+    /// The WireGuard layer refused it (counted by the device).
+    #[error(transparent)]
+    WireGuard(#[from] RecvError),
+    /// A pod-path drop (counted in [`PodStats`]).
+    #[error("dropped: {0:?}")]
+    Dropped(PodDrop),
+}
+
+#[derive(Clone, Copy)]
+enum Key {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+impl Key {
+    fn ip(self) -> IpAddr {
+        match self {
+            Key::V4(a) => IpAddr::from(a),
+            Key::V6(a) => IpAddr::from(a),
+        }
+    }
+}
+
+/// Source (`src` true) or destination address of an IP packet.
+#[inline]
+fn ip_addr(packet: &[u8], src: bool) -> Option<Key> {
+    match packet.first()? >> 4 {
+        4 if packet.len() >= 20 => {
+            let r = if src { 12..16 } else { 16..20 };
+            Some(Key::V4(packet[r].try_into().ok()?))
+        }
+        6 if packet.len() >= 40 => {
+            let r = if src { 8..24 } else { 24..40 };
+            Some(Key::V6(packet[r].try_into().ok()?))
+        }
+        _ => None,
+    }
+}
+
+/// The length of the IP packet at the start of `payload` (IPv4 Total Length, IPv6 40 + Payload
+/// Length) and its EtherType, if it is consistent with the buffer.
+fn inner_ip_len(payload: &[u8]) -> Option<(usize, EtherType)> {
+    match payload.first()? >> 4 {
+        4 => {
+            let p = crate::wire::ipv4::Packet::new_checked(payload).ok()?;
+            Some((usize::from(p.total_len()), EtherType::IPV4))
+        }
+        6 => {
+            let p = crate::wire::ipv6::Packet::new_checked(payload).ok()?;
+            Some((p.total_len(), EtherType::IPV6))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a decrypted packet is UDP to `local:port` (a VXLAN packet for our VTEP). Only looks;
+/// [`vxlan::decapsulate`] validates.
+fn is_vxlan_for(packet: &[u8], local: IpAddr, port: u16) -> bool {
+    let port = port.to_be_bytes();
+    match (local, packet.first().map(|b| b >> 4)) {
+        (IpAddr::V4(l), Some(4)) if packet.len() >= 20 => {
+            let ihl = usize::from(packet[0] & 0x0f) * 4;
+            packet[9] == 17 && packet[16..20] == l.octets() && packet.get(ihl + 2..ihl + 4) == Some(&port[..])
+        }
+        (IpAddr::V6(l), Some(6)) if packet.len() >= 44 => {
+            packet[6] == 17 && packet[24..40] == l.octets() && packet[42..44] == port
+        }
+        _ => false,
+    }
+}
+
+/// The L3 [`Engine`] plus a VTEP: pod packets in and out of VXLAN inside WireGuard.
+#[derive(Debug)]
+pub struct PodEngine {
+    engine: Engine,
+    config: PodConfig,
+    routes: PodRoutes,
+    stats: PodStats,
+    /// Headers in front of the frame: [`HEADROOM_V4`] or [`HEADROOM_V6`], by VTEP family.
+    vxlan_headroom: usize,
+    /// One fragment at a time is built here (POD_HEADROOM + pod MTU + POD_TAILROOM).
+    frag_buf: Vec<u8>,
+    /// Encrypted fragments waiting for [`PodEngine::poll_transmit`].
+    pending: VecDeque<Transmit>,
+    icmp_tokens: u32,
+    icmp_refill: Option<Instant>,
+}
+
+impl PodEngine {
+    /// A pod engine around an L3 engine (its peers and AllowedIPs decide which peer owns each
+    /// remote VTEP address). Fails if the pod MTU is out of range.
+    pub fn new(engine: Engine, config: PodConfig) -> Result<Self, PodConfigError> {
+        if !(mtu::IPV4_MIN_MTU..=u32::from(u16::MAX)).contains(&config.pod_mtu) {
+            return Err(PodConfigError::PodMtu(config.pod_mtu));
+        }
+        let vxlan_headroom = match config.local_vtep_ip {
+            IpAddr::V4(_) => HEADROOM_V4,
+            IpAddr::V6(_) => HEADROOM_V6,
+        };
+        Ok(Self {
+            engine,
+            config,
+            routes: PodRoutes::new(),
+            stats: PodStats::default(),
+            vxlan_headroom,
+            frag_buf: vec![0; POD_HEADROOM + config.pod_mtu as usize + POD_TAILROOM],
+            pending: VecDeque::new(),
+            icmp_tokens: ICMP_BURST,
+            icmp_refill: None,
+        })
+    }
+
+    /// The L3 engine (peers, AllowedIPs, sessions).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The L3 engine, mutable (peers, AllowedIPs; its own batch path for host traffic).
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    /// The VTEP settings.
+    pub fn config(&self) -> &PodConfig {
+        &self.config
+    }
+
+    /// Pod path counters (the L3 engine and the device keep their own).
+    pub fn stats(&self) -> PodStats {
+        self.stats
+    }
+
+    /// The pod CIDR table.
+    pub fn routes(&self) -> &PodRoutes {
+        &self.routes
+    }
+
+    /// Routes pod CIDR `net` to `remote`; refuses a remote VTEP of the other family.
+    pub fn insert_route(&mut self, net: IpNet, remote: RemoteVtep) -> Result<Option<RemoteVtep>, PodConfigError> {
+        if remote.vtep_ip.is_ipv4() != self.config.local_vtep_ip.is_ipv4() {
+            return Err(PodConfigError::MixedFamilies { local: self.config.local_vtep_ip, remote: remote.vtep_ip });
+        }
+        Ok(self.routes.insert(net, remote))
+    }
+
+    /// Removes pod CIDR `net`.
+    pub fn remove_route(&mut self, net: IpNet) -> Option<RemoteVtep> {
+        self.routes.remove(net)
+    }
+
+    /// Where in each buffer the WireGuard datagram starts:
+    /// `POD_HEADROOM - 14 - vxlan headroom - 16` = 20 with IPv4 VTEPs, 0 with IPv6 ones.
+    pub fn datagram_offset(&self) -> usize {
+        POD_HEADROOM - ethernet::HEADER_LEN - self.vxlan_headroom - HEADROOM
+    }
+
+    /// Encrypts a batch of pod packets in place. `bufs[i][POD_HEADROOM..POD_HEADROOM + lens[i]]`
+    /// holds packet `i`, with at least [`POD_TAILROOM`] octets after it.
+    ///
+    /// Datagrams ready to send are appended to `out` (`bufs[slot][range]`); ICMP answers for
+    /// packets too big for the pod MTU to `icmp_out` (write them to the pod TUN). Packets without
+    /// a session are staged by the protocol, and IPv4 packets fragmented at the inner layer are
+    /// encrypted into copies: both leave through [`PodEngine::poll_transmit`], which is to be
+    /// drained after every batch. Drops are counted in [`PodStats`].
+    pub fn encapsulate_pod_batch<B: AsMut<[u8]>>(
+        &mut self,
+        bufs: &mut [B],
+        lens: &[usize],
+        now: Instant,
+        out: &mut Vec<PodOutgoing>,
+        icmp_out: &mut Vec<PodIcmp>,
+    ) {
+        for (slot, (buf, &len)) in bufs.iter_mut().zip(lens).enumerate() {
+            if let Err(reason) = self.encapsulate_one(slot, buf.as_mut(), len, now, out, icmp_out) {
+                self.stats.count(reason);
+            }
+        }
+    }
+
+    fn encapsulate_one(
+        &mut self,
+        slot: usize,
+        buf: &mut [u8],
+        len: usize,
+        now: Instant,
+        out: &mut Vec<PodOutgoing>,
+        icmp_out: &mut Vec<PodIcmp>,
+    ) -> Result<(), PodDrop> {
+        let packet = buf.get_mut(POD_HEADROOM..POD_HEADROOM.checked_add(len).ok_or(PodDrop::Malformed)?);
+        let packet = packet.ok_or(PodDrop::Encapsulation)?;
+        let dst = ip_addr(packet, false).ok_or(PodDrop::Malformed)?;
+        let (net, remote) = self.routes.lookup_key(dst).ok_or(PodDrop::NoRoute)?;
+        let peer = self.engine.route(remote.vtep_ip).ok_or(PodDrop::NoPeer)?;
+        let mtu = self.config.pod_mtu as usize;
+        if self.config.clamp_mss {
+            let family = if matches!(dst, Key::V4(_)) { Family::V4 } else { Family::V6 };
+            if mtu::clamp_tcp_mss(packet, mtu::max_mss(self.config.pod_mtu, family)) {
+                self.stats.mss_clamped += 1;
+            }
+        }
+        match mtu::check_size(packet, mtu) {
+            SizeVerdict::Fits => {
+                let len = inner_ip_len(packet).map_or(len, |(l, _)| l);
+                match seal(&mut self.engine, &self.config, self.vxlan_headroom, remote, peer, buf, len, now)? {
+                    Some((range, dst)) => {
+                        self.stats.packets_out += 1;
+                        out.push(PodOutgoing { slot, range, dst });
+                    }
+                    None => self.stats.staged += 1,
+                }
+                Ok(())
+            }
+            SizeVerdict::TooBig => {
+                if !self.take_icmp_token(now) {
+                    return Err(PodDrop::TooBigSilent);
+                }
+                let mut answer = vec![0u8; mtu::ICMPV6_MAX_LEN];
+                let mtu16 = u16::try_from(mtu).unwrap_or(u16::MAX);
+                match mtu::icmp_too_big(packet, mtu16, net.addr(), &mut answer) {
+                    Ok(n) => {
+                        answer.truncate(n);
+                        self.stats.too_big += 1;
+                        icmp_out.push(PodIcmp { slot, packet: answer });
+                        Ok(())
+                    }
+                    Err(_) => Err(PodDrop::TooBigSilent),
+                }
+            }
+            SizeVerdict::FragmentV4 => self.fragment(packet, remote, peer, now),
+            SizeVerdict::Malformed => Err(PodDrop::Malformed),
+        }
+    }
+
+    /// Splits an IPv4 packet without DF at the inner layer and encrypts each fragment into a
+    /// copy queued for [`PodEngine::poll_transmit`]. Rare path: copies and allocates.
+    fn fragment(&mut self, packet: &[u8], remote: RemoteVtep, peer: PeerId, now: Instant) -> Result<(), PodDrop> {
+        let mtu = self.config.pod_mtu as usize;
+        let mut fragments = mtu::Fragmenter::new(packet, mtu).map_err(|_| PodDrop::Malformed)?;
+        self.stats.fragmented += 1;
+        let end = POD_HEADROOM + mtu;
+        while let Ok(Some(n)) = fragments.next_into(&mut self.frag_buf[POD_HEADROOM..end]) {
+            let sealed =
+                seal(&mut self.engine, &self.config, self.vxlan_headroom, remote, peer, &mut self.frag_buf, n, now);
+            match sealed {
+                Ok(Some((range, dst))) => {
+                    self.stats.fragments_out += 1;
+                    self.stats.packets_out += 1;
+                    let payload = self.frag_buf[range].to_vec();
+                    self.pending.push_back(Transmit { peer: Some(peer), dst, payload });
+                }
+                Ok(None) => self.stats.staged += 1,
+                Err(reason) => self.stats.count(reason),
+            }
+        }
+        Ok(())
+    }
+
+    /// Token bucket for ICMP answers: [`ICMP_BURST`], refilled one per [`ICMP_INTERVAL`].
+    fn take_icmp_token(&mut self, now: Instant) -> bool {
+        let last = *self.icmp_refill.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(last);
+        let add = (elapsed.as_nanos() / ICMP_INTERVAL.as_nanos()).min(u128::from(ICMP_BURST)) as u32;
+        if add > 0 {
+            self.icmp_tokens = (self.icmp_tokens + add).min(ICMP_BURST);
+            self.icmp_refill = Some(now);
+        }
+        if self.icmp_tokens == 0 {
+            return false;
+        }
+        self.icmp_tokens -= 1;
+        true
+    }
+
+    /// Decrypts one datagram from `src` in place and classifies what it carried.
+    ///
+    /// `Ok(Some(incoming))`: deliver `datagram[incoming.range]` to the TUN `incoming.delivery`
+    /// names (`slot` is 0). `Ok(None)`: a control message (handshake, keepalive, cookie) was
+    /// handled; drain [`PodEngine::poll_transmit`]. Errors are counted (WireGuard ones by the
+    /// device, the rest in [`PodStats`]).
+    pub fn decapsulate_pod(
+        &mut self,
+        src: SocketAddr,
+        datagram: &mut [u8],
+        now: Instant,
+    ) -> Result<Option<PodIncoming>, PodRecvError> {
+        let base = datagram.as_ptr() as usize;
+        let (peer, packet) = match self.engine.decapsulate(src, datagram, now)? {
+            Received::Packet { peer, packet } => (peer, packet),
+            _ => return Ok(None),
+        };
+        let start = packet.as_ptr() as usize - base;
+        match self.classify(peer, packet) {
+            Ok((delivery, inner)) => {
+                match delivery {
+                    Delivery::Pod => self.stats.packets_in += 1,
+                    Delivery::Host => self.stats.l3_in += 1,
+                }
+                Ok(Some(PodIncoming { slot: 0, range: start + inner.start..start + inner.end, peer, delivery }))
+            }
+            Err(reason) => {
+                self.stats.count(reason);
+                Err(PodRecvError::Dropped(reason))
+            }
+        }
+    }
+
+    /// [`PodEngine::decapsulate_pod`] over a batch: `bufs[i][..lens[i]]` came from `srcs[i]`;
+    /// packets to deliver are appended to `out`, everything else is counted.
+    pub fn decapsulate_pod_batch<B: AsMut<[u8]>>(
+        &mut self,
+        bufs: &mut [B],
+        lens: &[usize],
+        srcs: &[SocketAddr],
+        now: Instant,
+        out: &mut Vec<PodIncoming>,
+    ) {
+        for (slot, ((buf, &len), &src)) in bufs.iter_mut().zip(lens).zip(srcs).enumerate() {
+            let Some(datagram) = buf.as_mut().get_mut(..len) else { continue };
+            if let Ok(Some(incoming)) = self.decapsulate_pod(src, datagram, now) {
+                out.push(PodIncoming { slot, ..incoming });
+            }
+        }
+    }
+
+    /// Checks a decrypted packet from `peer` and returns where it goes and the range to deliver,
+    /// relative to `packet`.
+    fn classify(&self, peer: PeerId, packet: &[u8]) -> Result<(Delivery, Range<usize>), PodDrop> {
+        // Cryptokey routing, inbound: the (outer) source must be one this peer may use.
+        let outer_src = ip_addr(packet, true).ok_or(PodDrop::SourceNotAllowed)?;
+        if self.engine.route(outer_src.ip()) != Some(peer) {
+            return Err(PodDrop::SourceNotAllowed);
+        }
+        if !is_vxlan_for(packet, self.config.local_vtep_ip, self.config.dst_port) {
+            return Ok((Delivery::Host, 0..packet.len()));
+        }
+        let d = vxlan::decapsulate(packet, self.config.dst_port).map_err(|_| PodDrop::Vxlan)?;
+        if d.vni != self.config.vni {
+            return Err(PodDrop::WrongVni);
+        }
+        let frame = ethernet::Frame::new_unchecked(&packet[d.inner.clone()]);
+        if frame.dst_addr() != self.config.local_vtep_mac {
+            return Err(PodDrop::WrongMac);
+        }
+        let payload = frame.payload();
+        let (len, ethertype) = inner_ip_len(payload).ok_or(PodDrop::InnerNotIp)?;
+        if ethertype != frame.ethertype() || len > payload.len() {
+            return Err(PodDrop::InnerNotIp);
+        }
+        // The pod layer's own source check: the inner source must be in a pod CIDR of the VTEP
+        // that sent it, so one node cannot speak for another's pods.
+        let inner_src = ip_addr(payload, true).ok_or(PodDrop::InnerNotIp)?;
+        match self.routes.lookup_key(inner_src) {
+            Some((_, remote)) if remote.vtep_ip == d.outer_src => {}
+            _ => return Err(PodDrop::PodSourceNotAllowed),
+        }
+        let start = d.inner.start + ethernet::HEADER_LEN;
+        Ok((Delivery::Pod, start..start + len))
+    }
+
+    /// Datagrams to send that did not come out of a batch in place: encrypted IPv4 fragments,
+    /// then the protocol's own (handshakes, keepalives, staged pod packets). Drain until `None`
+    /// after every batch and every timeout.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.pending.pop_front().or_else(|| self.engine.poll_transmit())
+    }
+
+    /// When [`PodEngine::handle_timeout`] must next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.engine.poll_timeout()
+    }
+
+    /// Runs the protocol timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.engine.handle_timeout(now)
+    }
+}
+
+/// Frames the pod packet at `buf[POD_HEADROOM..POD_HEADROOM + len]` (Ethernet, then VXLAN/UDP/IP
+/// via [`vxlan::encapsulate`]) and encrypts the outer packet in place for `peer`. Returns the
+/// datagram's range in `buf` and its destination, or `None` if it was staged.
+#[allow(clippy::too_many_arguments)]
+fn seal(
+    engine: &mut Engine,
+    config: &PodConfig,
+    vxlan_headroom: usize,
+    remote: RemoteVtep,
+    peer: PeerId,
+    buf: &mut [u8],
+    len: usize,
+    now: Instant,
+) -> Result<Option<(Range<usize>, SocketAddr)>, PodDrop> {
+    let frame_start = POD_HEADROOM - ethernet::HEADER_LEN;
+    let ethertype = match buf.get(POD_HEADROOM).map(|b| b >> 4) {
+        Some(4) => EtherType::IPV4,
+        Some(6) => EtherType::IPV6,
+        _ => return Err(PodDrop::Malformed),
+    };
+    let header = ethernet::Repr { src: config.local_vtep_mac, dst: remote.vtep_mac, ethertype };
+    header
+        .emit(&mut ethernet::Frame::new_unchecked(&mut buf[frame_start..POD_HEADROOM]))
+        .map_err(|_| PodDrop::Encapsulation)?;
+    let outer = vxlan::encapsulate(
+        buf,
+        frame_start,
+        ethernet::HEADER_LEN + len,
+        config.vni,
+        config.local_vtep_ip,
+        remote.vtep_ip,
+        config.dst_port,
+    )
+    .map_err(|_| PodDrop::Encapsulation)?;
+    debug_assert_eq!(outer.start, frame_start - vxlan_headroom);
+    // The outer packet now starts `HEADROOM` octets after `wg_start`: exactly where
+    // `Device::encapsulate` expects a plaintext, so it encrypts it where it lies.
+    let wg_start = outer.start - HEADROOM;
+    match engine.device_mut().encapsulate(peer, &mut buf[wg_start..], outer.len(), now) {
+        Ok(Encapsulated::Ready { len, dst }) => Ok(Some((wg_start..wg_start + len, dst))),
+        Ok(Encapsulated::Staged) => Ok(None),
+        Err(SendError::NoEndpoint) => Err(PodDrop::NoEndpoint),
+        Err(SendError::UnknownPeer) => Err(PodDrop::NoPeer),
+        Err(SendError::BufferTooSmall { .. }) => Err(PodDrop::Encapsulation),
+    }
+}
