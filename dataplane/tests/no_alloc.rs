@@ -2,8 +2,8 @@
 //! encrypt and decrypt batches both ways after the handshake and warm-up.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use rand_core::OsRng;
@@ -13,15 +13,32 @@ use vxwg_dataplane::wireguard::{Device, DeviceConfig, PeerConfig};
 
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+// Per thread, so tests running in parallel never count each other's allocations. Const-initialised
+// thread-locals without destructors do not allocate when first touched inside the allocator.
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count() {
+    if COUNTING.with(Cell::get) {
+        ALLOCATIONS.with(|a| a.set(a.get() + 1));
+    }
+}
+
+/// Allocations made by this thread while `f` runs.
+fn allocations_during(f: impl FnOnce()) -> u64 {
+    ALLOCATIONS.with(|a| a.set(0));
+    COUNTING.with(|c| c.set(true));
+    f();
+    COUNTING.with(|c| c.set(false));
+    ALLOCATIONS.with(Cell::get)
+}
 
 // SAFETY: defers every call to the system allocator; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count();
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -30,9 +47,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count();
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -105,12 +120,96 @@ fn steady_state_batches_allocate_nothing() {
         round(&mut a, &mut b, [10, 0, 0, 1], [10, 0, 0, 2], &srcs_a);
         round(&mut b, &mut a, [10, 0, 0, 2], [10, 0, 0, 1], &srcs_b);
     }
-    COUNTING.store(true, Ordering::SeqCst);
-    for _ in 0..200 {
-        round(&mut a, &mut b, [10, 0, 0, 1], [10, 0, 0, 2], &srcs_a);
-        round(&mut b, &mut a, [10, 0, 0, 2], [10, 0, 0, 1], &srcs_b);
-    }
-    COUNTING.store(false, Ordering::SeqCst);
+    let allocations = allocations_during(|| {
+        for _ in 0..200 {
+            round(&mut a, &mut b, [10, 0, 0, 1], [10, 0, 0, 2], &srcs_a);
+            round(&mut b, &mut a, [10, 0, 0, 2], [10, 0, 0, 1], &srcs_b);
+        }
+    });
     assert_eq!(delivered, 204 * 2 * BATCH);
-    assert_eq!(ALLOCATIONS.load(Ordering::SeqCst), 0, "allocations on the steady-state data path");
+    assert_eq!(allocations, 0, "allocations on the steady-state data path");
+}
+
+/// The pod path (VXLAN in front of the packet, then WireGuard, in one buffer) is just as frugal.
+#[test]
+fn steady_state_pod_batches_allocate_nothing() {
+    use vxwg_dataplane::engine::pod::{PodConfig, PodEngine, RemoteVtep, POD_HEADROOM, POD_TAILROOM};
+    use vxwg_dataplane::wire::ethernet::EthernetAddress;
+    use vxwg_dataplane::wire::vxlan::Vni;
+
+    let now = Instant::now();
+    let (a_addr, b_addr): (SocketAddr, SocketAddr) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
+    let mut ea = Engine::new(Device::new(DeviceConfig::new([1; 32]), OsRng, now, SystemTime::now()));
+    let mut eb = Engine::new(Device::new(DeviceConfig::new([2; 32]), OsRng, now, SystemTime::now()));
+    let (pa, pb) = (ea.device().public_key(), eb.device().public_key());
+    let net = |s: &str| s.parse::<IpNet>().unwrap();
+    let b_id =
+        ea.add_peer(PeerConfig { endpoint: Some(b_addr), ..PeerConfig::new(pb) }, &[net("10.0.0.2/32")]).unwrap();
+    eb.add_peer(PeerConfig { endpoint: Some(a_addr), ..PeerConfig::new(pa) }, &[net("10.0.0.1/32")]).unwrap();
+    let config = |mac: u8, ip: &str| PodConfig {
+        vni: Vni::new(1).unwrap(),
+        local_vtep_mac: EthernetAddress([2, 0, 0, 0, 0, mac]),
+        local_vtep_ip: ip.parse().unwrap(),
+        dst_port: 8472,
+        pod_mtu: 1370,
+        clamp_mss: true,
+    };
+    let mut a = PodEngine::new(ea, config(0xa, "10.0.0.1")).unwrap();
+    let mut b = PodEngine::new(eb, config(0xb, "10.0.0.2")).unwrap();
+    let vtep = |ip: &str, mac: u8| RemoteVtep {
+        vtep_ip: ip.parse().unwrap(),
+        vtep_mac: EthernetAddress([2, 0, 0, 0, 0, mac]),
+    };
+    a.insert_route(net("10.42.2.0/24"), vtep("10.0.0.2", 0xb)).unwrap();
+    b.insert_route(net("10.42.1.0/24"), vtep("10.0.0.1", 0xa)).unwrap();
+    a.engine_mut().device_mut().initiate_handshake(b_id, now);
+    for _ in 0..3 {
+        while let Some(mut t) = a.poll_transmit() {
+            let _ = b.decapsulate_pod(a_addr, &mut t.payload, now);
+        }
+        while let Some(mut t) = b.poll_transmit() {
+            let _ = a.decapsulate_pod(b_addr, &mut t.payload, now);
+        }
+    }
+
+    let mut bufs = vec![vec![0u8; POD_HEADROOM + 1370 + POD_TAILROOM]; BATCH];
+    let mut lens = vec![0usize; BATCH];
+    let (mut out, mut icmp, mut inc) =
+        (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
+    // The receiver's own buffers: copying into them stands for the wire.
+    let mut wire = vec![vec![0u8; 1500]; BATCH];
+    let mut wire_lens = vec![0usize; BATCH];
+    let srcs = vec![a_addr; BATCH];
+    let mut delivered = 0usize;
+    let mut round = || {
+        for (i, (buf, len)) in bufs.iter_mut().zip(lens.iter_mut()).enumerate() {
+            *len = 60 + (i * 23) % 1300;
+            let p = &mut buf[POD_HEADROOM - HEADROOM..];
+            packet([10, 42, 1, 5], [10, 42, 2, 7], *len, p);
+            p[HEADROOM + 6] = 0x40; // DF, as pods send
+            p[HEADROOM + 9] = 17;
+        }
+        out.clear();
+        icmp.clear();
+        inc.clear();
+        a.encapsulate_pod_batch(&mut bufs, &lens, now, &mut out, &mut icmp);
+        assert_eq!(out.len(), BATCH);
+        for o in &out {
+            wire[o.slot][..o.range.len()].copy_from_slice(&bufs[o.slot][o.range.clone()]);
+            wire_lens[o.slot] = o.range.len();
+        }
+        b.decapsulate_pod_batch(&mut wire, &wire_lens, &srcs, now, &mut inc);
+        assert_eq!(inc.len(), BATCH);
+        delivered += BATCH;
+    };
+    for _ in 0..4 {
+        round();
+    }
+    let allocations = allocations_during(|| {
+        for _ in 0..200 {
+            round();
+        }
+    });
+    assert_eq!(delivered, 204 * BATCH);
+    assert_eq!(allocations, 0, "allocations on the steady-state pod path");
 }
