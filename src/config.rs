@@ -3,15 +3,19 @@
 //! Parsing checks everything before anything is applied: an error names the field and the reason,
 //! and the daemon exits without creating anything.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use vxwg::control::keys::Key;
 use vxwg::control::uapi::{DeviceUpdate, PeerUpdate};
+use vxwg::dataplane::engine::pod::RemoteVtep;
 use vxwg::dataplane::io::netlink::InterfaceAddress;
+use vxwg::dataplane::mtu;
 use vxwg::dataplane::route::IpNet;
+use vxwg::dataplane::wire::ethernet::EthernetAddress;
+use vxwg::dataplane::wire::vxlan::Vni;
 
 /// Default UDP port (the one tailscaled uses, so firewalls already open for it keep working).
 pub const DEFAULT_LISTEN_PORT: u16 = 41641;
@@ -36,8 +40,28 @@ struct RawConfig {
     fwmark: Option<u32>,
     #[serde(default)]
     routing: Option<RawRouting>,
+    #[serde(default)]
+    vxlan: Option<RawVxlan>,
     #[serde(default, rename = "peer")]
     peers: Vec<RawPeer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVxlan {
+    #[serde(default)]
+    vni: Option<u32>,
+    #[serde(default)]
+    port: Option<u16>,
+    vtep_mac: Option<String>,
+    #[serde(default)]
+    pod_interface: Option<String>,
+    #[serde(default)]
+    pod_cidrs: Vec<String>,
+    #[serde(default)]
+    pod_mtu: Option<u32>,
+    #[serde(default)]
+    clamp_mss: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,6 +88,52 @@ struct RawPeer {
     allowed_ips: Vec<String>,
     #[serde(default)]
     persistent_keepalive: Option<u16>,
+    #[serde(default)]
+    vtep_mac: Option<String>,
+    #[serde(default)]
+    vtep_ip: Option<String>,
+    #[serde(default)]
+    pod_cidrs: Vec<String>,
+}
+
+/// Default VXLAN network identifier (flannel's).
+pub const DEFAULT_VNI: u32 = 1;
+/// Default VXLAN UDP port (flannel's and Cilium's, Linux's default too).
+pub const DEFAULT_VXLAN_PORT: u16 = 8472;
+
+/// One remote pod CIDR and the VTEP (WireGuard peer) that owns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodRoute {
+    pub net: IpNet,
+    pub remote: RemoteVtep,
+}
+
+/// The `[vxlan]` section: the local VTEP and the pod path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vxlan {
+    pub vni: Vni,
+    pub port: u16,
+    pub vtep_mac: EthernetAddress,
+    /// The local VTEP address: the first of `addresses`.
+    pub vtep_ip: IpAddr,
+    /// The pod-side TUN's name, if set; see [`Vxlan::pod_interface`].
+    pod_interface: Option<String>,
+    /// This node's own pod CIDRs (checked against the peers', not routed by vxwg).
+    pub local_pod_cidrs: Vec<IpNet>,
+    pub pod_mtu: u32,
+    pub clamp_mss: bool,
+    /// Every peer's pod CIDRs, routed into the pod TUN.
+    pub routes: Vec<PodRoute>,
+}
+
+impl Vxlan {
+    /// The pod-side TUN's name: `pod_interface`, or `IFNAME-pods` cut to 15 characters.
+    pub fn pod_interface(&self, ifname: &str) -> String {
+        match &self.pod_interface {
+            Some(n) => n.clone(),
+            None => format!("{ifname}-pods").chars().take(15).collect(),
+        }
+    }
 }
 
 /// Routing the daemon installs for peers' AllowedIPs.
@@ -81,6 +151,8 @@ pub struct Config {
     pub addresses: Vec<InterfaceAddress>,
     pub mtu: u32,
     pub routing: Routing,
+    /// The pod path, when `[vxlan]` is present.
+    pub vxlan: Option<Vxlan>,
     fwmark_default: bool,
 }
 
@@ -148,6 +220,19 @@ impl Config {
             update.persistent_keepalive = p.persistent_keepalive;
             peers.push(update);
         }
+        let vxlan = match &raw.vxlan {
+            Some(v) => Some(parse_vxlan(v, &raw.peers, &peers, &addresses, mtu)?),
+            None => {
+                if let Some(i) = raw
+                    .peers
+                    .iter()
+                    .position(|p| p.vtep_mac.is_some() || p.vtep_ip.is_some() || !p.pod_cidrs.is_empty())
+                {
+                    bail!("peer[{i}]: vtep_mac, vtep_ip and pod_cidrs need a [vxlan] section");
+                }
+                None
+            }
+        };
 
         let routing = raw.routing.unwrap_or(RawRouting { table: None, rule_priority: None, enabled: None });
         let routing = Routing {
@@ -177,8 +262,124 @@ impl Config {
             replace_peers: true,
             peers,
         };
-        Ok(Config { update, addresses, mtu, routing, fwmark_default })
+        Ok(Config { update, addresses, mtu, routing, vxlan, fwmark_default })
     }
+}
+
+/// Validates `[vxlan]` and the peers' VTEP fields (`peers` are the already validated updates).
+fn parse_vxlan(
+    v: &RawVxlan,
+    raw_peers: &[RawPeer],
+    peers: &[PeerUpdate],
+    addresses: &[InterfaceAddress],
+    mtu: u32,
+) -> anyhow::Result<Vxlan> {
+    let vni = v.vni.unwrap_or(DEFAULT_VNI);
+    let vni = Vni::new(vni).with_context(|| format!("vxlan.vni = {vni}: must be below 2^24"))?;
+    let port = v.port.unwrap_or(DEFAULT_VXLAN_PORT);
+    if port == 0 {
+        bail!("vxlan.port = 0: VXLAN needs a destination port");
+    }
+    let Some(mac) = &v.vtep_mac else {
+        bail!("vxlan.vtep_mac: required (this node's VTEP MAC, e.g. \"02:00:00:00:00:01\")")
+    };
+    let vtep_mac = parse_mac(mac).map_err(|e| anyhow::anyhow!("vxlan.vtep_mac = {mac:?}: {e}"))?;
+    let vtep_ip = addresses
+        .first()
+        .map(|a| a.addr())
+        .context("vxlan: the local VTEP address is the first of `addresses`, and there is none")?;
+    if let Some(name) = &v.pod_interface {
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+            bail!("vxlan.pod_interface = {name:?}: must be 1-15 characters without '/', spaces or NUL");
+        }
+    }
+    let family = mtu::Family::of(vtep_ip);
+    let max_pod_mtu = mtu.saturating_sub(mtu::vxlan_overhead(family) as u32);
+    let pod_mtu = v.pod_mtu.unwrap_or(max_pod_mtu);
+    if !(mtu::IPV4_MIN_MTU..=max_pod_mtu).contains(&pod_mtu) {
+        bail!(
+            "vxlan.pod_mtu = {pod_mtu}: must be between {} and {max_pod_mtu} (mtu {mtu} minus {} of VXLAN over {family})",
+            mtu::IPV4_MIN_MTU,
+            mtu::vxlan_overhead(family)
+        );
+    }
+    let mut local_pod_cidrs = Vec::new();
+    for (j, c) in v.pod_cidrs.iter().enumerate() {
+        let net: IpNet = c.parse().map_err(|e| anyhow::anyhow!("vxlan.pod_cidrs[{j}] = {c:?}: {e}"))?;
+        local_pod_cidrs.push(net);
+    }
+    let mut routes: Vec<PodRoute> = Vec::new();
+    for (i, (p, update)) in raw_peers.iter().zip(peers).enumerate() {
+        let at = |field: &str| format!("peer[{i}].{field}");
+        if p.pod_cidrs.is_empty() {
+            if p.vtep_mac.is_some() || p.vtep_ip.is_some() {
+                bail!("{}: vtep_mac and vtep_ip are only used with pod_cidrs", at("pod_cidrs"));
+            }
+            continue;
+        }
+        let Some(mac) = &p.vtep_mac else { bail!("{}: required with pod_cidrs", at("vtep_mac")) };
+        let vtep_mac = parse_mac(mac).map_err(|e| anyhow::anyhow!("{} = {mac:?}: {e}", at("vtep_mac")))?;
+        let peer_vtep = match &p.vtep_ip {
+            Some(s) => {
+                let ip: IpAddr = s.parse().map_err(|e| anyhow::anyhow!("{} = {s:?}: {e}", at("vtep_ip")))?;
+                if !update.allowed_ips.iter().any(|n| n.contains(ip)) {
+                    bail!("{} = {s:?}: not in this peer's allowed_ips, so nothing would reach it", at("vtep_ip"));
+                }
+                ip
+            }
+            None => update
+                .allowed_ips
+                .iter()
+                .find(|n| n.is_ipv4() == vtep_ip.is_ipv4() && n.prefix_len() == if n.is_ipv4() { 32 } else { 128 })
+                .map(|n| n.addr())
+                .with_context(|| {
+                    format!("{}: none set, and allowed_ips has no {family} /32 or /128 to take it from", at("vtep_ip"))
+                })?,
+        };
+        if peer_vtep.is_ipv4() != vtep_ip.is_ipv4() {
+            bail!("{}: {peer_vtep} is not of the local VTEP {vtep_ip}'s family", at("vtep_ip"));
+        }
+        for (j, c) in p.pod_cidrs.iter().enumerate() {
+            let field = format!("{}[{j}]", at("pod_cidrs"));
+            let net: IpNet = c.parse().map_err(|e| anyhow::anyhow!("{field} = {c:?}: {e}"))?;
+            if let Some(local) = local_pod_cidrs.iter().find(|l| overlaps(**l, net)) {
+                bail!("{field} = {c:?}: overlaps this node's own vxlan.pod_cidrs {local}");
+            }
+            if let Some(other) = routes.iter().find(|r| overlaps(r.net, net)) {
+                bail!("{field} = {c:?}: overlaps {} (VTEP {})", other.net, other.remote.vtep_ip);
+            }
+            // The same prefix cannot be routed to both TUNs; pod CIDRs travel as VXLAN, so they
+            // belong in pod_cidrs only (the VTEP address in allowed_ips covers them).
+            if let Some(a) = peers.iter().flat_map(|u| u.allowed_ips.iter()).find(|a| **a == net) {
+                bail!("{field} = {c:?}: also in allowed_ips ({a}); list pod CIDRs in pod_cidrs only");
+            }
+            routes.push(PodRoute { net, remote: RemoteVtep { vtep_ip: peer_vtep, vtep_mac } });
+        }
+    }
+    Ok(Vxlan {
+        vni,
+        port,
+        vtep_mac,
+        vtep_ip,
+        pod_interface: v.pod_interface.clone(),
+        local_pod_cidrs,
+        pod_mtu,
+        clamp_mss: v.clamp_mss.unwrap_or(true),
+        routes,
+    })
+}
+
+fn parse_mac(s: &str) -> anyhow::Result<EthernetAddress> {
+    let mac: EthernetAddress = s.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if mac.0[0] & 1 != 0 || mac.0 == [0; 6] {
+        bail!("a VTEP MAC must be unicast and not all zeros");
+    }
+    Ok(mac)
+}
+
+/// Whether two prefixes share an address (one contains the other's network address).
+fn overlaps(a: IpNet, b: IpNet) -> bool {
+    a.is_ipv4() == b.is_ipv4() && (a.contains(b.addr()) || b.contains(a.addr()))
 }
 
 fn read_key(path: &Path) -> anyhow::Result<Key> {
@@ -294,11 +495,127 @@ persistent_keepalive = 25
             (format!("{base}[[peer]]\npublic_key = \"{}\"", "A".repeat(43) + "="), "low-order"),
             (format!("{base}[routing]\ntable = 254"), "routing.table"),
             ("private_key_file = \"missing.key\"".to_string(), "private_key_file"),
+            (format!("{base}[[peer]]\npublic_key = \"{PEER}\"\npod_cidrs = [\"10.42.2.0/24\"]"), "[vxlan]"),
         ];
         for (text, needle) in cases {
             let e = err(&text);
             assert!(e.contains(needle), "error for {text:?} should mention {needle:?}: {e}");
         }
+    }
+
+    const VX_BASE: &str = "private_key_file = \"private.key\"\naddresses = [\"100.64.0.1/32\"]\n";
+
+    /// A config with `[vxlan]` body `vxlan` and one peer with extra lines `peer`.
+    fn vx(vxlan: &str, peer: &str) -> String {
+        format!(
+            "{VX_BASE}[vxlan]\n{vxlan}\n[[peer]]\npublic_key = \"{PEER}\"\nallowed_ips = [\"100.64.0.2/32\", \"10.43.0.0/16\"]\n{peer}\n"
+        )
+    }
+
+    #[test]
+    fn vxlan_defaults_and_peer_vteps() {
+        let (d, _) = dir_with_key();
+        let text = vx(
+            "vtep_mac = \"02:00:00:00:00:01\"\npod_cidrs = [\"10.42.1.0/24\"]",
+            "vtep_mac = \"02:00:00:00:00:02\"\npod_cidrs = [\"10.42.2.0/24\", \"10.42.3.0/24\"]",
+        );
+        let c = Config::parse(&text, d.path()).unwrap();
+        let v = c.vxlan.unwrap();
+        assert_eq!(v.vni, Vni::new(1).unwrap());
+        assert_eq!(v.port, 8472);
+        assert_eq!(v.vtep_mac, "02:00:00:00:00:01".parse().unwrap());
+        assert_eq!(v.vtep_ip, "100.64.0.1".parse::<IpAddr>().unwrap());
+        // 1420 - 50 (Ethernet, VXLAN, UDP, IPv4).
+        assert_eq!(v.pod_mtu, 1370);
+        assert!(v.clamp_mss);
+        assert_eq!(v.pod_interface("wg0"), "wg0-pods");
+        assert_eq!(v.pod_interface("a-long-ifname15"), "a-long-ifname15");
+        assert_eq!(v.local_pod_cidrs, vec!["10.42.1.0/24".parse().unwrap()]);
+        assert_eq!(v.routes.len(), 2);
+        for (r, cidr) in v.routes.iter().zip(["10.42.2.0/24", "10.42.3.0/24"]) {
+            assert_eq!(r.net, cidr.parse().unwrap());
+            // The first /32 of the peer's allowed_ips.
+            assert_eq!(r.remote.vtep_ip, "100.64.0.2".parse::<IpAddr>().unwrap());
+            assert_eq!(r.remote.vtep_mac, "02:00:00:00:00:02".parse().unwrap());
+        }
+        // No [vxlan]: no pod path.
+        let plain = Config::parse(&format!("{VX_BASE}[[peer]]\npublic_key = \"{PEER}\""), d.path()).unwrap();
+        assert!(plain.vxlan.is_none());
+    }
+
+    #[test]
+    fn vxlan_explicit_settings() {
+        let (d, _) = dir_with_key();
+        let text = vx(
+            "vni = 42\nport = 4789\nvtep_mac = \"02-00-00-00-00-01\"\npod_interface = \"pods0\"\npod_mtu = 1300\nclamp_mss = false",
+            "vtep_mac = \"02:00:00:00:00:02\"\nvtep_ip = \"10.43.0.9\"\npod_cidrs = [\"10.42.2.0/24\"]",
+        );
+        let v = Config::parse(&text, d.path()).unwrap().vxlan.unwrap();
+        assert_eq!((v.vni, v.port, v.pod_mtu, v.clamp_mss), (Vni::new(42).unwrap(), 4789, 1300, false));
+        assert_eq!(v.pod_interface("wg0"), "pods0");
+        assert_eq!(v.routes[0].remote.vtep_ip, "10.43.0.9".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn vxlan_errors_name_the_field() {
+        let mac = "vtep_mac = \"02:00:00:00:00:01\"";
+        let peer = "vtep_mac = \"02:00:00:00:00:02\"\npod_cidrs = [\"10.42.2.0/24\"]";
+        let cases = [
+            (vx("", peer), "vxlan.vtep_mac"),
+            (vx("vtep_mac = \"02:00:00\"", peer), "vxlan.vtep_mac"),
+            (vx("vtep_mac = \"01:00:5e:00:00:01\"", peer), "unicast"),
+            (vx(&format!("{mac}\nvni = 16777216"), peer), "vxlan.vni"),
+            (vx(&format!("{mac}\nport = 0"), peer), "vxlan.port"),
+            (vx(&format!("{mac}\npod_mtu = 1400"), peer), "vxlan.pod_mtu = 1400"),
+            (vx(&format!("{mac}\npod_mtu = 60"), peer), "vxlan.pod_mtu = 60"),
+            (vx(&format!("{mac}\npod_interface = \"much-too-long-name\""), peer), "vxlan.pod_interface"),
+            (vx(&format!("{mac}\npod_cidrs = [\"10.42.1.0/33\"]"), peer), "vxlan.pod_cidrs[0]"),
+            (vx(&format!("{mac}\nbogus = 1"), peer), "bogus"),
+            (vx(mac, "pod_cidrs = [\"10.42.2.0/24\"]"), "peer[0].vtep_mac"),
+            (vx(mac, "vtep_mac = \"zz\"\npod_cidrs = [\"10.42.2.0/24\"]"), "peer[0].vtep_mac"),
+            (vx(mac, "vtep_mac = \"02:00:00:00:00:02\""), "peer[0].pod_cidrs"),
+            (vx(mac, "vtep_mac = \"02:00:00:00:00:02\"\npod_cidrs = [\"nope\"]"), "peer[0].pod_cidrs[0]"),
+            (vx(mac, &format!("{peer}\nvtep_ip = \"10.99.0.1\"")), "peer[0].vtep_ip"),
+            (vx(mac, &format!("{peer}\nvtep_ip = \"fd00::2\"")), "peer[0].vtep_ip"),
+            (
+                vx(&format!("{mac}\npod_cidrs = [\"10.42.0.0/16\"]"), peer),
+                "peer[0].pod_cidrs[0] = \"10.42.2.0/24\": overlaps this node's own",
+            ),
+            (
+                vx(mac, "vtep_mac = \"02:00:00:00:00:02\"\npod_cidrs = [\"10.43.0.0/16\"]"),
+                "also in allowed_ips",
+            ),
+            (
+                vx(mac, "vtep_mac = \"02:00:00:00:00:02\"\npod_cidrs = [\"10.42.0.0/16\", \"10.42.2.0/24\"]"),
+                "peer[0].pod_cidrs[1]",
+            ),
+            (
+                format!("private_key_file = \"private.key\"\n[vxlan]\n{mac}\n"),
+                "first of `addresses`",
+            ),
+            (
+                format!(
+                    "{VX_BASE}[vxlan]\n{mac}\n[[peer]]\npublic_key = \"{PEER}\"\nallowed_ips = [\"10.43.0.0/16\"]\n{peer}\n"
+                ),
+                "peer[0].vtep_ip",
+            ),
+        ];
+        for (text, needle) in cases {
+            let e = err(&text);
+            assert!(e.contains(needle), "error for {text:?} should mention {needle:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let (d, _) = dir_with_key();
+        std::fs::write(d.path().join("peer2.psk"), Key([7; 32]).to_base64()).unwrap();
+        let text = include_str!("../examples/node.toml");
+        let c = Config::parse(text, d.path()).unwrap();
+        let v = c.vxlan.expect("the example shows [vxlan]");
+        assert_eq!(v.pod_mtu, 1230);
+        assert_eq!(v.routes.len(), 1);
+        assert_eq!(v.routes[0].remote.vtep_ip, "100.64.0.2".parse::<IpAddr>().unwrap());
     }
 
     #[test]

@@ -15,11 +15,14 @@ use crate::netconf::InterfaceSetup;
 use rand_core::OsRng;
 use vxwg::control::keys::Key;
 use vxwg::control::uapi::{self, DeviceSnapshot, DeviceUpdate, PeerSnapshot, Request};
+use vxwg::dataplane::engine::pod::{
+    Delivery, PodConfig, PodEngine, PodIcmp, PodIncoming, PodOutgoing, POD_HEADROOM, POD_TAILROOM,
+};
 use vxwg::dataplane::engine::{Engine, Incoming, Outgoing, HEADROOM, TAILROOM};
 use vxwg::dataplane::io::netlink::Netlink;
 use vxwg::dataplane::io::poll::wait_readable;
 use vxwg::dataplane::io::{RecvMeta, Tun, UdpSocket, BATCH};
-use vxwg::dataplane::wireguard::{Device, DeviceConfig, PeerConfig};
+use vxwg::dataplane::wireguard::{Device, DeviceConfig, PeerConfig, Transmit};
 
 /// vxwg's own request on the UAPI socket (answered with one line of JSON and a blank line).
 pub const STATUS_REQUEST: &str = "vxwg_status=1\n\n";
@@ -38,7 +41,9 @@ pub struct Daemon {
     listen_port: u16,
     fwmark: Option<u32>,
     private_key: Option<Key>,
-    engine: Engine,
+    dp: Dataplane,
+    /// The pod-side TUN and its buffers, when `[vxlan]` is configured.
+    pod: Option<PodSide>,
     uapi: UnixListener,
     socket_path: PathBuf,
     signals: UnixStream,
@@ -53,6 +58,55 @@ pub struct Daemon {
     /// For reading the interface MTU, which `ip link set mtu` may change at any time.
     netlink: Option<(Netlink, u32)>,
     mtu_checked: Instant,
+}
+
+/// The packet engine: plain L3, or L3 plus the pod path (`[vxlan]`), which owns the L3 engine.
+/// UAPI, status and the host TUN reach the L3 engine through [`Dataplane::engine`] either way.
+enum Dataplane {
+    L3(Box<Engine>),
+    Pod(Box<PodEngine>),
+}
+
+impl Dataplane {
+    fn engine(&self) -> &Engine {
+        match self {
+            Dataplane::L3(e) => e,
+            Dataplane::Pod(p) => p.engine(),
+        }
+    }
+
+    fn engine_mut(&mut self) -> &mut Engine {
+        match self {
+            Dataplane::L3(e) => e,
+            Dataplane::Pod(p) => p.engine_mut(),
+        }
+    }
+
+    /// What the protocol wants sent (with the pod path: its IPv4 fragments first).
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        match self {
+            Dataplane::L3(e) => e.poll_transmit(),
+            Dataplane::Pod(p) => p.poll_transmit(),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.engine().poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.engine_mut().handle_timeout(now)
+    }
+}
+
+/// The pod-side TUN (pod packets in and out of VXLAN) and its batch buffers.
+struct PodSide {
+    tun: Tun,
+    bufs: Vec<Vec<u8>>,
+    lens: Vec<usize>,
+    out: Vec<PodOutgoing>,
+    icmp: Vec<PodIcmp>,
+    incoming: Vec<PodIncoming>,
 }
 
 /// Removes the UAPI socket when the daemon ends, however it ends.
@@ -102,7 +156,8 @@ impl Daemon {
             listen_port,
             fwmark: None,
             private_key: None,
-            engine: Engine::new(device),
+            dp: Dataplane::L3(Box::new(Engine::new(device))),
+            pod: None,
             uapi,
             socket_path,
             signals,
@@ -123,21 +178,26 @@ impl Daemon {
     pub fn run(mut self) -> anyhow::Result<()> {
         let _socket_file = SocketFile(self.socket_path.clone());
         log(&self.name, &format!("up: UAPI at {}, UDP port {}", self.socket_path.display(), self.listen_port));
+        if let Some(pod) = &self.pod {
+            log(&self.name, &format!("pod path: VXLAN through {}", pod.tun.name()));
+        }
         loop {
             let now = Instant::now();
             let timeout = self
-                .engine
+                .dp
                 .poll_timeout()
                 .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now).min(Duration::from_secs(1)));
-            let [tun, udp, uapi, sig] = wait_readable(
-                [self.tun.raw_fd(), self.udp.raw_fd(), self.uapi.as_raw_fd(), self.signals.as_raw_fd()],
+            // poll(2) ignores a negative descriptor: no pod TUN, no readiness.
+            let pod_fd = self.pod.as_ref().map_or(-1, |p| p.tun.raw_fd());
+            let [tun, udp, uapi, sig, pod] = wait_readable(
+                [self.tun.raw_fd(), self.udp.raw_fd(), self.uapi.as_raw_fd(), self.signals.as_raw_fd(), pod_fd],
                 Some(timeout),
             )?;
             if sig.readable {
                 log(&self.name, "signal received, shutting down");
                 return Ok(());
             }
-            if tun.failed {
+            if tun.failed || pod.failed {
                 log(&self.name, "TUN device gone, shutting down");
                 return Ok(());
             }
@@ -149,6 +209,10 @@ impl Daemon {
                 log(&self.name, "TUN device gone, shutting down");
                 return Ok(());
             }
+            if pod.readable && !self.drain_pod()? {
+                log(&self.name, "pod TUN device gone, shutting down");
+                return Ok(());
+            }
             if udp.readable {
                 self.drain_udp()?;
             }
@@ -156,7 +220,7 @@ impl Daemon {
                 self.serve_uapi();
             }
             if self.private_key.is_some() {
-                self.engine.handle_timeout(Instant::now());
+                self.dp.handle_timeout(Instant::now());
             }
             self.flush_control();
             self.refresh_mtu();
@@ -167,9 +231,48 @@ impl Daemon {
     /// the interface (addresses, MTU, link up) and the routes for peers' AllowedIPs.
     fn configure(&mut self, config: &Config) -> anyhow::Result<InterfaceSetup> {
         self.apply(config.update.clone()).map_err(|(errno, why)| anyhow::anyhow!("{why} (errno {errno})"))?;
-        self.engine.device_mut().set_mtu(config.mtu as usize);
+        self.dp.engine_mut().device_mut().set_mtu(config.mtu as usize);
         let prefixes: Vec<_> = config.update.peers.iter().flat_map(|p| p.allowed_ips.iter().copied()).collect();
-        InterfaceSetup::apply(&self.name, config, &prefixes)
+        let mut pod_ifname = None;
+        if let Some(vxlan) = &config.vxlan {
+            let name = vxlan.pod_interface(&self.name);
+            let pod_config = PodConfig {
+                vni: vxlan.vni,
+                local_vtep_mac: vxlan.vtep_mac,
+                local_vtep_ip: vxlan.vtep_ip,
+                dst_port: vxlan.port,
+                pod_mtu: vxlan.pod_mtu,
+                clamp_mss: vxlan.clamp_mss,
+            };
+            // The pod engine takes over the L3 engine (and its peers); a placeholder stands in
+            // for the instant of the swap.
+            let placeholder = Engine::new(Device::new(
+                DeviceConfig::new(Key::generate_private(&mut OsRng).0),
+                OsRng,
+                Instant::now(),
+                SystemTime::now(),
+            ));
+            let engine = match std::mem::replace(&mut self.dp, Dataplane::L3(Box::new(placeholder))) {
+                Dataplane::L3(e) => *e,
+                Dataplane::Pod(p) => bail!("the pod path is already configured (VTEP {})", p.config().local_vtep_ip),
+            };
+            let mut pod = PodEngine::new(engine, pod_config).context("vxlan")?;
+            for r in &vxlan.routes {
+                pod.insert_route(r.net, r.remote).with_context(|| format!("pod route {}", r.net))?;
+            }
+            self.dp = Dataplane::Pod(Box::new(pod));
+            let tun = Tun::create(&name).with_context(|| format!("creating pod TUN device {name}"))?;
+            pod_ifname = Some(tun.name().to_string());
+            self.pod = Some(PodSide {
+                tun,
+                bufs: vec![vec![0u8; POD_HEADROOM + MAX_PACKET + POD_TAILROOM]; BATCH],
+                lens: vec![0; BATCH],
+                out: Vec::with_capacity(BATCH),
+                icmp: Vec::new(),
+                incoming: Vec::with_capacity(BATCH),
+            });
+        }
+        InterfaceSetup::apply(&self.name, config, &prefixes, pod_ifname.as_deref())
     }
 
     /// Pads to the interface's MTU as it is now (checked once a second).
@@ -185,8 +288,8 @@ impl Daemon {
         }
         if let Some((nl, index)) = self.netlink.as_mut() {
             if let Ok(mtu) = nl.link_mtu(*index) {
-                if mtu as usize != self.engine.device().mtu() {
-                    self.engine.device_mut().set_mtu(mtu as usize);
+                if mtu as usize != self.dp.engine().device().mtu() {
+                    self.dp.engine_mut().device_mut().set_mtu(mtu as usize);
                 }
             }
         }
@@ -211,11 +314,51 @@ impl Daemon {
             return Ok(true);
         }
         self.outgoing.clear();
-        self.engine.encapsulate_batch(&mut self.tun_bufs[..n], &self.tun_lens[..n], Instant::now(), &mut self.outgoing);
+        self.dp.engine_mut().encapsulate_batch(
+            &mut self.tun_bufs[..n],
+            &self.tun_lens[..n],
+            Instant::now(),
+            &mut self.outgoing,
+        );
         let msgs: Vec<(&[u8], std::net::SocketAddr)> =
             self.outgoing.iter().map(|o| (&self.tun_bufs[o.slot][..o.len], o.dst)).collect();
         if let Err(e) = self.udp.send_batch(&msgs) {
             log(&self.name, &format!("send: {e}"));
+        }
+        Ok(true)
+    }
+
+    /// Reads a batch of pod packets from the pod TUN, wraps them in VXLAN inside WireGuard, sends
+    /// them; ICMP too-big answers go back to the pod TUN. False if the device is gone.
+    fn drain_pod(&mut self) -> anyhow::Result<bool> {
+        let (Some(pod), Dataplane::Pod(engine)) = (self.pod.as_mut(), &mut self.dp) else { return Ok(true) };
+        let mut n = 0;
+        while n < BATCH {
+            match pod.tun.recv(&mut pod.bufs[n][POD_HEADROOM..POD_HEADROOM + MAX_PACKET]) {
+                Ok(len) => {
+                    pod.lens[n] = len;
+                    n += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Ok(false),
+            }
+        }
+        if n == 0 || self.private_key.is_none() {
+            return Ok(true);
+        }
+        pod.out.clear();
+        pod.icmp.clear();
+        engine.encapsulate_pod_batch(&mut pod.bufs[..n], &pod.lens[..n], Instant::now(), &mut pod.out, &mut pod.icmp);
+        let msgs: Vec<(&[u8], std::net::SocketAddr)> =
+            pod.out.iter().map(|o| (&pod.bufs[o.slot][o.range.clone()], o.dst)).collect();
+        if let Err(e) = self.udp.send_batch(&msgs) {
+            log(&self.name, &format!("send: {e}"));
+        }
+        for icmp in &pod.icmp {
+            if let Err(e) = pod.tun.send(&icmp.packet) {
+                log(&self.name, &format!("pod TUN write: {e}"));
+            }
         }
         Ok(true)
     }
@@ -234,8 +377,29 @@ impl Daemon {
             self.udp_lens[i] = self.udp_meta[i].len;
             self.udp_srcs[i] = self.udp_meta[i].src;
         }
+        if let (Some(pod), Dataplane::Pod(engine)) = (self.pod.as_mut(), &mut self.dp) {
+            // VXLAN for our VTEP goes to the pod TUN, everything else to the host TUN.
+            pod.incoming.clear();
+            engine.decapsulate_pod_batch(
+                &mut self.udp_bufs[..n],
+                &self.udp_lens[..n],
+                &self.udp_srcs[..n],
+                Instant::now(),
+                &mut pod.incoming,
+            );
+            for inc in &pod.incoming {
+                let (tun, which) = match inc.delivery {
+                    Delivery::Pod => (&pod.tun, "pod TUN"),
+                    Delivery::Host => (&self.tun, "TUN"),
+                };
+                if let Err(e) = tun.send(&self.udp_bufs[inc.slot][inc.range.clone()]) {
+                    log(&self.name, &format!("{which} write: {e}"));
+                }
+            }
+            return Ok(());
+        }
         self.incoming.clear();
-        self.engine.decapsulate_batch(
+        self.dp.engine_mut().decapsulate_batch(
             &mut self.udp_bufs[..n],
             &self.udp_lens[..n],
             &self.udp_srcs[..n],
@@ -252,7 +416,7 @@ impl Daemon {
 
     /// Sends what the protocol queued: handshakes, keepalives, staged packets.
     fn flush_control(&mut self) {
-        while let Some(t) = self.engine.poll_transmit() {
+        while let Some(t) = self.dp.poll_transmit() {
             if let Err(e) = self.udp.send_to(&t.payload, t.dst) {
                 log(&self.name, &format!("send to {}: {e}", t.dst));
             }
@@ -322,7 +486,7 @@ impl Daemon {
 
     /// `vxwg status --json`: what `wg show` says plus what only vxwg knows (drops by reason).
     fn status_json(&self) -> String {
-        let device = self.engine.device();
+        let device = self.dp.engine().device();
         let now = Instant::now();
         let unix =
             |t: Option<SystemTime>| t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs());
@@ -333,7 +497,7 @@ impl Daemon {
                 serde_json::json!({
                     "public_key": Key(device.peer_public_key(id).unwrap_or_default()).to_base64(),
                     "endpoint": device.peer_endpoint(id).map(|e| e.to_string()),
-                    "allowed_ips": self.engine.allowed_ips(id).iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                    "allowed_ips": self.dp.engine().allowed_ips(id).iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                     "latest_handshake": unix(stats.last_handshake),
                     "handshakes": stats.handshakes,
                     "session": device.has_session(id, now),
@@ -347,7 +511,7 @@ impl Daemon {
         for (reason, n) in device.drops() {
             drops.insert(reason.name().to_string(), n.into());
         }
-        let e = self.engine.stats();
+        let e = self.dp.engine().stats();
         for (name, n) in [
             ("no_route", e.no_route),
             ("not_ip", e.not_ip),
@@ -356,6 +520,10 @@ impl Daemon {
         ] {
             drops.insert(name.to_string(), n.into());
         }
+        let pod = match &self.dp {
+            Dataplane::L3(_) => serde_json::Value::Null,
+            Dataplane::Pod(p) => pod_status(p),
+        };
         serde_json::json!({
             "interface": self.name,
             "public_key": self.private_key.map(|k| k.public().to_base64()),
@@ -364,12 +532,13 @@ impl Daemon {
             "packets_in": e.packets_in,
             "peers": peers,
             "drops": drops,
+            "pod": pod,
         })
         .to_string()
     }
 
     fn snapshot(&self) -> DeviceSnapshot {
-        let device = self.engine.device();
+        let device = self.dp.engine().device();
         let peers = device
             .peer_ids()
             .map(|id| {
@@ -384,7 +553,7 @@ impl Daemon {
                     persistent_keepalive: device
                         .peer_persistent_keepalive(id)
                         .map_or(0, |d| d.as_secs().min(u64::from(u16::MAX)) as u16),
-                    allowed_ips: self.engine.allowed_ips(id),
+                    allowed_ips: self.dp.engine().allowed_ips(id),
                 }
             })
             .collect();
@@ -414,12 +583,12 @@ impl Daemon {
         if let Some(key) = update.private_key {
             match key {
                 Some(k) => {
-                    self.engine.set_private_key(k.0);
+                    self.dp.engine_mut().set_private_key(k.0);
                     self.private_key = Some(k);
                 }
                 None => {
                     let placeholder = Key::generate_private(&mut OsRng);
-                    self.engine.set_private_key(placeholder.0);
+                    self.dp.engine_mut().set_private_key(placeholder.0);
                     self.private_key = None;
                 }
             }
@@ -436,28 +605,28 @@ impl Daemon {
             let _ = self.udp.set_mark(mark.unwrap_or(0));
         }
         if update.replace_peers {
-            for id in self.engine.device().peer_ids().collect::<Vec<_>>() {
-                self.engine.remove_peer(id);
+            for id in self.dp.engine().device().peer_ids().collect::<Vec<_>>() {
+                self.dp.engine_mut().remove_peer(id);
             }
         }
         for p in update.peers {
-            let existing = self.engine.device().peer_by_key(&p.public_key.0);
+            let existing = self.dp.engine().device().peer_by_key(&p.public_key.0);
             if p.remove {
                 if let Some(id) = existing {
-                    self.engine.remove_peer(id);
+                    self.dp.engine_mut().remove_peer(id);
                 }
                 continue;
             }
             let id = match existing {
                 Some(id) => id,
                 None if p.update_only => continue,
-                None => match self.engine.add_peer(PeerConfig::new(p.public_key.0), &[]) {
+                None => match self.dp.engine_mut().add_peer(PeerConfig::new(p.public_key.0), &[]) {
                     Ok(id) => id,
                     // Our own public key: ignored, as Linux and wireguard-go do.
                     Err(_) => continue,
                 },
             };
-            let device = self.engine.device_mut();
+            let device = self.dp.engine_mut().device_mut();
             if let Some(psk) = p.preshared_key {
                 device.set_peer_preshared_key(id, psk.map(|k| k.0));
             }
@@ -467,10 +636,47 @@ impl Daemon {
             if let Some(secs) = p.persistent_keepalive {
                 device.set_peer_persistent_keepalive(id, (secs > 0).then(|| Duration::from_secs(u64::from(secs))), now);
             }
-            self.engine.set_allowed_ips(id, p.replace_allowed_ips, &p.allowed_ips);
+            self.dp.engine_mut().set_allowed_ips(id, p.replace_allowed_ips, &p.allowed_ips);
         }
         Ok(())
     }
+}
+
+/// The pod path in `vxwg status --json`: the VTEP, its routes and counters.
+fn pod_status(p: &PodEngine) -> serde_json::Value {
+    let c = p.config();
+    let s = p.stats();
+    serde_json::json!({
+        "vni": c.vni.get(),
+        "port": c.dst_port,
+        "vtep_ip": c.local_vtep_ip.to_string(),
+        "vtep_mac": c.local_vtep_mac.to_string(),
+        "pod_mtu": c.pod_mtu,
+        "routes": p.routes().iter().map(|(net, r)| serde_json::json!({
+            "cidr": net.to_string(), "vtep_ip": r.vtep_ip.to_string(), "vtep_mac": r.vtep_mac.to_string(),
+        })).collect::<Vec<_>>(),
+        "packets_out": s.packets_out,
+        "packets_in": s.packets_in,
+        "l3_in": s.l3_in,
+        "staged": s.staged,
+        "mss_clamped": s.mss_clamped,
+        "fragmented": s.fragmented,
+        "too_big": s.too_big,
+        "drops": {
+            "malformed": s.malformed,
+            "no_route": s.no_route,
+            "no_peer": s.no_peer,
+            "no_endpoint": s.no_endpoint,
+            "encapsulation": s.encapsulation,
+            "too_big_silent": s.too_big_silent,
+            "source_not_allowed": s.source_not_allowed,
+            "vxlan": s.vxlan,
+            "wrong_vni": s.wrong_vni,
+            "wrong_mac": s.wrong_mac,
+            "inner_not_ip": s.inner_not_ip,
+            "pod_source_not_allowed": s.pod_source_not_allowed,
+        },
+    })
 }
 
 fn log(name: &str, msg: &str) {

@@ -13,13 +13,22 @@ pub const DEFAULT_FWMARK_MASK: u32 = 0x00ff_0000;
 
 /// What `--config` set up on the interface; dropping it removes it again.
 pub struct InterfaceSetup {
+    /// The pod TUN's routes and state (with `[vxlan]`); undone first.
+    _pod_undo_on_drop: Option<Applied>,
     /// Held for its `Drop`, which removes what was added.
     _undo_on_drop: Applied,
 }
 
 impl InterfaceSetup {
-    /// Configures `ifname` from `config`, routing `prefixes` (the peers' AllowedIPs) through it.
-    pub fn apply(ifname: &str, config: &Config, prefixes: &[IpNet]) -> anyhow::Result<InterfaceSetup> {
+    /// Configures `ifname` from `config`, routing `prefixes` (the peers' AllowedIPs) through it;
+    /// with `[vxlan]`, also the pod TUN `pod_ifname`: its MTU, link up, and the peers' pod CIDRs
+    /// routed into it, in the same table as the AllowedIPs (so the same rule covers them).
+    pub fn apply(
+        ifname: &str,
+        config: &Config,
+        prefixes: &[IpNet],
+        pod_ifname: Option<&str>,
+    ) -> anyhow::Result<InterfaceSetup> {
         let mut netlink = Netlink::open().context("opening a netlink socket")?;
         let index = netlink.link_index(ifname).with_context(|| format!("finding interface {ifname}"))?;
         let mut applied = Applied::new(netlink, index);
@@ -45,6 +54,25 @@ impl InterfaceSetup {
                 applied.add_rule(rule).with_context(|| format!("{rule}"))?;
             }
         }
-        Ok(InterfaceSetup { _undo_on_drop: applied })
+        let pod = match (&config.vxlan, pod_ifname) {
+            (Some(vxlan), Some(pod_ifname)) => {
+                let mut netlink = Netlink::open().context("opening a netlink socket")?;
+                let index =
+                    netlink.link_index(pod_ifname).with_context(|| format!("finding pod interface {pod_ifname}"))?;
+                let mut pod = Applied::new(netlink, index);
+                pod.set_mtu(vxlan.pod_mtu).with_context(|| format!("vxlan.pod_mtu = {}", vxlan.pod_mtu))?;
+                pod.set_link_up(true).with_context(|| format!("bringing {pod_ifname} up"))?;
+                if routing.enabled {
+                    for r in &vxlan.routes {
+                        pod.add_route(r.net, routing.table).with_context(|| {
+                            format!("pod route {} via {pod_ifname} in table {}", r.net, routing.table)
+                        })?;
+                    }
+                }
+                Some(pod)
+            }
+            _ => None,
+        };
+        Ok(InterfaceSetup { _pod_undo_on_drop: pod, _undo_on_drop: applied })
     }
 }

@@ -56,6 +56,34 @@ pub fn status(ifname: &str, json: bool) -> anyhow::Result<()> {
         .map(|(k, n)| format!("{k}={n}"))
         .collect();
     println!("\ndrops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
+    let pod = &v["pod"];
+    if pod.is_object() {
+        println!(
+            "\npod path: VTEP {} {} (VNI {}, port {}), pod MTU {}",
+            pod["vtep_ip"].as_str().unwrap_or("?"),
+            pod["vtep_mac"].as_str().unwrap_or("?"),
+            pod["vni"],
+            pod["port"],
+            pod["pod_mtu"]
+        );
+        for r in pod["routes"].as_array().into_iter().flatten() {
+            println!(
+                "  {} via VTEP {} {}",
+                r["cidr"].as_str().unwrap_or("?"),
+                r["vtep_ip"].as_str().unwrap_or("?"),
+                r["vtep_mac"].as_str().unwrap_or("?")
+            );
+        }
+        println!("  packets: {} out, {} in (plus {} plain L3 in)", pod["packets_out"], pod["packets_in"], pod["l3_in"]);
+        let drops: Vec<String> = pod["drops"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        println!("  pod drops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
+    }
     Ok(())
 }
 

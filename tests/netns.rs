@@ -515,6 +515,10 @@ fn bad_config_is_refused_before_anything_is_created() {
         ("addresses = [\"100.64.14.1/40\"]\n", "addresses[0]"),
         ("[[peer]]\npublic_key = \"oops\"\n", "peer[0].public_key"),
         ("mtu = 70000\n", "mtu = 70000"),
+        (
+            "addresses = [\"100.64.14.1/32\"]\n[vxlan]\nvtep_mac = \"02:00:00:00:00:01\"\npod_mtu = 9000\n",
+            "vxlan.pod_mtu",
+        ),
     ] {
         let dir = config_dir(&private, body);
         let name = ifname();
@@ -630,4 +634,241 @@ fn wg_setconf_and_syncconf_against_the_daemon() {
     assert!(first(&rx_after) >= first(&rx_before), "the live peer was not recreated (its counters survive)");
     ping(&na, "100.64.16.2");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A pod namespace behind a node namespace: a veth pair, `gw` on the node's side and `pod` in
+/// the pod namespace (both /24), the pod's default route via `gw`, forwarding on in the node.
+fn pod_behind(node: &Netns, tag: &str, gw: &str, pod: &str) -> Netns {
+    let ns = Netns::new(tag);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let (vn, vp) = (format!("pn{}{n}", std::process::id() % 10000), format!("pp{}{n}", std::process::id() % 10000));
+    sh(&format!("ip link add {vn} netns {} type veth peer name {vp} netns {}", node.name, ns.name));
+    node.exec(&format!("ip addr add {gw}/24 dev {vn} && ip link set {vn} up && sysctl -qw net.ipv4.ip_forward=1"));
+    ns.exec(&format!("ip addr add {pod}/24 dev {vp} && ip link set {vp} up && ip route add default via {gw}"));
+    ns
+}
+
+/// Removes a config directory on drop, even when the test panics.
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh key pair from `vxwg genkey` / `vxwg pubkey`.
+fn keypair() -> (String, String) {
+    let vxwg = env!("CARGO_BIN_EXE_vxwg");
+    let private = sh(&format!("{vxwg} genkey")).trim().to_string();
+    let public = sh(&format!("echo {private} | {vxwg} pubkey")).trim().to_string();
+    (private, public)
+}
+
+/// `vxwg status --json` of a node, parsed.
+fn status_json(ns: &Netns, ifname: &str) -> serde_json::Value {
+    let json = ns.exec(&format!("{} status --json {ifname}", env!("CARGO_BIN_EXE_vxwg")));
+    serde_json::from_str(&json).unwrap()
+}
+
+#[test]
+fn pods_behind_two_vxwg_nodes_talk_over_vxlan_in_wireguard() {
+    if !require(&["ip", "wg", "ping", "python3", "sysctl"]) {
+        return;
+    }
+    let (na, nb) = underlay();
+    let pa = pod_behind(&na, "pa", "10.42.1.1", "10.42.1.2");
+    let pb = pod_behind(&nb, "pb", "10.42.2.1", "10.42.2.2");
+    let vxwg = env!("CARGO_BIN_EXE_vxwg");
+    let (ka, kb) = (keypair(), keypair());
+    // Each peer's AllowedIPs hold only its overlay (VTEP) address; its pod CIDR is `pod_cidrs`,
+    // carried as VXLAN to that VTEP.
+    let config = |me: &str,
+                  mac: &str,
+                  pods: &str,
+                  peer: &str,
+                  endpoint: &str,
+                  peer_ip: &str,
+                  peer_mac: &str,
+                  peer_pods: &str| {
+        format!(
+            "listen_port = 41641\naddresses = [\"{me}/32\"]\n[vxlan]\nvtep_mac = \"{mac}\"\npod_cidrs = [\"{pods}\"]\n[[peer]]\npublic_key = \"{peer}\"\nendpoint = \"{endpoint}:41641\"\nallowed_ips = [\"{peer_ip}/32\"]\nvtep_mac = \"{peer_mac}\"\npod_cidrs = [\"{peer_pods}\"]\n"
+        )
+    };
+    let a_dir = config_dir(
+        &ka.0,
+        &config(
+            "100.64.17.1",
+            "02:00:00:00:17:01",
+            "10.42.1.0/24",
+            &kb.1,
+            "10.201.0.2",
+            "100.64.17.2",
+            "02:00:00:00:17:02",
+            "10.42.2.0/24",
+        ),
+    );
+    let b_dir = config_dir(
+        &kb.0,
+        &config(
+            "100.64.17.2",
+            "02:00:00:00:17:02",
+            "10.42.2.0/24",
+            &ka.1,
+            "10.201.0.1",
+            "100.64.17.1",
+            "02:00:00:00:17:01",
+            "10.42.1.0/24",
+        ),
+    );
+    let _cleanup = (RemoveDir(a_dir.clone()), RemoveDir(b_dir.clone()));
+    let (ia, ib) = (ifname(), ifname());
+    let (pod_a, pod_b) = (format!("{ia}-pods"), format!("{ib}-pods"));
+    let node = |ns, ifname: &str, k: &(String, String)| Node {
+        ns,
+        ifname: ifname.to_string(),
+        child: None,
+        private: k.0.clone(),
+        public: k.1.clone(),
+        overlay: String::new(),
+    };
+    let mut a = node(&na, &ia, &ka);
+    let mut b = node(&nb, &ib, &kb);
+    a.child = Some(na.spawn(&format!("{vxwg} up --foreground --config {} {ia}", a_dir.join("node.toml").display())));
+    b.child = Some(nb.spawn(&format!("{vxwg} up --foreground --config {} {ib}", b_dir.join("node.toml").display())));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(na.try_exec(&format!("ip route show table 52 | grep -q 'dev {pod_a}'")).status.success()
+        && nb.try_exec(&format!("ip route show table 52 | grep -q 'dev {pod_b}'")).status.success())
+    {
+        assert!(Instant::now() < deadline, "pod routes did not appear");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The pod TUN: up, at the pod MTU (1420 - 50 of VXLAN over IPv4 VTEPs), and the remote pod
+    // CIDR routed into it in vxwg's table; the overlay address stays on the WireGuard TUN.
+    let link = na.exec(&format!("ip link show {pod_a}"));
+    assert!(link.contains("mtu 1370") && link.contains(",UP"), "{link}");
+    let table = na.exec("ip route show table 52");
+    assert!(table.contains(&format!("10.42.2.0/24 dev {pod_a}")), "{table}");
+    assert!(table.contains(&format!("100.64.17.2 dev {ia}")), "{table}");
+
+    // Pod to pod through both nodes, both ways, then a TCP transfer (MSS clamped to the pod MTU).
+    ping(&pa, "10.42.2.2");
+    ping(&pb, "10.42.1.2");
+    tcp_transfer(&pa, &pb, "10.42.2.2", 20);
+    tcp_transfer(&pb, &pa, "10.42.1.2", 5);
+    // Plain L3 between the overlay addresses still works over the same tunnel.
+    ping(&na, "100.64.17.2");
+
+    // Too big for the pod MTU with DF: refused (by A's kernel, at the pod TUN's MTU).
+    let big = pa.try_exec("ping -c 1 -W 2 -M do -s 1400 10.42.2.2");
+    assert!(!big.status.success(), "1428-octet DF packet must not pass a 1370 pod MTU");
+
+    let text = na.exec(&format!("{vxwg} status {ia}"));
+    assert!(
+        text.contains("pod path: VTEP 100.64.17.1") && text.contains("10.42.2.0/24 via VTEP 100.64.17.2"),
+        "{text}"
+    );
+    let va = status_json(&na, &ia);
+    let vb = status_json(&nb, &ib);
+    let pod = &va["pod"];
+    assert_eq!(pod["vni"].as_u64(), Some(1), "{va}");
+    assert_eq!(pod["port"].as_u64(), Some(8472), "{va}");
+    assert_eq!(pod["vtep_ip"].as_str(), Some("100.64.17.1"), "{va}");
+    assert!(pod["packets_out"].as_u64().unwrap() > 1000, "{va}");
+    assert!(pod["packets_in"].as_u64().unwrap() > 100, "{va}");
+    assert!(pod["l3_in"].as_u64().unwrap() >= 3, "{va}");
+    assert!(pod["mss_clamped"].as_u64().unwrap() >= 1, "{va}");
+    assert!(vb["pod"]["packets_in"].as_u64().unwrap() > 1000, "{vb}");
+    for v in [&va, &vb] {
+        // (no_route may count the kernel's own chatter on the pod TUN, such as IPv6 MLD.)
+        for reason in
+            ["source_not_allowed", "vxlan", "wrong_vni", "wrong_mac", "inner_not_ip", "pod_source_not_allowed"]
+        {
+            assert_eq!(v["pod"]["drops"][reason].as_u64(), Some(0), "pod drop {reason}: {v}");
+        }
+    }
+
+    // SIGTERM: the pod TUN, its routes and everything else are gone.
+    sh(&format!("kill -TERM {}", a.child.as_ref().unwrap().id()));
+    assert!(exits_within(&mut a, 5).success());
+    assert_eq!(na.exec("ip route show table 52").trim(), "", "routes removed");
+    assert!(!na.exec("ip rule show").contains("lookup 52"), "rule removed");
+    assert!(!na.try_exec(&format!("ip link show {pod_a}")).status.success(), "pod TUN removed");
+    assert!(!na.try_exec(&format!("ip link show {ia}")).status.success(), "interface removed");
+    assert!(!na.exec("ip route show").contains("10.42.2.0"), "nothing in the main table either");
+    b.kill();
+}
+
+/// The interop case: node A runs vxwg with `[vxlan]`; node B runs wireguard-go plus Linux's own
+/// `vxlan` device over it, set up as flannel's VXLAN backend would (fdb entry, neighbour and
+/// onlink route for A's pod CIDR). Pods behind each exchange ping and TCP.
+#[test]
+fn vxwg_pod_path_interoperates_with_a_kernel_vxlan_over_wireguard_go() {
+    if !require(&["ip", "wg", "ping", "python3", "sysctl", "bridge", "wireguard-go"]) {
+        return;
+    }
+    let (na, nb) = underlay();
+    let pa = pod_behind(&na, "pa", "10.42.1.1", "10.42.1.2");
+    let pb = pod_behind(&nb, "pb", "10.42.2.1", "10.42.2.2");
+    let vxwg = env!("CARGO_BIN_EXE_vxwg");
+    let (mac_a, mac_b) = ("02:00:00:00:18:01", "02:00:00:00:18:02");
+
+    // B: wireguard-go on 100.64.18.2/24, listening on 51820.
+    let b = Node::start(&nb, Impl::WireguardGo, "100.64.18.2");
+    // A: vxwg from a config file, B's pods behind B's VTEP (its overlay address).
+    let ka = keypair();
+    let a_dir = config_dir(
+        &ka.0,
+        &format!(
+            "listen_port = 51820\naddresses = [\"100.64.18.1/32\"]\n[vxlan]\nvtep_mac = \"{mac_a}\"\npod_cidrs = [\"10.42.1.0/24\"]\n[[peer]]\npublic_key = \"{}\"\nendpoint = \"10.201.0.2:51820\"\nallowed_ips = [\"100.64.18.2/32\"]\nvtep_mac = \"{mac_b}\"\npod_cidrs = [\"10.42.2.0/24\"]\n",
+            b.public
+        ),
+    );
+    let _cleanup = RemoveDir(a_dir.clone());
+    let ia = ifname();
+    let mut a = Node {
+        ns: &na,
+        ifname: ia.clone(),
+        child: None,
+        private: ka.0.clone(),
+        public: ka.1.clone(),
+        overlay: "100.64.18.1".to_string(),
+    };
+    a.child = Some(na.spawn(&format!("{vxwg} up --foreground --config {} {ia}", a_dir.join("node.toml").display())));
+    b.add_peer(&a, "10.201.0.1");
+    let pod_a = format!("{ia}-pods");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !na.try_exec(&format!("ip route show table 52 | grep -q 'dev {pod_a}'")).status.success() {
+        assert!(Instant::now() < deadline, "pod routes did not appear");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // B's kernel VTEP, flannel style: VNI 1, port 8472, local = B's overlay address, no learning;
+    // A's pod CIDR via A's "gateway" 10.42.1.0, whose MAC is A's VTEP MAC, found at A's overlay IP.
+    nb.exec(&format!(
+        "ip link add vxlan0 type vxlan id 1 dstport 8472 local 100.64.18.2 nolearning && \
+         ip link set vxlan0 address {mac_b} mtu 1370 up && \
+         ip addr add 10.42.2.0/32 dev vxlan0 && \
+         ip neigh add 10.42.1.0 lladdr {mac_a} dev vxlan0 nud permanent && \
+         bridge fdb append {mac_a} dev vxlan0 dst 100.64.18.1 && \
+         ip route add 10.42.1.0/24 via 10.42.1.0 dev vxlan0 onlink"
+    ));
+
+    ping(&pa, "10.42.2.2");
+    ping(&pb, "10.42.1.2");
+    tcp_transfer(&pa, &pb, "10.42.2.2", 20);
+    tcp_transfer(&pb, &pa, "10.42.1.2", 5);
+    // Plain L3 over the same tunnel.
+    ping(&na, "100.64.18.2");
+
+    let v = status_json(&na, &ia);
+    assert!(v["pod"]["packets_out"].as_u64().unwrap() > 1000, "{v}");
+    assert!(v["pod"]["packets_in"].as_u64().unwrap() > 100, "{v}");
+    for reason in ["source_not_allowed", "vxlan", "wrong_vni", "wrong_mac", "inner_not_ip", "pod_source_not_allowed"] {
+        assert_eq!(v["pod"]["drops"][reason].as_u64(), Some(0), "pod drop {reason}: {v}");
+    }
+    sh(&format!("kill -TERM {}", a.child.as_ref().unwrap().id()));
+    assert!(exits_within(&mut a, 5).success());
+    assert!(!na.try_exec(&format!("ip link show {pod_a}")).status.success(), "pod TUN removed");
+    assert_eq!(na.exec("ip route show table 52").trim(), "", "routes removed");
 }
