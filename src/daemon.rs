@@ -297,19 +297,7 @@ impl Daemon {
 
     /// Reads a batch from the TUN device, encrypts it, sends it. False if the device is gone.
     fn drain_tun(&mut self) -> anyhow::Result<bool> {
-        let mut n = 0;
-        while n < BATCH {
-            match self.tun.recv(&mut self.tun_bufs[n][HEADROOM..HEADROOM + MAX_PACKET]) {
-                Ok(len) => {
-                    self.tun_lens[n] = len;
-                    n += 1;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // EBADFD / EIO / ENODEV: the interface was deleted under us.
-                Err(_) => return Ok(false),
-            }
-        }
+        let Some(n) = read_batch(&self.tun, &mut self.tun_bufs, &mut self.tun_lens, HEADROOM) else { return Ok(false) };
         if n == 0 || self.private_key.is_none() {
             return Ok(true);
         }
@@ -320,9 +308,8 @@ impl Daemon {
             Instant::now(),
             &mut self.outgoing,
         );
-        let msgs: Vec<(&[u8], std::net::SocketAddr)> =
-            self.outgoing.iter().map(|o| (&self.tun_bufs[o.slot][..o.len], o.dst)).collect();
-        if let Err(e) = self.udp.send_batch(&msgs) {
+        let msgs = self.outgoing.iter().map(|o| (&self.tun_bufs[o.slot][..o.len], o.dst));
+        if let Err(e) = self.udp.send_batch(msgs) {
             log(&self.name, &format!("send: {e}"));
         }
         Ok(true)
@@ -332,27 +319,15 @@ impl Daemon {
     /// them; ICMP too-big answers go back to the pod TUN. False if the device is gone.
     fn drain_pod(&mut self) -> anyhow::Result<bool> {
         let (Some(pod), Dataplane::Pod(engine)) = (self.pod.as_mut(), &mut self.dp) else { return Ok(true) };
-        let mut n = 0;
-        while n < BATCH {
-            match pod.tun.recv(&mut pod.bufs[n][POD_HEADROOM..POD_HEADROOM + MAX_PACKET]) {
-                Ok(len) => {
-                    pod.lens[n] = len;
-                    n += 1;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Ok(false),
-            }
-        }
+        let Some(n) = read_batch(&pod.tun, &mut pod.bufs, &mut pod.lens, POD_HEADROOM) else { return Ok(false) };
         if n == 0 || self.private_key.is_none() {
             return Ok(true);
         }
         pod.out.clear();
         pod.icmp.clear();
         engine.encapsulate_pod_batch(&mut pod.bufs[..n], &pod.lens[..n], Instant::now(), &mut pod.out, &mut pod.icmp);
-        let msgs: Vec<(&[u8], std::net::SocketAddr)> =
-            pod.out.iter().map(|o| (&pod.bufs[o.slot][o.range.clone()], o.dst)).collect();
-        if let Err(e) = self.udp.send_batch(&msgs) {
+        let msgs = pod.out.iter().map(|o| (&pod.bufs[o.slot][o.range.clone()], o.dst));
+        if let Err(e) = self.udp.send_batch(msgs) {
             log(&self.name, &format!("send: {e}"));
         }
         for icmp in &pod.icmp {
@@ -677,6 +652,24 @@ fn pod_status(p: &PodEngine) -> serde_json::Value {
             "pod_source_not_allowed": s.pod_source_not_allowed,
         },
     })
+}
+
+/// Reads up to BATCH packets from `tun`, each at `headroom` in its buffer. `None` when the device
+/// is gone (EBADFD / EIO / ENODEV: the interface was deleted under us).
+fn read_batch(tun: &Tun, bufs: &mut [Vec<u8>], lens: &mut [usize], headroom: usize) -> Option<usize> {
+    let mut n = 0;
+    while n < BATCH.min(bufs.len()) {
+        match tun.recv(&mut bufs[n][headroom..headroom + MAX_PACKET]) {
+            Ok(len) => {
+                lens[n] = len;
+                n += 1;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+    Some(n)
 }
 
 fn log(name: &str, msg: &str) {

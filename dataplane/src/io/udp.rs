@@ -127,29 +127,32 @@ impl UdpSocket {
     }
 
     /// Sends datagrams in batches of up to BATCH; returns how many were sent before the first
-    /// error (the error is returned only if none was sent).
-    pub fn send_batch(&self, msgs: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
+    /// error (the error is returned only if none was sent). Takes an iterator so callers can
+    /// describe a batch without building a list: nothing is allocated.
+    pub fn send_batch<'a>(&self, msgs: impl IntoIterator<Item = (&'a [u8], SocketAddr)>) -> io::Result<usize> {
+        let mut msgs = msgs.into_iter().peekable();
         let mut sent = 0;
-        for chunk in msgs.chunks(BATCH) {
+        while msgs.peek().is_some() {
             let mut addrs: [MaybeUninit<SockAddr>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
             let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
             // SAFETY: all-zero is a valid mmsghdr.
             let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-            for (i, (data, dst)) in chunk.iter().enumerate() {
-                let a = addrs[i].write(self.to_wire(*dst));
-                hdrs[i].msg_hdr.msg_name = a.as_ptr() as *mut libc::c_void;
-                hdrs[i].msg_hdr.msg_namelen = a.len();
+            let mut n = 0;
+            for (data, dst) in msgs.by_ref().take(BATCH) {
+                let a = addrs[n].write(self.to_wire(dst));
+                hdrs[n].msg_hdr.msg_name = a.as_ptr() as *mut libc::c_void;
+                hdrs[n].msg_hdr.msg_namelen = a.len();
                 let iov =
-                    iovs[i].write(libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() });
-                hdrs[i].msg_hdr.msg_iov = iov;
-                hdrs[i].msg_hdr.msg_iovlen = 1;
+                    iovs[n].write(libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() });
+                hdrs[n].msg_hdr.msg_iov = iov;
+                hdrs[n].msg_hdr.msg_iovlen = 1;
+                n += 1;
             }
-            // SAFETY: the first `chunk.len()` headers point at initialised addresses and iovecs over
-            // live buffers (only read by the kernel); all outlive the call.
-            let rc =
-                unsafe { libc::sendmmsg(self.socket.as_raw_fd(), hdrs.as_mut_ptr(), chunk.len() as libc::c_uint, 0) };
-            // SAFETY: exactly the first `chunk.len()` address slots were initialised above.
-            for a in &mut addrs[..chunk.len()] {
+            // SAFETY: the first `n` headers point at initialised addresses and iovecs over live
+            // buffers borrowed for 'a (only read by the kernel); all outlive the call.
+            let rc = unsafe { libc::sendmmsg(self.socket.as_raw_fd(), hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+            // SAFETY: exactly the first `n` address slots were initialised above.
+            for a in &mut addrs[..n] {
                 unsafe { a.assume_init_drop() };
             }
             if rc < 0 {
@@ -160,7 +163,7 @@ impl UdpSocket {
                 return Ok(sent);
             }
             sent += rc as usize;
-            if (rc as usize) < chunk.len() {
+            if (rc as usize) < n {
                 return Ok(sent);
             }
         }
@@ -219,7 +222,7 @@ mod tests {
         let b_addr = SocketAddr::from(([127, 0, 0, 1], b.local_port().unwrap()));
         let payloads: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 10 + i as usize]).collect();
         let msgs: Vec<(&[u8], SocketAddr)> = payloads.iter().map(|p| (p.as_slice(), b_addr)).collect();
-        assert_eq!(a.send_batch(&msgs).unwrap(), 100);
+        assert_eq!(a.send_batch(msgs.iter().copied()).unwrap(), 100);
         let mut bufs = vec![vec![0u8; 2048]; BATCH];
         let mut meta = [RecvMeta::default(); BATCH];
         let mut got = Vec::new();
