@@ -6,97 +6,20 @@
 //! opened), so the root namespace's links, routes and rules are never touched. `ip -n NS ...` is
 //! the independent witness of what the calls did. The namespace is deleted on drop, panics too.
 
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use vxwg_dataplane::io::netlink::{
     Applied, Family, InterfaceAddress, Netlink, NetlinkError, Op, Outcome, Rule, BYPASS_MARK, DEFAULT_RULE_PRIORITY,
     DEFAULT_TABLE,
 };
-use vxwg_dataplane::io::netns;
 use vxwg_dataplane::route::IpNet;
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
+mod common;
+use common::{require, Netns};
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
-
-/// Skips (with a note) outside CI when not root or `ip` is missing; in CI, requires them.
-fn require() -> bool {
-    let has_ip = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
-    let ok = is_root() && has_ip;
-    if !ok {
-        assert!(std::env::var_os("CI").is_none(), "CI must run as root with iproute2 installed");
-        eprintln!("skipped: needs root and `ip` (root: {}, ip: {has_ip})", is_root());
-    }
-    ok
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new("ip").args(args).output().expect("run ip")
-}
-
-/// A network namespace that is deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("vxwgnl-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let o = run(&["netns", "add", &name]);
-        assert!(o.status.success(), "ip netns add {name}: {}", String::from_utf8_lossy(&o.stderr));
-        Netns { name }
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from("/var/run/netns").join(&self.name)
-    }
-
-    /// `ip -n NS <cmd>`; panics with its output if it fails.
-    #[track_caller]
-    fn ip(&self, cmd: &str) -> String {
-        let mut args = vec!["-n", &self.name];
-        args.extend(cmd.split_whitespace());
-        let o = run(&args);
-        assert!(o.status.success(), "`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    /// A veth link named `name`, down, whose peer (`{name}p`) is up so that `name` has carrier
-    /// once it is up. (Veth rather than dummy: not every kernel has the dummy driver.)
-    fn link(&self, name: &str) {
-        self.ip(&format!("link add {name} type veth peer name {name}p"));
-        self.ip(&format!("link set {name}p up"));
-    }
-
-    /// Runs `f` on a thread inside this namespace and returns its result (re-raising its panic).
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = self.path();
-        std::thread::scope(|s| {
-            let handle = s.spawn(move || {
-                netns::enter(&path).expect("setns into the test namespace");
-                // Never go on in the wrong namespace: the thread's must now be the test's.
-                let ours = std::fs::metadata("/proc/thread-self/ns/net").expect("own netns");
-                let target = std::fs::metadata(&path).expect("test netns");
-                assert_eq!((ours.dev(), ours.ino()), (target.dev(), target.ino()), "setns did not take effect");
-                f()
-            });
-            handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = run(&["netns", "del", &self.name]);
-    }
+/// A veth link named `name`, down, whose peer (`{name}p`) is up so that `name` has carrier once
+/// it is up. (Veth rather than dummy: not every kernel has the dummy driver.)
+fn add_veth(ns: &Netns, name: &str) {
+    ns.ip(&format!("link add {name} type veth peer name {name}p"));
+    ns.ip(&format!("link set {name}p up"));
 }
 
 fn net(s: &str) -> IpNet {
@@ -118,11 +41,11 @@ fn table_52_routes(ns: &Netns, family: &str) -> Vec<String> {
 
 #[test]
 fn configures_a_link_and_leaves_nothing_behind() {
-    if !require() {
+    if !require(&["ip"]) {
         return;
     }
-    let ns = Netns::new();
-    ns.link("vxd0");
+    let ns = Netns::new("vxwgnl");
+    add_veth(&ns, "vxd0");
     ns.run(|| {
         let mut nl = Netlink::open().unwrap();
         let index = nl.link_index("vxd0").unwrap();
@@ -207,11 +130,11 @@ fn configures_a_link_and_leaves_nothing_behind() {
 
 #[test]
 fn adds_and_deletes_are_idempotent() {
-    if !require() {
+    if !require(&["ip"]) {
         return;
     }
-    let ns = Netns::new();
-    ns.link("vxd0");
+    let ns = Netns::new("vxwgnl");
+    add_veth(&ns, "vxd0");
     ns.ip("link set vxd0 up");
     ns.run(|| {
         let mut nl = Netlink::open().unwrap();
@@ -251,12 +174,12 @@ fn adds_and_deletes_are_idempotent() {
 
 #[test]
 fn routes_lists_only_this_link_and_table() {
-    if !require() {
+    if !require(&["ip"]) {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("vxwgnl");
     for link in ["vxd0", "vxd1"] {
-        ns.link(link);
+        add_veth(&ns, link);
         ns.ip(&format!("link set {link} up"));
     }
     ns.ip("route add 10.5.0.0/16 dev vxd0");
@@ -286,12 +209,12 @@ fn routes_lists_only_this_link_and_table() {
 
 #[test]
 fn not_fwmark_rule_lets_marked_packets_bypass_the_table() {
-    if !require() {
+    if !require(&["ip"]) {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("vxwgnl");
     for link in ["vxd0", "vxd1"] {
-        ns.link(link);
+        add_veth(&ns, link);
         ns.ip(&format!("link set {link} up"));
     }
     // The underlay (main) reaches 10.0.0.0/8 via vxd1; the overlay claims 10.99.0.0/16 via vxd0.
@@ -331,11 +254,11 @@ fn not_fwmark_rule_lets_marked_packets_bypass_the_table() {
 
 #[test]
 fn errors_name_what_failed() {
-    if !require() {
+    if !require(&["ip"]) {
         return;
     }
-    let ns = Netns::new();
-    ns.link("vxd0");
+    let ns = Netns::new("vxwgnl");
+    add_veth(&ns, "vxd0");
     ns.run(|| {
         let mut nl = Netlink::open().unwrap();
 
@@ -376,11 +299,11 @@ fn errors_name_what_failed() {
 
 #[test]
 fn undo_tolerates_a_vanished_link() {
-    if !require() {
+    if !require(&["ip"]) {
         return;
     }
-    let ns = Netns::new();
-    ns.link("vxd0");
+    let ns = Netns::new("vxwgnl");
+    add_veth(&ns, "vxd0");
     ns.run(|| {
         let mut nl = Netlink::open().unwrap();
         let index = nl.link_index("vxd0").unwrap();
@@ -400,18 +323,18 @@ fn undo_tolerates_a_vanished_link() {
 
 #[test]
 fn namespace_is_deleted_even_on_panic() {
-    if !require() {
+    if !require(&["ip"]) {
         return;
     }
     let name = std::sync::Mutex::new(String::new());
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let ns = Netns::new();
+        let ns = Netns::new("vxwgnl");
         *name.lock().unwrap() = ns.name.clone();
         ns.run(|| panic!("deliberate panic inside the namespace"));
     }));
     assert!(result.is_err());
     let name = name.into_inner().unwrap();
     assert!(!name.is_empty());
-    let list = String::from_utf8_lossy(&run(&["netns", "list"]).stdout).into_owned();
+    let list = common::run("ip", &["netns", "list"]);
     assert!(!list.lines().any(|l| l.split_whitespace().next() == Some(&name)), "{name} survived: {list}");
 }

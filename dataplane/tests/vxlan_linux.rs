@@ -14,21 +14,14 @@
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use vxwg_dataplane::io::netns;
 use vxwg_dataplane::vxlan::{decapsulate, decapsulate_vxlan, encapsulate, encapsulate_vxlan, HEADROOM_V4};
 use vxwg_dataplane::wire::checksum;
 use vxwg_dataplane::wire::ethernet::{self, EtherType, EthernetAddress};
 use vxwg_dataplane::wire::ipv4::{self, IpProtocol};
 use vxwg_dataplane::wire::vxlan::{Vni, DEFAULT_PORT};
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
 
 const OUR_MAC: EthernetAddress = EthernetAddress([0x02, 0x77, 0, 0, 0, 1]);
 const OUR_VTEP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 1);
@@ -37,98 +30,25 @@ const OUR_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
 const KERNEL_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
 const ECHO_ID: u16 = 0x7778;
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
+mod common;
+use common::{require, Netns};
 
-/// Skips (with a note) outside CI when not root or `ip`/`bridge` are missing; in CI, requires them.
-fn require() -> bool {
-    let has = |tool: &str| Command::new(tool).arg("-V").output().is_ok_and(|o| o.status.success());
-    let (has_ip, has_bridge) = (has("ip"), has("bridge"));
-    let ok = is_root() && has_ip && has_bridge;
-    if !ok {
-        assert!(std::env::var_os("CI").is_none(), "CI must run as root with iproute2 installed");
-        eprintln!("skipped: needs root, `ip` and `bridge` (root: {}, ip: {has_ip}, bridge: {has_bridge})", is_root());
-    }
-    ok
-}
-
+/// `bridge -n NS <cmd>`.
 #[track_caller]
-fn run(tool: &str, args: &[&str]) -> String {
-    let o: Output = Command::new(tool).args(args).output().expect("run iproute2");
-    assert!(o.status.success(), "`{tool} {}` failed: {}", args.join(" "), String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A network namespace that is deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("vxwgvx-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip("link set lo up");
-        ns
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from("/var/run/netns").join(&self.name)
-    }
-
-    /// `ip -n NS <cmd>`; panics with its output if it fails.
-    #[track_caller]
-    fn ip(&self, cmd: &str) -> String {
-        let mut args = vec!["-n", &self.name];
-        args.extend(cmd.split_whitespace());
-        run("ip", &args)
-    }
-
-    /// `bridge -n NS <cmd>`.
-    #[track_caller]
-    fn bridge(&self, cmd: &str) -> String {
-        let mut args = vec!["-n", &self.name];
-        args.extend(cmd.split_whitespace());
-        run("bridge", &args)
-    }
-
-    /// Runs `f` on a thread inside this namespace and returns its result (re-raising its panic).
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = self.path();
-        std::thread::scope(|s| {
-            let handle = s.spawn(move || {
-                netns::enter(&path).expect("setns into the test namespace");
-                let ours = std::fs::metadata("/proc/thread-self/ns/net").expect("own netns");
-                let target = std::fs::metadata(&path).expect("test netns");
-                assert_eq!((ours.dev(), ours.ino()), (target.dev(), target.ino()), "setns did not take effect");
-                f()
-            });
-            handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
-    }
+fn bridge(ns: &Netns, cmd: &str) -> String {
+    ns.tool("bridge", cmd)
 }
 
 /// The two namespaces and the kernel VTEP; returns them with vx0's MAC.
 fn setup() -> (Netns, Netns, EthernetAddress) {
-    let (ours, kernel) = (Netns::new(), Netns::new());
+    let (ours, kernel) = (Netns::new("vxwgvx"), Netns::new("vxwgvx"));
     ours.ip(&format!("link add veth1 type veth peer name veth2 netns {}", kernel.name));
     ours.ip("addr add 10.203.0.1/24 dev veth1");
     ours.ip("link set veth1 up");
     kernel.ip("addr add 10.203.0.2/24 dev veth2");
     kernel.ip("link set veth2 up");
     kernel.ip("link add vx0 type vxlan id 42 dstport 8472 local 10.203.0.2 dev veth2 nolearning udpcsum");
-    kernel.bridge("fdb append 00:00:00:00:00:00 dev vx0 dst 10.203.0.1");
+    bridge(&kernel, "fdb append 00:00:00:00:00:00 dev vx0 dst 10.203.0.1");
     kernel.ip("addr add 192.168.77.2/24 dev vx0");
     kernel.ip("link set vx0 up");
     kernel.ip(&format!("neigh add 192.168.77.1 lladdr {OUR_MAC} dev vx0"));
@@ -261,7 +181,7 @@ fn recv_udp(sock: &UdpSocket, accept: impl FnMut(&[u8]) -> bool) {
 
 #[test]
 fn kernel_vxlan_device_answers_frames_we_frame_and_we_parse_its_frames() {
-    if !require() {
+    if !require(&["ip", "bridge"]) {
         return;
     }
     let (ours, _kernel, vx0_mac) = setup();
