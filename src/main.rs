@@ -57,15 +57,35 @@ enum Command {
         /// An address inside the peer's AllowedIPs.
         peer_ip: std::net::IpAddr,
     },
-    /// Run two WireGuard nodes in this process on an embedded default: handshake, traffic both
-    /// ways, session rollover across ten simulated minutes; print what happened.
+    /// As root: build three vxwg nodes in network namespaces with a pod behind each, bring the
+    /// VXLAN-over-WireGuard mesh up, measure handshakes, pod-to-pod RTT and TCP throughput and the
+    /// pod MTU, then remove everything. Otherwise (or with --in-process): two WireGuard nodes in
+    /// this process (handshake, traffic both ways, session rollover across ten simulated minutes).
     Demo {
-        /// Packets to send each way.
+        /// Run the in-process demo even as root.
+        #[arg(long)]
+        in_process: bool,
+        /// Mesh: MiB sent in each pod-to-pod TCP transfer.
+        #[arg(long, default_value_t = 100)]
+        mb: u32,
+        /// In-process: packets to send each way.
         #[arg(long, default_value_t = 20_000)]
         packets: u32,
-        /// Inner packet size in bytes.
+        /// In-process: inner packet size in bytes.
         #[arg(long, default_value_t = 1420)]
         size: usize,
+    },
+    /// The demo's TCP measurement, run by `vxwg demo` inside pod namespaces.
+    #[command(hide = true)]
+    DemoTcp {
+        /// `serve` (accept one connection, count to EOF) or `send`.
+        #[arg(value_parser = ["serve", "send"])]
+        role: String,
+        /// Address to listen on or connect to.
+        addr: std::net::SocketAddr,
+        /// MiB to send.
+        #[arg(long, default_value_t = 100)]
+        mb: u32,
     },
 }
 
@@ -78,7 +98,11 @@ fn main() -> ExitCode {
         Command::Up { foreground, config, ifname } => daemon::up(&ifname, foreground, config.as_deref()),
         Command::Status { json, ifname } => status::status(&ifname, json),
         Command::Ping { count, ifname, peer_ip } => status::ping(&ifname, peer_ip, count),
-        Command::Demo { packets, size } => demo::run(packets, size),
+        Command::Demo { in_process, mb, packets, size } => demo::run(in_process, mb, packets, size),
+        Command::DemoTcp { role, addr, mb } => match role.as_str() {
+            "serve" => demo::mesh::serve(addr),
+            _ => demo::mesh::send(addr, mb),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

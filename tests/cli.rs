@@ -70,7 +70,9 @@ fn pubkey_rejects_bad_input_with_a_reason() {
 
 #[test]
 fn demo_runs_on_its_embedded_default() {
-    let o = vxwg(&["demo", "--packets", "2000"], "");
+    // In process explicitly: as root (as in CI) plain `vxwg demo` builds the namespace mesh, which
+    // tests/netns.rs covers.
+    let o = vxwg(&["demo", "--in-process", "--packets", "2000"], "");
     let out = stdout(&o);
     assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("2000 each way of 1420 bytes, every byte verified"), "{out}");

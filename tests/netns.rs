@@ -872,3 +872,42 @@ fn vxwg_pod_path_interoperates_with_a_kernel_vxlan_over_wireguard_go() {
     assert!(!na.try_exec(&format!("ip link show {pod_a}")).status.success(), "pod TUN removed");
     assert_eq!(na.exec("ip route show table 52").trim(), "", "routes removed");
 }
+
+/// `vxwg demo` as root: three nodes in namespaces with a pod behind each, measured, then removed.
+#[test]
+fn demo_builds_a_three_node_mesh_measures_it_and_removes_it() {
+    if !require(&["ip", "ping"]) {
+        return;
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_vxwg"))
+        .args(["demo", "--mb", "20"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vxwg demo");
+    let prefix = format!("vxwgdemo-{}-", child.id());
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let left = sh("ip netns list");
+    assert!(!left.contains(&prefix), "namespaces left behind: {left}");
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.trim_end().ends_with("ok"), "{out}");
+    for n in 1..=3 {
+        let row = out.lines().find(|l| l.trim_start().starts_with(&format!("node-{n} "))).expect(&out);
+        assert!(row.contains(&format!("100.64.0.{n}")) && row.contains(&format!("10.42.{n}.0/24")), "{row}");
+        assert!(row.contains(" 1370 ") && row.contains(" 2/2 "), "pod MTU and sessions: {row}");
+        // The RTT row of pod-N: a dash for itself and two positive numbers.
+        let rtt = out.lines().find(|l| l.trim_start().starts_with(&format!("pod-{n} "))).expect(&out);
+        let ms: Vec<f64> = rtt.split_whitespace().skip(1).filter_map(|c| c.parse().ok()).collect();
+        assert!(ms.len() == 2 && ms.iter().all(|&m| m > 0.0), "{rtt}");
+    }
+    let rates: Vec<f64> = out
+        .lines()
+        .filter(|l| l.contains(" -> ") && l.ends_with("Gbit/s"))
+        .filter_map(|l| l.split_whitespace().rev().nth(1)?.parse().ok())
+        .collect();
+    assert!(rates.len() == 3 && rates.iter().all(|&r| r > 0.0), "{out}");
+    assert!(out.contains("20 MiB in"), "{out}");
+}

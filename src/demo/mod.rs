@@ -1,8 +1,12 @@
-//! `vxwg demo`: two WireGuard nodes in one process, wired back to back through in-memory queues.
+//! `vxwg demo`: as root, a real mesh of three vxwg nodes in network namespaces ([`mesh`]);
+//! otherwise, or with `--in-process`, two WireGuard nodes in one process, wired back to back
+//! through in-memory queues.
 //!
-//! It exercises the same sans-IO engine a node runs (handshake, cookies, sessions, timers), checks
+//! The in-process demo exercises the same sans-IO engine a node runs (handshake, cookies, sessions, timers), checks
 //! every packet end to end, and prints a table. It needs no privileges and sends nothing to any
 //! network: datagrams go from one `Device` to the other in memory.
+
+pub mod mesh;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -103,7 +107,28 @@ fn pump(a: &mut Node, b: &mut Node, now: Instant) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(packets: u32, size: usize) -> anyhow::Result<()> {
+/// `vxwg demo`: the namespace mesh when it can run here (and `in_process` is false), else the
+/// in-process demo, saying why.
+pub fn run(in_process: bool, mb: u32, packets: u32, size: usize) -> anyhow::Result<()> {
+    ensure!((32..=65_000).contains(&size), "--size must be between 32 and 65000 bytes");
+    if in_process {
+        return run_in_process(packets, size);
+    }
+    match mesh::unavailable() {
+        None => mesh::run_mesh(mb),
+        Some(why) => {
+            println!("vxwg demo: the namespace mesh (three nodes, a pod behind each) cannot run: {why}.");
+            println!("  It needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN: network namespaces, TUN devices,");
+            println!("  netlink routes), `ip` (iproute2), `ping` and /dev/net/tun: `sudo vxwg demo`.");
+            println!("  Running the in-process demo instead (same as `vxwg demo --in-process`).");
+            println!();
+            run_in_process(packets, size)
+        }
+    }
+}
+
+/// Two WireGuard nodes in this process.
+pub fn run_in_process(packets: u32, size: usize) -> anyhow::Result<()> {
     ensure!((32..=65_000).contains(&size), "--size must be between 32 and 65000 bytes");
     let (ka, kb) = (Key::generate_private(&mut OsRng), Key::generate_private(&mut OsRng));
     let start = Instant::now();
