@@ -911,3 +911,132 @@ fn demo_builds_a_three_node_mesh_measures_it_and_removes_it() {
     assert!(rates.len() == 3 && rates.iter().all(|&r| r > 0.0), "{out}");
     assert!(out.contains("20 MiB in"), "{out}");
 }
+
+/// One underlay MTU and family: pods at exactly the pod MTU get through with DF (so the outer
+/// packet, which the tunnel never fragments, fits the underlay exactly), one byte more comes back
+/// as frag-needed carrying the pod MTU, and a 50 MB transfer completes.
+fn pod_mtu_case(underlay_mtu: u32, ipv6_underlay: bool) {
+    let (na, nb) = underlay();
+    let veth = |ns: &Netns| ns.exec("ip -o link show type veth | cut -d: -f2 | cut -d@ -f1").trim().to_string();
+    let (va, vb) = (veth(&na), veth(&nb));
+    na.exec(&format!("ip link set {va} mtu {underlay_mtu}"));
+    nb.exec(&format!("ip link set {vb} mtu {underlay_mtu}"));
+    let (ea, eb) = if ipv6_underlay {
+        na.exec(&format!("ip -6 addr add fd10:202::1/64 dev {va} nodad"));
+        nb.exec(&format!("ip -6 addr add fd10:202::2/64 dev {vb} nodad"));
+        ("[fd10:202::1]", "[fd10:202::2]")
+    } else {
+        ("10.201.0.1", "10.201.0.2")
+    };
+    // Tunnel MTU = underlay - WireGuard (60 over IPv4, 80 over IPv6); pod MTU = tunnel - VXLAN (50
+    // with IPv4 VTEPs), the default the config derives.
+    let tunnel_mtu = underlay_mtu - if ipv6_underlay { 80 } else { 60 };
+    let pod_mtu = tunnel_mtu - 50;
+    let pa = pod_behind(&na, "pa", "10.42.1.1", "10.42.1.2");
+    let pb = pod_behind(&nb, "pb", "10.42.2.1", "10.42.2.2");
+    let vxwg = env!("CARGO_BIN_EXE_vxwg");
+    let (ka, kb) = (keypair(), keypair());
+    let config = |me: &str,
+                  mac: &str,
+                  pods: &str,
+                  peer: &str,
+                  endpoint: &str,
+                  peer_ip: &str,
+                  peer_mac: &str,
+                  peer_pods: &str| {
+        format!(
+            "listen_port = 41641\naddresses = [\"{me}/32\"]\nmtu = {tunnel_mtu}\n[vxlan]\nvtep_mac = \"{mac}\"\npod_cidrs = [\"{pods}\"]\n[[peer]]\npublic_key = \"{peer}\"\nendpoint = \"{endpoint}:41641\"\nallowed_ips = [\"{peer_ip}/32\"]\nvtep_mac = \"{peer_mac}\"\npod_cidrs = [\"{peer_pods}\"]\n"
+        )
+    };
+    let a_dir = config_dir(
+        &ka.0,
+        &config(
+            "100.64.18.1",
+            "02:00:00:00:18:01",
+            "10.42.1.0/24",
+            &kb.1,
+            eb,
+            "100.64.18.2",
+            "02:00:00:00:18:02",
+            "10.42.2.0/24",
+        ),
+    );
+    let b_dir = config_dir(
+        &kb.0,
+        &config(
+            "100.64.18.2",
+            "02:00:00:00:18:02",
+            "10.42.2.0/24",
+            &ka.1,
+            ea,
+            "100.64.18.1",
+            "02:00:00:00:18:01",
+            "10.42.1.0/24",
+        ),
+    );
+    let _cleanup = (RemoveDir(a_dir.clone()), RemoveDir(b_dir.clone()));
+    let (ia, ib) = (ifname(), ifname());
+    let node = |ns, ifname: &str, k: &(String, String)| Node {
+        ns,
+        ifname: ifname.to_string(),
+        child: None,
+        private: k.0.clone(),
+        public: k.1.clone(),
+        overlay: String::new(),
+    };
+    let mut a = node(&na, &ia, &ka);
+    let mut b = node(&nb, &ib, &kb);
+    a.child = Some(na.spawn(&format!("{vxwg} up --foreground --config {} {ia}", a_dir.join("node.toml").display())));
+    b.child = Some(nb.spawn(&format!("{vxwg} up --foreground --config {} {ib}", b_dir.join("node.toml").display())));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(na.try_exec(&format!("ip link show {ia}-pods")).status.success()
+        && nb.try_exec(&format!("ip link show {ib}-pods")).status.success()
+        && na.try_exec("ip route show table 52 | grep -q 10.42.2.0").status.success())
+    {
+        assert!(Instant::now() < deadline, "pod path did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(na.exec(&format!("ip link show {ia}-pods")).contains(&format!("mtu {pod_mtu} ")));
+    // Warm up the session, then the largest packet the pod MTU allows, with DF.
+    ping(&pa, "10.42.2.2");
+    let fits = pa.try_exec(&format!("ping -c 2 -i 0.2 -W 3 -M do -s {} 10.42.2.2", pod_mtu - 28));
+    assert!(
+        fits.status.success(),
+        "underlay {underlay_mtu} ({}): a {pod_mtu}-byte DF packet must pass: {}{}",
+        if ipv6_underlay { "IPv6" } else { "IPv4" },
+        String::from_utf8_lossy(&fits.stdout),
+        String::from_utf8_lossy(&fits.stderr)
+    );
+    // One byte more: frag-needed with the pod MTU in it.
+    let over = pa.try_exec(&format!("ping -c 2 -i 0.2 -W 2 -M do -s {} 10.42.2.2", pod_mtu - 27));
+    let said = format!("{}{}", String::from_utf8_lossy(&over.stdout), String::from_utf8_lossy(&over.stderr));
+    assert!(!over.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("mtu = {pod_mtu}")) || said.contains(&format!("mtu={pod_mtu}")),
+        "frag-needed carries {pod_mtu}: {said}"
+    );
+    // And a bulk transfer does not stall (MSS clamped to the pod MTU).
+    tcp_transfer(&pa, &pb, "10.42.2.2", 50);
+    a.kill();
+    b.kill();
+}
+
+#[test]
+fn pod_mtu_over_ipv4_underlays_of_1280_1420_and_1500() {
+    if !require(&["ip", "wg", "ping", "python3", "sysctl"]) {
+        return;
+    }
+    for mtu in [1280, 1420, 1500] {
+        pod_mtu_case(mtu, false);
+    }
+}
+
+#[test]
+fn pod_mtu_over_ipv6_underlays_of_1280_1420_and_1500() {
+    if !require(&["ip", "wg", "ping", "python3", "sysctl"]) {
+        return;
+    }
+    for mtu in [1280, 1420, 1500] {
+        pod_mtu_case(mtu, true);
+    }
+}

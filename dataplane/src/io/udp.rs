@@ -45,6 +45,14 @@ impl UdpSocket {
                 (s, false)
             }
         };
+        // Never fragment the outer packet: DF on IPv4, no fragmentation on IPv6. A datagram too big
+        // for the path is then an error (EMSGSIZE) instead of fragments.
+        let fd = socket.as_raw_fd();
+        if dual_stack {
+            set_opt(fd, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DO)?;
+        }
+        // Also covers the IPv4 side of a dual-stack socket.
+        let _ = set_opt(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO);
         // Best effort: the unprivileged limit (net.core.rmem_max) may cap these; as root, force.
         for (force, normal) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
             if set_int_opt(socket.as_raw_fd(), force, SOCKET_BUFFER as libc::c_int).is_err() {
@@ -194,11 +202,15 @@ fn unmap(a: SocketAddr) -> SocketAddr {
 }
 
 fn set_int_opt(fd: RawFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    set_opt(fd, libc::SOL_SOCKET, opt, value)
+}
+
+fn set_opt(fd: RawFd, level: libc::c_int, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int.
     let rc = unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_SOCKET,
+            level,
             opt,
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
@@ -242,5 +254,26 @@ mod tests {
             }
         }
         assert_eq!(got, payloads, "every datagram, in order, with an IPv4 (unmapped) source");
+    }
+
+    #[test]
+    fn outer_packets_carry_dont_fragment() {
+        // The end-to-end proof (a full-size pod packet fits the underlay exactly) is the MTU test
+        // in tests/netns.rs; here, the socket option that makes a miscalculation an error.
+        let a = UdpSocket::bind(0).unwrap();
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into a live c_int.
+        let rc = unsafe {
+            libc::getsockopt(
+                a.raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        assert_eq!(v, libc::IP_PMTUDISC_DO, "DF on every outer IPv4 packet");
     }
 }
