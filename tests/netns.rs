@@ -804,10 +804,11 @@ fn pods_behind_two_vxwg_nodes_talk_over_vxlan_in_wireguard() {
 /// onlink route for A's pod CIDR). Pods behind each exchange ping and TCP.
 #[test]
 fn vxwg_pod_path_interoperates_with_a_kernel_vxlan_over_wireguard_go() {
-    if !require(&["ip", "wg", "ping", "python3", "sysctl", "bridge", "wireguard-go"]) {
+    if !require(&["ip", "wg", "ping", "python3", "sysctl", "bridge", "wireguard-go", "tshark"]) {
         return;
     }
     let (na, nb) = underlay();
+    let underlay_veth = na.exec("ip -o link show type veth | grep -o 'vxa[0-9]*' | head -1").trim().to_string();
     let pa = pod_behind(&na, "pa", "10.42.1.1", "10.42.1.2");
     let pb = pod_behind(&nb, "pb", "10.42.2.1", "10.42.2.2");
     let vxwg = env!("CARGO_BIN_EXE_vxwg");
@@ -854,8 +855,38 @@ fn vxwg_pod_path_interoperates_with_a_kernel_vxlan_over_wireguard_go() {
          ip route add 10.42.1.0/24 via 10.42.1.0 dev vxlan0 onlink"
     ));
 
+    // tshark is the independent oracle: what vxwg puts on the underlay must dissect as WireGuard,
+    // and what B's kernel sends inside the tunnel as VXLAN with VNI 1.
+    let pcap = |side: &str| std::env::temp_dir().join(format!("vxwg-{}-{side}.pcapng", ia));
+    let (pcap_a, pcap_b) = (pcap("underlay"), pcap("inner"));
+    let capture = |ns: &Netns, dev: &str, port: u16, file: &std::path::Path| {
+        ns.spawn(&format!("tshark -q -i {dev} -f 'udp port {port}' -c 60 -a duration:6 -w {}", file.display()))
+    };
+    let cap_a = capture(&na, &underlay_veth, 51820, &pcap_a);
+    let cap_b = capture(&nb, &b.ifname, 8472, &pcap_b);
+    std::thread::sleep(Duration::from_millis(1500));
+
     ping(&pa, "10.42.2.2");
     ping(&pb, "10.42.1.2");
+    for cap in [cap_a, cap_b] {
+        let _ = cap.wait_with_output();
+    }
+    let dissect = |file: &std::path::Path, decode_as: &str, filter: &str, field: &str| -> Vec<String> {
+        sh(&format!("tshark -r {} -d {decode_as} -Y {filter} -T fields -e {field}", file.display()))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let wg_types = dissect(&pcap_a, "udp.port==51820,wg", "wg", "wg.type");
+    assert!(!wg_types.is_empty(), "no WireGuard captured on the underlay");
+    assert!(wg_types.iter().all(|t| ["1", "2", "3", "4"].contains(&t.as_str())), "{wg_types:?}");
+    assert!(wg_types.iter().any(|t| t == "4"), "transport data on the wire: {wg_types:?}");
+    let vnis = dissect(&pcap_b, "udp.port==8472,vxlan", "vxlan", "vxlan.vni");
+    assert!(!vnis.is_empty(), "no VXLAN captured inside the tunnel");
+    assert!(vnis.iter().all(|v| v == "1"), "VNI 1 throughout: {vnis:?}");
+    let _ = std::fs::remove_file(&pcap_a);
+    let _ = std::fs::remove_file(&pcap_b);
+
     tcp_transfer(&pa, &pb, "10.42.2.2", 20);
     tcp_transfer(&pb, &pa, "10.42.1.2", 5);
     // Plain L3 over the same tunnel.
