@@ -13,9 +13,23 @@
 //! 100.64.20.1/24 <-> .2, MTU 1420), configures them with `wg`, waits for a ping to cross, then runs
 //! `iperf3 -c 100.64.20.2 -t SECONDS -J` from A against `iperf3 -s -1 -B 100.64.20.2` in B and
 //! reads `end.sum_received.bits_per_second`. Implementations alternate round-robin (vxwg,
-//! wireguard-go, boringtun, then the bare veth pair as context) for ROUNDS rounds, so drift on the
-//! shared machine hits all of them alike; the table gives the median, min and max per
-//! implementation and the ratios of the medians.
+//! wireguard-go, boringtun, the two pod cases below, then the bare veth pair as context) for
+//! ROUNDS rounds, so drift on the shared machine hits all of them alike; the table gives the
+//! median, min and max per implementation and the ratios of the medians.
+//!
+//! Two pod-to-pod contenders run in the same rounds. Each adds a pod namespace behind each node
+//! (veth, node side 10.42.1.1/24 and 10.42.2.1/24, pods .2 with a default route to it, forwarding
+//! on in the node namespace) and runs iperf3 from pod A against pod B at 10.42.2.2:
+//! * "vxwg pod": both nodes `vxwg up --foreground --config NODE.toml` with `[vxlan]` (VTEP = own
+//!   overlay address, pod CIDR 10.42.N.0/24, the peer's VTEP MAC and pod CIDR), VXLAN inside
+//!   WireGuard in one process;
+//! * "wg-go+kernel vxlan": both nodes wireguard-go plus a flannel-style kernel vxlan device (VNI
+//!   1, dstport 8472, local = own overlay address, nolearning, MTU = tunnel MTU - 50, an fdb entry
+//!   for the other VTEP's MAC at the other overlay address, a neighbour and an onlink route for
+//!   the other pod CIDR). Needs `bridge` (iproute2).
+//!
+//! The last line gives the pod targets: vxwg pod / wg-go+kernel vxlan (target >= 2x) and vxwg
+//! pod / plain vxwg (target >= 0.85x).
 //!
 //! The vxwg binary measured is `CARGO_BIN_EXE_vxwg`: before running a bench, cargo builds the
 //! package's binaries with the bench profile (which inherits release; `[profile.bench]` mirrors
@@ -47,6 +61,20 @@ const OVERLAY_A: &str = "100.64.20.1";
 const OVERLAY_B: &str = "100.64.20.2";
 const TUNNEL_MTU: u32 = 1420;
 const WG_PORT: u16 = 51820;
+/// The pod cases: a pod namespace behind each node (gateway .1 on the node, pod .2).
+const POD_CIDR_A: &str = "10.42.1.0/24";
+const POD_CIDR_B: &str = "10.42.2.0/24";
+const POD_GW_A: &str = "10.42.1.1";
+const POD_GW_B: &str = "10.42.2.1";
+const POD_A: &str = "10.42.1.2";
+const POD_B: &str = "10.42.2.2";
+/// flannel's "gateway" address of each node's pod CIDR, on its kernel vxlan device.
+const POD_NET_A: &str = "10.42.1.0";
+const POD_NET_B: &str = "10.42.2.0";
+const VTEP_MAC_A: &str = "02:00:00:00:20:01";
+const VTEP_MAC_B: &str = "02:00:00:00:20:02";
+/// VXLAN over IPv4 VTEPs: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+const VXLAN_OVERHEAD: u32 = 50;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -262,6 +290,10 @@ enum Impl {
     Vxwg,
     WireguardGo,
     Boringtun,
+    /// vxwg with `[vxlan]` on both nodes: pod to pod, VXLAN inside WireGuard.
+    VxwgPod,
+    /// wireguard-go on both nodes, each with a flannel-style kernel vxlan device over it.
+    WgGoVxlan,
     /// No tunnel: iperf3 over the veth pair itself.
     Veth,
 }
@@ -272,6 +304,8 @@ impl Impl {
             Impl::Vxwg => "vxwg",
             Impl::WireguardGo => "wireguard-go",
             Impl::Boringtun => "boringtun",
+            Impl::VxwgPod => "vxwg pod",
+            Impl::WgGoVxlan => "wg-go+kernel vxlan",
             Impl::Veth => "veth (no tunnel)",
         }
     }
@@ -281,6 +315,8 @@ impl Impl {
             Impl::Vxwg => "vxwg",
             Impl::WireguardGo => "wggo",
             Impl::Boringtun => "boringtun",
+            Impl::VxwgPod => "vxwgpod",
+            Impl::WgGoVxlan => "wggovxlan",
             Impl::Veth => "veth",
         }
     }
@@ -298,7 +334,15 @@ impl Contender {
     fn command_line(&self) -> String {
         let env: String = self.env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
         let args: String = self.args.iter().map(|a| format!("{a} ")).collect();
-        format!("{env}{} {args}IFNAME", self.program.display())
+        match self.which {
+            Impl::VxwgPod => format!("{env}{} {args}NODE.toml IFNAME  ([vxlan], pods behind)", self.program.display()),
+            Impl::WgGoVxlan => format!(
+                "{env}{} {args}IFNAME  (+ kernel vxlan id 1 dstport 8472, mtu {}, pods behind)",
+                self.program.display(),
+                TUNNEL_MTU - VXLAN_OVERHEAD
+            ),
+            _ => format!("{env}{} {args}IFNAME", self.program.display()),
+        }
     }
 }
 
@@ -405,6 +449,174 @@ impl Drop for Node<'_> {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Removes a directory (a vxwg config and key) on drop.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A pod namespace behind a node namespace: a veth pair, `gw` on the node's side and `pod` in
+/// the pod namespace (both /24), the pod's default route via `gw`, forwarding on in the node.
+/// Deleting the pod namespace (on drop) removes the pair.
+fn pod_behind(node: &Netns, tag: &str, gw: &str, pod: &str) -> Result<Netns, String> {
+    let ns = Netns::new(tag)?;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id() % 100_000;
+    let (vn, vp) = (format!("vbn{pid}n{n}"), format!("vbp{pid}n{n}"));
+    sh(&format!("ip link add {vn} netns {} type veth peer name {vp} netns {}", node.name, ns.name))?;
+    node.exec(&format!("ip addr add {gw}/24 dev {vn} && ip link set {vn} up && sysctl -qw net.ipv4.ip_forward=1"))?;
+    ns.exec(&format!("ip addr add {pod}/24 dev {vp} && ip link set {vp} up && ip route add default via {gw}"))?;
+    Ok(ns)
+}
+
+/// Starts vxwg from a config file with `[vxlan]` in `ns`: VTEP `me` (its overlay address),
+/// `pods` behind it, and one peer at `endpoint` with VTEP `peer_ip` and `peer_pods` behind it.
+/// Returns the node and the config directory's guard; waits until the pod route is installed.
+fn start_vxwg_pod<'a>(
+    ns: &'a Netns,
+    c: &Contender,
+    keys: (&str, &str),
+    me: (&'static str, &str, &str),
+    peer: (&str, &str, &str, &str, &str),
+    log: PathBuf,
+) -> Result<(Node<'a>, RemoveDir), String> {
+    let (private, public) = keys;
+    let (overlay, mac, pods) = me;
+    let (peer_public, endpoint, peer_ip, peer_mac, peer_pods) = peer;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id() % 100_000;
+    let (ifname, pod_if) = (format!("vb{pid}n{n}"), format!("vbq{pid}n{n}"));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tunnel-{}-cfg{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let guard = RemoveDir(dir.clone());
+    std::fs::write(dir.join("private.key"), private).map_err(|e| e.to_string())?;
+    let config = [
+        "private_key_file = \"private.key\"".to_string(),
+        format!("listen_port = {WG_PORT}"),
+        format!("addresses = [\"{overlay}/32\"]"),
+        format!("mtu = {TUNNEL_MTU}"),
+        "[vxlan]".to_string(),
+        format!("vtep_mac = \"{mac}\""),
+        format!("pod_interface = \"{pod_if}\""),
+        format!("pod_cidrs = [\"{pods}\"]"),
+        "[[peer]]".to_string(),
+        format!("public_key = \"{peer_public}\""),
+        format!("endpoint = \"{endpoint}:{WG_PORT}\""),
+        format!("allowed_ips = [\"{peer_ip}/32\"]"),
+        format!("vtep_mac = \"{peer_mac}\""),
+        format!("pod_cidrs = [\"{peer_pods}\"]"),
+    ]
+    .join("\n");
+    let toml = dir.join("node.toml");
+    std::fs::write(&toml, config).map_err(|e| e.to_string())?;
+    let mut args = c.args.clone();
+    let toml = toml.display().to_string();
+    args.push(&toml);
+    args.push(&ifname);
+    let child = ns.spawn(&c.program, &args, &c.env, &log, &log)?;
+    let mut node = Node { ns, ifname, child: Some(child), log, public: public.to_string(), overlay };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ns.try_exec(&format!("ip route show table 52 | grep -q 'dev {pod_if}'")).status.success() {
+        if let Some(status) = node.exited() {
+            return Err(format!("vxwg exited during start-up ({status}){}", node.log_tail()));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("vxwg did not route the pod CIDR into {pod_if} in 10 s{}", node.log_tail()));
+        }
+        stop_requested()?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((node, guard))
+}
+
+/// A flannel-style kernel VTEP on a wireguard-go node: VNI 1, port 8472, local = its overlay
+/// address, no learning; the other node's pod CIDR via that node's "gateway" (the network
+/// address), whose MAC is the other VTEP's MAC, found at the other overlay address.
+fn kernel_vxlan(ns: &Netns, own: (&str, &str, &str), other: (&str, &str, &str, &str)) -> Result<(), String> {
+    let (overlay, mac, pod_net) = own;
+    let (other_overlay, other_mac, other_net, other_cidr) = other;
+    ns.exec(&format!(
+        "ip link add vxlan0 type vxlan id 1 dstport 8472 local {overlay} nolearning && \
+         ip link set vxlan0 address {mac} mtu {mtu} up && \
+         ip addr add {pod_net}/32 dev vxlan0 && \
+         ip neigh add {other_net} lladdr {other_mac} dev vxlan0 nud permanent && \
+         bridge fdb append {other_mac} dev vxlan0 dst {other_overlay} && \
+         ip route add {other_cidr} via {other_net} dev vxlan0 onlink",
+        mtu = TUNNEL_MTU - VXLAN_OVERHEAD
+    ))
+    .map(drop)
+}
+
+/// One pod-to-pod run: fresh node and pod namespaces, fresh daemons (vxwg with `[vxlan]`, or
+/// wireguard-go plus kernel vxlan), one iperf3 transfer from pod A to pod B.
+fn measure_pod(c: &Contender, seconds: u32, logs: &Path, round: u32) -> Result<Measured, String> {
+    let (na, nb) = underlay()?;
+    let pa = pod_behind(&na, "pa", POD_GW_A, POD_A)?;
+    let pb = pod_behind(&nb, "pb", POD_GW_B, POD_B)?;
+    let prefix = logs.join(format!("round{round}-{}", c.which.tag()));
+    let (mut a, mut b, _dirs) = match c.which {
+        Impl::VxwgPod => {
+            let key = || -> Result<(String, String), String> {
+                let private = sh("wg genkey")?.trim().to_string();
+                let public = sh(&format!("echo {private} | wg pubkey"))?.trim().to_string();
+                Ok((private, public))
+            };
+            let (ka, kb) = (key()?, key()?);
+            let (a, da) = start_vxwg_pod(
+                &na,
+                c,
+                (&ka.0, &ka.1),
+                (OVERLAY_A, VTEP_MAC_A, POD_CIDR_A),
+                (&kb.1, UNDERLAY_B, OVERLAY_B, VTEP_MAC_B, POD_CIDR_B),
+                prefix.with_extension("a.log"),
+            )?;
+            let (b, db) = start_vxwg_pod(
+                &nb,
+                c,
+                (&kb.0, &kb.1),
+                (OVERLAY_B, VTEP_MAC_B, POD_CIDR_B),
+                (&ka.1, UNDERLAY_A, OVERLAY_A, VTEP_MAC_A, POD_CIDR_A),
+                prefix.with_extension("b.log"),
+            )?;
+            (a, b, vec![da, db])
+        }
+        Impl::WgGoVxlan => {
+            let a = Node::start(&na, c, OVERLAY_A, prefix.with_extension("a.log"))?;
+            let b = Node::start(&nb, c, OVERLAY_B, prefix.with_extension("b.log"))?;
+            a.add_peer(&b, UNDERLAY_B)?;
+            b.add_peer(&a, UNDERLAY_A)?;
+            kernel_vxlan(&na, (OVERLAY_A, VTEP_MAC_A, POD_NET_A), (OVERLAY_B, VTEP_MAC_B, POD_NET_B, POD_CIDR_B))?;
+            kernel_vxlan(&nb, (OVERLAY_B, VTEP_MAC_B, POD_NET_B), (OVERLAY_A, VTEP_MAC_A, POD_NET_A, POD_CIDR_A))?;
+            (a, b, Vec::new())
+        }
+        other => return Err(format!("{} is not a pod case", other.label())),
+    };
+    let tails = |a: &Node, b: &Node| format!("{}{}", a.log_tail(), b.log_tail());
+    // The first packet starts the handshake; wait for pod-to-pod traffic to cross both ways.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !pa.try_exec(&format!("ping -c 1 -W 1 {POD_B}")).status.success() {
+        stop_requested()?;
+        if Instant::now() > deadline {
+            return Err(format!("no ping from pod A to pod B within 15 s{}", tails(&a, &b)));
+        }
+    }
+    let result = iperf(&pa, &pb, POD_B, seconds, &prefix);
+    for (side, node) in [("A (sender)", &mut a), ("B (receiver)", &mut b)] {
+        if let Some(status) = node.exited() {
+            return Err(format!(
+                "the {} daemon in {side} exited during the run ({status}); iperf3: {}{}",
+                c.which.label(),
+                result.as_ref().map_or_else(|e| e.clone(), |m| format!("{:.3} Gbit/s", m.bits_per_second / 1e9)),
+                node.log_tail()
+            ));
+        }
+    }
+    result.map_err(|e| format!("{e}{}", tails(&a, &b)))
 }
 
 /// Kills a child process (an iperf3 server) on drop.
@@ -516,6 +728,9 @@ fn iperf(a: &Netns, b: &Netns, server_ip: &str, seconds: u32, prefix: &Path) -> 
 
 /// One run: fresh namespaces, fresh daemons, one iperf3 transfer.
 fn measure(c: &Contender, seconds: u32, logs: &Path, round: u32) -> Result<Measured, String> {
+    if matches!(c.which, Impl::VxwgPod | Impl::WgGoVxlan) {
+        return measure_pod(c, seconds, logs, round);
+    }
     let (na, nb) = underlay()?;
     let prefix = logs.join(format!("round{round}-{}", c.which.tag()));
     if c.which == Impl::Veth {
@@ -611,12 +826,13 @@ fn main() {
         vxwg.display()
     );
     let mut contenders =
-        vec![Contender { which: Impl::Vxwg, program: vxwg, args: vec!["up", "--foreground"], env: vec![] }];
+        vec![Contender { which: Impl::Vxwg, program: vxwg.clone(), args: vec!["up", "--foreground"], env: vec![] }];
     let mut skipped: Vec<(Impl, String)> = Vec::new();
-    match find_tool("wireguard-go") {
+    let wireguard_go = find_tool("wireguard-go");
+    match &wireguard_go {
         Some(p) => contenders.push(Contender {
             which: Impl::WireguardGo,
-            program: p,
+            program: p.clone(),
             args: vec![],
             env: vec![("WG_PROCESS_FOREGROUND", "1")],
         }),
@@ -631,6 +847,31 @@ fn main() {
         }),
         None => {
             skipped.push((Impl::Boringtun, "boringtun-cli not installed: cargo install boringtun-cli --locked".into()))
+        }
+    }
+    // The pod-to-pod cases, in the same rounds.
+    if find_tool("sysctl").is_some() {
+        contenders.push(Contender {
+            which: Impl::VxwgPod,
+            program: vxwg,
+            args: vec!["up", "--foreground", "--config"],
+            env: vec![],
+        });
+    } else {
+        skipped.push((Impl::VxwgPod, "sysctl not installed: apt-get install -y procps".into()));
+    }
+    match (&wireguard_go, find_tool("bridge"), find_tool("sysctl")) {
+        (Some(p), Some(_), Some(_)) => contenders.push(Contender {
+            which: Impl::WgGoVxlan,
+            program: p.clone(),
+            args: vec![],
+            env: vec![("WG_PROCESS_FOREGROUND", "1")],
+        }),
+        (None, _, _) => {
+            skipped.push((Impl::WgGoVxlan, "wireguard-go not installed: apt-get install -y wireguard-go".into()))
+        }
+        _ => {
+            skipped.push((Impl::WgGoVxlan, "bridge or sysctl not installed: apt-get install -y iproute2 procps".into()))
         }
     }
     contenders.push(Contender { which: Impl::Veth, program: PathBuf::new(), args: vec![], env: vec![] });
@@ -648,11 +889,11 @@ fn main() {
             continue;
         }
         let version = first_line(Command::new(&c.program).arg("--version"));
-        println!("  {:<17} {}  [{version}]", c.which.label(), c.command_line());
+        println!("  {:<19} {}  [{version}]", c.which.label(), c.command_line());
     }
-    println!("  {:<17} {}", "iperf3", first_line(Command::new("iperf3").arg("--version")));
+    println!("  {:<19} {}", "iperf3", first_line(Command::new("iperf3").arg("--version")));
     for (which, why) in &skipped {
-        println!("  {:<17} SKIPPED: {why}", which.label());
+        println!("  {:<19} SKIPPED: {why}", which.label());
     }
     println!("  daemon stderr and iperf3 output: {}/", logs.display());
     println!("  load average before: {} (other work on the machine skews absolute numbers)", loadavg());
@@ -674,7 +915,7 @@ fn main() {
                         _ => String::new(),
                     };
                     println!(
-                        "round {round}/{rounds}  {:<17} {:>7.3} Gbit/s  (retransmits {}{cpu}; {:.1} s)",
+                        "round {round}/{rounds}  {:<19} {:>7.3} Gbit/s  (retransmits {}{cpu}; {:.1} s)",
                         c.which.label(),
                         m.bits_per_second / 1e9,
                         m.retransmits.map_or("?".into(), |r| r.to_string()),
@@ -682,7 +923,7 @@ fn main() {
                     );
                 }
                 Err(e) => {
-                    println!("round {round}/{rounds}  {:<17} FAILED: {e}", c.which.label());
+                    println!("round {round}/{rounds}  {:<19} FAILED: {e}", c.which.label());
                     failures[i].push(e);
                 }
             }
@@ -692,7 +933,7 @@ fn main() {
 
     println!();
     println!("load average after: {}", loadavg());
-    println!("{:<17} {:>14} {:>8} {:>8}  runs", "implementation", "Gbit/s median", "min", "max");
+    println!("{:<19} {:>14} {:>8} {:>8}  runs", "implementation", "Gbit/s median", "min", "max");
     let mut medians = Vec::new();
     for (i, c) in contenders.iter().enumerate() {
         let v = &results[i];
@@ -706,26 +947,31 @@ fn main() {
             if failures[i].is_empty() { String::new() } else { format!(", {} failed", failures[i].len()) }
         );
         match m {
-            Some(m) => println!("{:<17} {m:>14.3} {min:>8.3} {max:>8.3}  {runs}", c.which.label()),
-            None => println!("{:<17} {:>14} {:>8} {:>8}  {runs}", c.which.label(), "-", "-", "-"),
+            Some(m) => println!("{:<19} {m:>14.3} {min:>8.3} {max:>8.3}  {runs}", c.which.label()),
+            None => println!("{:<19} {:>14} {:>8} {:>8}  {runs}", c.which.label(), "-", "-", "-"),
         }
     }
     for (which, _) in &skipped {
-        println!("{:<17} {:>14} {:>8} {:>8}  skipped", which.label(), "-", "-", "-");
+        println!("{:<19} {:>14} {:>8} {:>8}  skipped", which.label(), "-", "-", "-");
     }
     let get = |w: Impl| medians.iter().find(|(x, _)| *x == w).and_then(|(_, m)| *m);
     let why = |w: Impl| {
-        if skipped.iter().any(|(x, _)| *x == w) {
-            format!("{} not installed", if w == Impl::Boringtun { "boringtun-cli" } else { "wireguard-go" })
+        if let Some((_, note)) = skipped.iter().find(|(x, _)| *x == w) {
+            note.split(':').next().unwrap_or("skipped").to_string()
         } else {
-            "no successful run".to_string()
+            format!("{}: no successful run", w.label())
         }
     };
     let (vx, wg, bt) = (get(Impl::Vxwg), get(Impl::WireguardGo), get(Impl::Boringtun));
-    let r_wg =
-        fmt_ratio(ratio(vx, wg), &if vx.is_none() { "vxwg: no successful run".into() } else { why(Impl::WireguardGo) });
-    let r_bt =
-        fmt_ratio(ratio(vx, bt), &if vx.is_none() { "vxwg: no successful run".into() } else { why(Impl::Boringtun) });
+    let (pod, wg_vxlan) = (get(Impl::VxwgPod), get(Impl::WgGoVxlan));
+    // Why a ratio is missing: its numerator's reason first, then its denominator's.
+    let ratio_of = |num: Impl, n: Option<f64>, den: Impl, d: Option<f64>| {
+        fmt_ratio(ratio(n, d), &if n.is_none() { why(num) } else { why(den) })
+    };
+    let r_wg = ratio_of(Impl::Vxwg, vx, Impl::WireguardGo, wg);
+    let r_bt = ratio_of(Impl::Vxwg, vx, Impl::Boringtun, bt);
+    let r_pod_wg = ratio_of(Impl::VxwgPod, pod, Impl::WgGoVxlan, wg_vxlan);
+    let r_pod_plain = ratio_of(Impl::VxwgPod, pod, Impl::Vxwg, vx);
     println!();
     println!("ratio of medians: vxwg/wireguard-go = {r_wg}, vxwg/boringtun = {r_bt}");
     if let Some(v) = get(Impl::Veth) {
@@ -740,6 +986,9 @@ fn main() {
         );
     }
     println!("tunnel: vxwg/wireguard-go = {r_wg}, vxwg/boringtun = {r_bt} (single-stream TCP, median of {rounds})");
+    println!(
+        "pod: vxwg/wg-go+vxlan = {r_pod_wg} (target >= 2x), vxwg pod/vxwg plain = {r_pod_plain} (target >= 0.85x)"
+    );
     if STOP.load(Ordering::Relaxed) {
         println!("interrupted: the numbers above are partial");
         std::process::exit(130);
