@@ -648,6 +648,12 @@ fn pod_behind(node: &Netns, tag: &str, gw: &str, pod: &str) -> Netns {
     ns
 }
 
+/// The pod-side TUN's default name, as the daemon derives it: `IFNAME-pods` cut to the kernel's 15
+/// characters. (Test interface names grow with the pid and a shared counter.)
+fn pod_ifname(ifname: &str) -> String {
+    format!("{ifname}-pods").chars().take(15).collect()
+}
+
 /// Removes a config directory on drop, even when the test panics.
 struct RemoveDir(std::path::PathBuf);
 
@@ -723,7 +729,7 @@ fn pods_behind_two_vxwg_nodes_talk_over_vxlan_in_wireguard() {
     );
     let _cleanup = (RemoveDir(a_dir.clone()), RemoveDir(b_dir.clone()));
     let (ia, ib) = (ifname(), ifname());
-    let (pod_a, pod_b) = (format!("{ia}-pods"), format!("{ib}-pods"));
+    let (pod_a, pod_b) = (pod_ifname(&ia), pod_ifname(&ib));
     let node = |ns, ifname: &str, k: &(String, String)| Node {
         ns,
         ifname: ifname.to_string(),
@@ -837,7 +843,7 @@ fn vxwg_pod_path_interoperates_with_a_kernel_vxlan_over_wireguard_go() {
     };
     a.child = Some(na.spawn(&format!("{vxwg} up --foreground --config {} {ia}", a_dir.join("node.toml").display())));
     b.add_peer(&a, "10.201.0.1");
-    let pod_a = format!("{ia}-pods");
+    let pod_a = pod_ifname(&ia);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !na.try_exec(&format!("ip route show table 52 | grep -q 'dev {pod_a}'")).status.success() {
         assert!(Instant::now() < deadline, "pod routes did not appear");
@@ -1020,14 +1026,15 @@ fn pod_mtu_case(underlay_mtu: u32, ipv6_underlay: bool) {
     a.child = Some(na.spawn(&format!("{vxwg} up --foreground --config {} {ia}", a_dir.join("node.toml").display())));
     b.child = Some(nb.spawn(&format!("{vxwg} up --foreground --config {} {ib}", b_dir.join("node.toml").display())));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !(na.try_exec(&format!("ip link show {ia}-pods")).status.success()
-        && nb.try_exec(&format!("ip link show {ib}-pods")).status.success()
+    let (pod_a, pod_b) = (pod_ifname(&ia), pod_ifname(&ib));
+    while !(na.try_exec(&format!("ip link show {pod_a}")).status.success()
+        && nb.try_exec(&format!("ip link show {pod_b}")).status.success()
         && na.try_exec("ip route show table 52 | grep -q 10.42.2.0").status.success())
     {
         assert!(Instant::now() < deadline, "pod path did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(na.exec(&format!("ip link show {ia}-pods")).contains(&format!("mtu {pod_mtu} ")));
+    assert!(na.exec(&format!("ip link show {pod_a}")).contains(&format!("mtu {pod_mtu} ")));
     // Warm up the session, then the largest packet the pod MTU allows, with DF.
     ping(&pa, "10.42.2.2");
     let fits = pa.try_exec(&format!("ping -c 2 -i 0.2 -W 3 -M do -s {} 10.42.2.2", pod_mtu - 28));
