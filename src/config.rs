@@ -127,13 +127,21 @@ pub struct Vxlan {
 }
 
 impl Vxlan {
-    /// The pod-side TUN's name: `pod_interface`, or `IFNAME-pods` cut to 15 characters.
+    /// The pod-side TUN's name: `pod_interface`, or `IFNAME-pods` (with IFNAME cut to 10
+    /// characters where needed, so the whole suffix fits the kernel's 15 and the name can never
+    /// be the WireGuard interface's own).
     pub fn pod_interface(&self, ifname: &str) -> String {
         match &self.pod_interface {
             Some(n) => n.clone(),
-            None => format!("{ifname}-pods").chars().take(15).collect(),
+            None => default_pod_interface(ifname),
         }
     }
+}
+
+/// `IFNAME-pods`, IFNAME cut to 10 characters so the suffix always fits in 15.
+pub fn default_pod_interface(ifname: &str) -> String {
+    let stem: String = ifname.chars().take(10).collect();
+    format!("{stem}-pods")
 }
 
 /// Routing the daemon installs for peers' AllowedIPs.
@@ -529,7 +537,8 @@ persistent_keepalive = 25
         assert_eq!(v.pod_mtu, 1370);
         assert!(v.clamp_mss);
         assert_eq!(v.pod_interface("wg0"), "wg0-pods");
-        assert_eq!(v.pod_interface("a-long-ifname15"), "a-long-ifname15");
+        assert_eq!(v.pod_interface("a-long-ifname15"), "a-long-ifn-pods", "never the WireGuard interface's own name");
+        assert_eq!(v.pod_interface("wg-cluster"), "wg-cluster-pods");
         assert_eq!(v.local_pod_cidrs, vec!["10.42.1.0/24".parse().unwrap()]);
         assert_eq!(v.routes.len(), 2);
         for (r, cidr) in v.routes.iter().zip(["10.42.2.0/24", "10.42.3.0/24"]) {

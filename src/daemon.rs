@@ -236,6 +236,9 @@ impl Daemon {
         let mut pod_ifname = None;
         if let Some(vxlan) = &config.vxlan {
             let name = vxlan.pod_interface(&self.name);
+            if name == self.name {
+                bail!("vxlan.pod_interface = {name:?} is the WireGuard interface's own name; choose another");
+            }
             let pod_config = PodConfig {
                 vni: vxlan.vni,
                 local_vtep_mac: vxlan.vtep_mac,

@@ -648,10 +648,10 @@ fn pod_behind(node: &Netns, tag: &str, gw: &str, pod: &str) -> Netns {
     ns
 }
 
-/// The pod-side TUN's default name, as the daemon derives it: `IFNAME-pods` cut to the kernel's 15
+/// The pod-side TUN's default name, as the daemon derives it: `IFNAME-pods` with IFNAME cut to 10
 /// characters. (Test interface names grow with the pid and a shared counter.)
 fn pod_ifname(ifname: &str) -> String {
-    format!("{ifname}-pods").chars().take(15).collect()
+    format!("{}-pods", ifname.chars().take(10).collect::<String>())
 }
 
 /// Removes a config directory on drop, even when the test panics.
