@@ -654,6 +654,23 @@ fn pod_ifname(ifname: &str) -> String {
     format!("{}-pods", ifname.chars().take(10).collect::<String>())
 }
 
+/// One side of a two-node pod-path setup: its overlay (VTEP) address, VTEP MAC and pod CIDR.
+struct PodSide<'a> {
+    overlay: &'a str,
+    mac: &'a str,
+    pods: &'a str,
+}
+
+/// A node's `--config` body for the pod path: its peer's AllowedIPs hold only the peer's overlay
+/// (VTEP) address, and the peer's pod CIDR is `pod_cidrs`, carried as VXLAN to that VTEP. `extra`
+/// goes into the top-level table (e.g. `mtu = 1360\n`).
+fn pod_config(me: &PodSide, peer: &PodSide, peer_public: &str, peer_endpoint: &str, extra: &str) -> String {
+    format!(
+        "listen_port = 41641\naddresses = [\"{}/32\"]\n{extra}[vxlan]\nvtep_mac = \"{}\"\npod_cidrs = [\"{}\"]\n[[peer]]\npublic_key = \"{peer_public}\"\nendpoint = \"{peer_endpoint}:41641\"\nallowed_ips = [\"{}/32\"]\nvtep_mac = \"{}\"\npod_cidrs = [\"{}\"]\n",
+        me.overlay, me.mac, me.pods, peer.overlay, peer.mac, peer.pods
+    )
+}
+
 /// Removes a config directory on drop, even when the test panics.
 struct RemoveDir(std::path::PathBuf);
 
@@ -687,46 +704,10 @@ fn pods_behind_two_vxwg_nodes_talk_over_vxlan_in_wireguard() {
     let pb = pod_behind(&nb, "pb", "10.42.2.1", "10.42.2.2");
     let vxwg = env!("CARGO_BIN_EXE_vxwg");
     let (ka, kb) = (keypair(), keypair());
-    // Each peer's AllowedIPs hold only its overlay (VTEP) address; its pod CIDR is `pod_cidrs`,
-    // carried as VXLAN to that VTEP.
-    let config = |me: &str,
-                  mac: &str,
-                  pods: &str,
-                  peer: &str,
-                  endpoint: &str,
-                  peer_ip: &str,
-                  peer_mac: &str,
-                  peer_pods: &str| {
-        format!(
-            "listen_port = 41641\naddresses = [\"{me}/32\"]\n[vxlan]\nvtep_mac = \"{mac}\"\npod_cidrs = [\"{pods}\"]\n[[peer]]\npublic_key = \"{peer}\"\nendpoint = \"{endpoint}:41641\"\nallowed_ips = [\"{peer_ip}/32\"]\nvtep_mac = \"{peer_mac}\"\npod_cidrs = [\"{peer_pods}\"]\n"
-        )
-    };
-    let a_dir = config_dir(
-        &ka.0,
-        &config(
-            "100.64.17.1",
-            "02:00:00:00:17:01",
-            "10.42.1.0/24",
-            &kb.1,
-            "10.201.0.2",
-            "100.64.17.2",
-            "02:00:00:00:17:02",
-            "10.42.2.0/24",
-        ),
-    );
-    let b_dir = config_dir(
-        &kb.0,
-        &config(
-            "100.64.17.2",
-            "02:00:00:00:17:02",
-            "10.42.2.0/24",
-            &ka.1,
-            "10.201.0.1",
-            "100.64.17.1",
-            "02:00:00:00:17:01",
-            "10.42.1.0/24",
-        ),
-    );
+    let side_a = PodSide { overlay: "100.64.17.1", mac: "02:00:00:00:17:01", pods: "10.42.1.0/24" };
+    let side_b = PodSide { overlay: "100.64.17.2", mac: "02:00:00:00:17:02", pods: "10.42.2.0/24" };
+    let a_dir = config_dir(&ka.0, &pod_config(&side_a, &side_b, &kb.1, "10.201.0.2", ""));
+    let b_dir = config_dir(&kb.0, &pod_config(&side_b, &side_a, &ka.1, "10.201.0.1", ""));
     let _cleanup = (RemoveDir(a_dir.clone()), RemoveDir(b_dir.clone()));
     let (ia, ib) = (ifname(), ifname());
     let (pod_a, pod_b) = (pod_ifname(&ia), pod_ifname(&ib));
@@ -973,44 +954,11 @@ fn pod_mtu_case(underlay_mtu: u32, ipv6_underlay: bool) {
     let pb = pod_behind(&nb, "pb", "10.42.2.1", "10.42.2.2");
     let vxwg = env!("CARGO_BIN_EXE_vxwg");
     let (ka, kb) = (keypair(), keypair());
-    let config = |me: &str,
-                  mac: &str,
-                  pods: &str,
-                  peer: &str,
-                  endpoint: &str,
-                  peer_ip: &str,
-                  peer_mac: &str,
-                  peer_pods: &str| {
-        format!(
-            "listen_port = 41641\naddresses = [\"{me}/32\"]\nmtu = {tunnel_mtu}\n[vxlan]\nvtep_mac = \"{mac}\"\npod_cidrs = [\"{pods}\"]\n[[peer]]\npublic_key = \"{peer}\"\nendpoint = \"{endpoint}:41641\"\nallowed_ips = [\"{peer_ip}/32\"]\nvtep_mac = \"{peer_mac}\"\npod_cidrs = [\"{peer_pods}\"]\n"
-        )
-    };
-    let a_dir = config_dir(
-        &ka.0,
-        &config(
-            "100.64.18.1",
-            "02:00:00:00:18:01",
-            "10.42.1.0/24",
-            &kb.1,
-            eb,
-            "100.64.18.2",
-            "02:00:00:00:18:02",
-            "10.42.2.0/24",
-        ),
-    );
-    let b_dir = config_dir(
-        &kb.0,
-        &config(
-            "100.64.18.2",
-            "02:00:00:00:18:02",
-            "10.42.2.0/24",
-            &ka.1,
-            ea,
-            "100.64.18.1",
-            "02:00:00:00:18:01",
-            "10.42.1.0/24",
-        ),
-    );
+    let side_a = PodSide { overlay: "100.64.18.1", mac: "02:00:00:00:18:01", pods: "10.42.1.0/24" };
+    let side_b = PodSide { overlay: "100.64.18.2", mac: "02:00:00:00:18:02", pods: "10.42.2.0/24" };
+    let mtu_line = format!("mtu = {tunnel_mtu}\n");
+    let a_dir = config_dir(&ka.0, &pod_config(&side_a, &side_b, &kb.1, eb, &mtu_line));
+    let b_dir = config_dir(&kb.0, &pod_config(&side_b, &side_a, &ka.1, ea, &mtu_line));
     let _cleanup = (RemoveDir(a_dir.clone()), RemoveDir(b_dir.clone()));
     let (ia, ib) = (ifname(), ifname());
     let node = |ns, ifname: &str, k: &(String, String)| Node {
