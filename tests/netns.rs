@@ -671,6 +671,19 @@ fn pod_config(me: &PodSide, peer: &PodSide, peer_public: &str, peer_endpoint: &s
     )
 }
 
+/// `vxwg up --foreground --config DIR/node.toml IFNAME` in `ns`, as a `Node` killed on drop.
+fn start_with_config<'a>(ns: &'a Netns, ifname: &str, keys: &(String, String), dir: &std::path::Path) -> Node<'a> {
+    let vxwg = env!("CARGO_BIN_EXE_vxwg");
+    Node {
+        ns,
+        ifname: ifname.to_string(),
+        child: Some(ns.spawn(&format!("{vxwg} up --foreground --config {} {ifname}", dir.join("node.toml").display()))),
+        private: keys.0.clone(),
+        public: keys.1.clone(),
+        overlay: String::new(),
+    }
+}
+
 /// Removes a config directory on drop, even when the test panics.
 struct RemoveDir(std::path::PathBuf);
 
@@ -711,18 +724,8 @@ fn pods_behind_two_vxwg_nodes_talk_over_vxlan_in_wireguard() {
     let _cleanup = (RemoveDir(a_dir.clone()), RemoveDir(b_dir.clone()));
     let (ia, ib) = (ifname(), ifname());
     let (pod_a, pod_b) = (pod_ifname(&ia), pod_ifname(&ib));
-    let node = |ns, ifname: &str, k: &(String, String)| Node {
-        ns,
-        ifname: ifname.to_string(),
-        child: None,
-        private: k.0.clone(),
-        public: k.1.clone(),
-        overlay: String::new(),
-    };
-    let mut a = node(&na, &ia, &ka);
-    let mut b = node(&nb, &ib, &kb);
-    a.child = Some(na.spawn(&format!("{vxwg} up --foreground --config {} {ia}", a_dir.join("node.toml").display())));
-    b.child = Some(nb.spawn(&format!("{vxwg} up --foreground --config {} {ib}", b_dir.join("node.toml").display())));
+    let mut a = start_with_config(&na, &ia, &ka, &a_dir);
+    let mut b = start_with_config(&nb, &ib, &kb, &b_dir);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !(na.try_exec(&format!("ip route show table 52 | grep -q 'dev {pod_a}'")).status.success()
         && nb.try_exec(&format!("ip route show table 52 | grep -q 'dev {pod_b}'")).status.success())
@@ -952,7 +955,6 @@ fn pod_mtu_case(underlay_mtu: u32, ipv6_underlay: bool) {
     let pod_mtu = tunnel_mtu - 50;
     let pa = pod_behind(&na, "pa", "10.42.1.1", "10.42.1.2");
     let pb = pod_behind(&nb, "pb", "10.42.2.1", "10.42.2.2");
-    let vxwg = env!("CARGO_BIN_EXE_vxwg");
     let (ka, kb) = (keypair(), keypair());
     let side_a = PodSide { overlay: "100.64.18.1", mac: "02:00:00:00:18:01", pods: "10.42.1.0/24" };
     let side_b = PodSide { overlay: "100.64.18.2", mac: "02:00:00:00:18:02", pods: "10.42.2.0/24" };
@@ -961,18 +963,8 @@ fn pod_mtu_case(underlay_mtu: u32, ipv6_underlay: bool) {
     let b_dir = config_dir(&kb.0, &pod_config(&side_b, &side_a, &ka.1, ea, &mtu_line));
     let _cleanup = (RemoveDir(a_dir.clone()), RemoveDir(b_dir.clone()));
     let (ia, ib) = (ifname(), ifname());
-    let node = |ns, ifname: &str, k: &(String, String)| Node {
-        ns,
-        ifname: ifname.to_string(),
-        child: None,
-        private: k.0.clone(),
-        public: k.1.clone(),
-        overlay: String::new(),
-    };
-    let mut a = node(&na, &ia, &ka);
-    let mut b = node(&nb, &ib, &kb);
-    a.child = Some(na.spawn(&format!("{vxwg} up --foreground --config {} {ia}", a_dir.join("node.toml").display())));
-    b.child = Some(nb.spawn(&format!("{vxwg} up --foreground --config {} {ib}", b_dir.join("node.toml").display())));
+    let mut a = start_with_config(&na, &ia, &ka, &a_dir);
+    let mut b = start_with_config(&nb, &ib, &kb, &b_dir);
     let deadline = Instant::now() + Duration::from_secs(10);
     let (pod_a, pod_b) = (pod_ifname(&ia), pod_ifname(&ib));
     while !(na.try_exec(&format!("ip link show {pod_a}")).status.success()
