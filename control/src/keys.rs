@@ -4,7 +4,8 @@
 use core::fmt;
 
 /// A 32-byte Curve25519 key (private, public or preshared).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// Ordered (by bytes) so peer sets keyed by public key iterate deterministically.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key(pub [u8; 32]);
 
 /// Why a key string was refused.

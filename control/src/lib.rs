@@ -2,8 +2,13 @@
 //! for larger fleets) into what the dataplane needs — peer keys, endpoints and approved subnet
 //! routes — and applies only the difference when that changes.
 //!
-//! Today it holds key encoding ([`keys`]) and the `wg` configuration protocol ([`uapi`]); the
-//! netmap model, its sources and the diff applied to the engine come with the control-plane work.
+//! - [`keys`]: WireGuard key encoding.
+//! - [`uapi`]: the `wg` configuration protocol.
+//! - [`netmap`]: signed documents, the trust chain, policy, route approval, and the [`netmap::Intent`]
+//!   the engine should hold, with [`netmap::diff`] between two of them.
+//! - [`source`]: where documents come from (a directory of files, or etcd).
 
 pub mod keys;
+pub mod netmap;
+pub mod source;
 pub mod uapi;
