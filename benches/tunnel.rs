@@ -1,5 +1,18 @@
-//! `cargo bench --bench tunnel`: single-stream TCP throughput through a real tunnel, vxwg against
-//! wireguard-go and boringtun, on this machine only (root; network namespaces).
+//! `cargo bench --bench tunnel`: throughput through a real tunnel, vxwg against wireguard-go and
+//! boringtun, on this machine only (root; network namespaces). Four cases, all in one invocation
+//! and alternating within each round:
+//! * `tcp` (`tunnel/tcp_single_stream`): one TCP stream, Gbit/s received;
+//! * `tcp4` (`tunnel/tcp_4_streams`): `iperf3 -P 4`, Gbit/s received, all streams together;
+//! * `udp64` (`tunnel/udp_64_byte_packets`): `iperf3 -u -l 64 -b 0` (64-byte UDP payloads, no rate
+//!   limit), packets per second *delivered to the receiving iperf3* (its packet count minus its
+//!   lost packets, over its own elapsed time), not packets sent;
+//! * `pod` (`tunnel/pod_tcp_single_stream`): one TCP stream pod to pod (see below).
+//!
+//! For every run the bench also reads the receiving node namespace's `Udp: RcvbufErrors` (plus
+//! `Udp6RcvbufErrors`) before and after the transfer, and the drop counter (`ss -m`, `d`) of the
+//! tunnel's own UDP sockets (port 51820) just before the daemons stop: datagrams lost to full
+//! receive buffers. In the `udp64` case the namespace figure also includes the receiving iperf3's
+//! socket, which the tunnel socket figure does not.
 //!
 //! Needs, beyond what `.ci/run` installs (`ip`, `wg`, `wireguard-go`), which it does not install
 //! because CI does not run benches:
@@ -11,13 +24,15 @@
 //! Each run builds two fresh namespaces joined by a veth pair (underlay 10.202.0.1/24 <-> .2),
 //! starts one daemon of the implementation under test in each (interfaces `vb<pid>n<k>`, overlay
 //! 100.64.20.1/24 <-> .2, MTU 1420), configures them with `wg`, waits for a ping to cross, then runs
-//! `iperf3 -c 100.64.20.2 -t SECONDS -J` from A against `iperf3 -s -1 -B 100.64.20.2` in B and
-//! reads `end.sum_received.bits_per_second`. Implementations alternate round-robin (vxwg,
-//! wireguard-go, boringtun, the two pod cases below, then the bare veth pair as context) for
-//! ROUNDS rounds, so drift on the shared machine hits all of them alike; the table gives the
-//! median, min and max per implementation and the ratios of the medians.
+//! `iperf3 -c 100.64.20.2 -t SECONDS -J [case options]` from A against `iperf3 -s -1 -B
+//! 100.64.20.2` in B and reads `end.sum_received`. Each round runs every selected case, and within
+//! a case every contender in turn (vxwg, wireguard-go, boringtun, then the bare veth pair as
+//! context; the pod case has its own two contenders), for ROUNDS rounds, so drift on the shared
+//! machine hits all of them alike. The summary gives, per case, the median, min and max per
+//! contender and its median receive-buffer drops, then the ratios of the medians vxwg/peer with
+//! the throughput issue's targets next to them.
 //!
-//! Two pod-to-pod contenders run in the same rounds. Each adds a pod namespace behind each node
+//! The pod case has two pod-to-pod contenders. Each adds a pod namespace behind each node
 //! (veth, node side 10.42.1.1/24 and 10.42.2.1/24, pods .2 with a default route to it, forwarding
 //! on in the node namespace) and runs iperf3 from pod A against pod B at 10.42.2.2:
 //! * "vxwg pod": both nodes `vxwg up --foreground --config NODE.toml` with `[vxlan]` (VTEP = own
@@ -28,8 +43,9 @@
 //!   for the other VTEP's MAC at the other overlay address, a neighbour and an onlink route for
 //!   the other pod CIDR). Needs `bridge` (iproute2).
 //!
-//! The last line gives the pod targets: vxwg pod / wg-go+kernel vxlan (target >= 2x) and vxwg
-//! pod / plain vxwg (target >= 0.85x).
+//! Targets printed with the ratios: single-stream TCP vxwg >= 6x wireguard-go and >= 6x boringtun;
+//! 64-byte UDP packets delivered vxwg >= 5x wireguard-go; vxwg pod >= 2x wg-go+kernel vxlan and
+//! >= 0.85x vxwg's own single-stream figure (the `tcp` case of the same invocation).
 //!
 //! The vxwg binary measured is `CARGO_BIN_EXE_vxwg`: before running a bench, cargo builds the
 //! package's binaries with the bench profile (which inherits release; `[profile.bench]` mirrors
@@ -37,12 +53,16 @@
 //! `build.target-dir` say. That is the release binary, always up to date, with no nested cargo
 //! and no guessing at target/release. `VXWG_BENCH_BIN=/path/to/vxwg` measures another build.
 //!
-//! Knobs: `VXWG_BENCH_SECONDS` (default 8), `VXWG_BENCH_ROUNDS` (default 3). Each run's daemon
+//! Knobs: `VXWG_BENCH_SECONDS` (default 8), `VXWG_BENCH_ROUNDS` (default 3),
+//! `VXWG_BENCH_CASES=tcp,tcp4,udp64,pod` (default: all), `VXWG_BENCH_CONTENDERS=vxwg,wggo,
+//! boringtun,veth` (default: all; the pod case's contenders follow `vxwg` and `wggo`). Filter
+//! arguments select cases too: `cargo bench --bench tunnel -- udp` runs only
+//! `tunnel/udp_64_byte_packets`; `-- --list` lists the case ids. Each run's daemon
 //! stderr and iperf3 output go to files under `CARGO_TARGET_TMPDIR/tunnel-<pid>/`, kept after the
 //! run; a failed run prints the daemons' last lines.
 //!
 //! Exits 0 without doing anything when not root, under `cargo test --benches` (no `--bench`
-//! argument) or when a filter argument does not match `tunnel/tcp_single_stream`; exits 1 after
+//! argument) or when no case id matches the filter arguments; exits 1 after
 //! the table if any run failed, 130 on Ctrl-C. Namespaces, daemons and iperf3 processes are
 //! removed by guards on drop, also on a panic or Ctrl-C.
 
@@ -53,8 +73,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-/// What the filter arguments are matched against.
-const BENCH_ID: &str = "tunnel/tcp_single_stream";
 const UNDERLAY_A: &str = "10.202.0.1";
 const UNDERLAY_B: &str = "10.202.0.2";
 const OVERLAY_A: &str = "100.64.20.1";
@@ -73,6 +91,8 @@ const POD_NET_A: &str = "10.42.1.0";
 const POD_NET_B: &str = "10.42.2.0";
 const VTEP_MAC_A: &str = "02:00:00:00:20:01";
 const VTEP_MAC_B: &str = "02:00:00:00:20:02";
+/// The UDP payload of the packet-rate case (`iperf3 -l`).
+const UDP_PAYLOAD: u16 = 64;
 /// VXLAN over IPv4 VTEPs: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 const VXLAN_OVERHEAD: u32 = 50;
 
@@ -81,10 +101,89 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 // ---------------------------------------------------------------------------------------------
 // Arguments and environment
 
-/// Whether `cargo bench` (not `cargo test`) invoked us and the filter, if any, selects us.
+/// What one run measures.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Case {
+    /// One TCP stream, Gbit/s received.
+    Tcp,
+    /// Four TCP streams (`iperf3 -P 4`), Gbit/s received in total.
+    Tcp4,
+    /// 64-byte UDP payloads at no rate limit, packets per second delivered to the receiver.
+    Udp64,
+    /// One TCP stream from a pod behind node A to a pod behind node B.
+    Pod,
+}
+
+impl Case {
+    const ALL: [Case; 4] = [Case::Tcp, Case::Tcp4, Case::Udp64, Case::Pod];
+
+    /// What filter arguments are matched against (and what `--list` prints).
+    fn id(self) -> &'static str {
+        match self {
+            Case::Tcp => "tunnel/tcp_single_stream",
+            Case::Tcp4 => "tunnel/tcp_4_streams",
+            Case::Udp64 => "tunnel/udp_64_byte_packets",
+            Case::Pod => "tunnel/pod_tcp_single_stream",
+        }
+    }
+
+    /// The name in `VXWG_BENCH_CASES`, log file names and the summary.
+    fn key(self) -> &'static str {
+        match self {
+            Case::Tcp => "tcp",
+            Case::Tcp4 => "tcp4",
+            Case::Udp64 => "udp64",
+            Case::Pod => "pod",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Case::Tcp => "single-stream TCP",
+            Case::Tcp4 => "4-stream TCP (iperf3 -P 4)",
+            Case::Udp64 => "64-byte UDP packet rate (iperf3 -u -l 64 -b 0), delivered to the receiver",
+            Case::Pod => "pod-to-pod single-stream TCP",
+        }
+    }
+
+    /// iperf3 client options beyond `-c ADDR -t SECONDS -J`.
+    fn iperf_args(self) -> &'static [&'static str] {
+        match self {
+            Case::Tcp | Case::Pod => &[],
+            Case::Tcp4 => &["-P", "4"],
+            // `-l` is UDP_PAYLOAD.
+            Case::Udp64 => &["-u", "-l", "64", "-b", "0"],
+        }
+    }
+
+    /// Whether `which` takes part in this case.
+    fn has(self, which: Impl) -> bool {
+        match self {
+            Case::Pod => matches!(which, Impl::VxwgPod | Impl::WgGoVxlan),
+            _ => !matches!(which, Impl::VxwgPod | Impl::WgGoVxlan),
+        }
+    }
+
+    /// The figure of merit in the summary's unit (Gbit/s or Mpackets/s).
+    fn figure(self, m: &Measured) -> f64 {
+        match self {
+            Case::Udp64 => m.packets_per_second.unwrap_or(0.0) / 1e6,
+            _ => m.bits_per_second / 1e9,
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Case::Udp64 => "Mpkt/s",
+            _ => "Gbit/s",
+        }
+    }
+}
+
+/// Whether `cargo bench` (not `cargo test`) invoked us, and which cases the filters select.
 enum Mode {
-    Run,
-    List,
+    Run(Vec<Case>),
+    List(Vec<Case>),
     Skip(String),
 }
 
@@ -131,20 +230,36 @@ fn mode(args: &[String]) -> Mode {
             filter => filters.push(filter.to_string()),
         }
     }
-    let matches = |f: &String| if exact { f == BENCH_ID || f == "tunnel" } else { BENCH_ID.contains(f.as_str()) };
+    let selected: Vec<Case> = Case::ALL
+        .into_iter()
+        .filter(|c| {
+            let matches = |f: &String| if exact { f == c.id() || f == "tunnel" } else { c.id().contains(f.as_str()) };
+            (filters.is_empty() || filters.iter().any(matches)) && !skips.iter().any(|s| c.id().contains(s.as_str()))
+        })
+        .collect();
     if list {
-        return if filters.is_empty() || filters.iter().any(matches) { Mode::List } else { Mode::Skip(String::new()) };
+        return if selected.is_empty() { Mode::Skip(String::new()) } else { Mode::List(selected) };
     }
     if !bench || test {
         return Mode::Skip("tunnel: not run under `cargo test` (run `cargo bench --bench tunnel`)".into());
     }
-    if !filters.is_empty() && !filters.iter().any(matches) {
+    if selected.is_empty() {
         return Mode::Skip(String::new());
     }
-    if skips.iter().any(|s| BENCH_ID.contains(s.as_str())) {
-        return Mode::Skip(String::new());
+    Mode::Run(selected)
+}
+
+/// The comma-separated names in `name` (all of `known` when unset); panics on an unknown one.
+fn env_list<'a>(name: &str, known: &[&'a str]) -> Vec<&'a str> {
+    let Ok(v) = std::env::var(name) else { return known.to_vec() };
+    let mut chosen = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        match known.iter().find(|k| **k == item) {
+            Some(k) => chosen.push(*k),
+            None => panic!("{name}={v:?}: unknown {item:?}, expected some of {known:?}"),
+        }
     }
-    Mode::Run
+    chosen
 }
 
 fn env_number(name: &str, default: u32) -> u32 {
@@ -554,11 +669,11 @@ fn kernel_vxlan(ns: &Netns, own: (&str, &str, &str), other: (&str, &str, &str, &
 
 /// One pod-to-pod run: fresh node and pod namespaces, fresh daemons (vxwg with `[vxlan]`, or
 /// wireguard-go plus kernel vxlan), one iperf3 transfer from pod A to pod B.
-fn measure_pod(c: &Contender, seconds: u32, logs: &Path, round: u32) -> Result<Measured, String> {
+fn measure_pod(c: &Contender, case: Case, seconds: u32, logs: &Path, round: u32) -> Result<Measured, String> {
     let (na, nb) = underlay()?;
     let pa = pod_behind(&na, "pa", POD_GW_A, POD_A)?;
     let pb = pod_behind(&nb, "pb", POD_GW_B, POD_B)?;
-    let prefix = logs.join(format!("round{round}-{}", c.which.tag()));
+    let prefix = logs.join(format!("round{round}-{}-{}", case.key(), c.which.tag()));
     let (mut a, mut b, _dirs) = match c.which {
         Impl::VxwgPod => {
             let key = || -> Result<(String, String), String> {
@@ -605,7 +720,8 @@ fn measure_pod(c: &Contender, seconds: u32, logs: &Path, round: u32) -> Result<M
             return Err(format!("no ping from pod A to pod B within 15 s{}", tails(&a, &b)));
         }
     }
-    let result = iperf(&pa, &pb, POD_B, seconds, &prefix);
+    let result = iperf(&pa, &pb, &nb, POD_B, case, seconds, &prefix)
+        .map(|m| Measured { tunnel_socket_drops: socket_drops(&nb, WG_PORT), ..m });
     for (side, node) in [("A (sender)", &mut a), ("B (receiver)", &mut b)] {
         if let Some(status) = node.exited() {
             return Err(format!(
@@ -646,10 +762,52 @@ fn stop_requested() -> Result<(), String> {
 }
 
 struct Measured {
+    /// Received, all streams together.
     bits_per_second: f64,
+    /// UDP only: packets delivered to the receiving iperf3 per second of its run.
+    packets_per_second: Option<f64>,
+    /// UDP only: packets the sending iperf3 sent per second.
+    sent_packets_per_second: Option<f64>,
     retransmits: Option<u64>,
     sender_cpu: Option<f64>,
     receiver_cpu: Option<f64>,
+    /// Receive-buffer drops during the transfer, whole receiving node namespace.
+    rx_drops: Option<u64>,
+    /// Of those, on the receiving tunnel daemon's own UDP sockets (port 51820), over its lifetime.
+    tunnel_socket_drops: Option<u64>,
+}
+
+/// Datagrams dropped for a full receive buffer in `ns` so far: `Udp: RcvbufErrors` plus
+/// `Udp6RcvbufErrors` (the counters are per network namespace).
+fn rcvbuf_errors(ns: &Netns) -> Option<u64> {
+    let snmp = ns.exec("cat /proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    let v4: u64 = values.split_whitespace().nth(at)?.parse().ok()?;
+    let v6: u64 = ns
+        .exec("cat /proc/net/snmp6")
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("Udp6RcvbufErrors")?.trim().parse().ok()))
+        .unwrap_or(0);
+    Some(v4 + v6)
+}
+
+/// The drop counters (`skmem:(...,dN)`) of all UDP sockets bound to `port` in `ns`, summed: what
+/// the tunnel daemon lost to its own full receive buffers (sockets opened by the kernel, like a
+/// vxlan device's, are not listed).
+fn socket_drops(ns: &Netns, port: u16) -> Option<u64> {
+    let out = ns.exec(&format!("ss -Huamn sport = :{port}")).ok()?;
+    let drops: Vec<u64> = out
+        .split("skmem:(")
+        .skip(1)
+        .filter_map(|m| {
+            let fields = &m[..m.find(')')?];
+            fields.split(',').find_map(|f| f.strip_prefix('d')?.parse::<u64>().ok())
+        })
+        .collect();
+    // No socket listed: unknown, not zero.
+    (!drops.is_empty()).then(|| drops.iter().sum())
 }
 
 /// Finds `keys` one after another in `json` and parses the number that follows the last one.
@@ -670,9 +828,18 @@ fn json_error(json: &str) -> Option<String> {
     Some(rest[..rest.find('"').unwrap_or(rest.len())].to_string())
 }
 
-/// iperf3 from `a` to `server_ip` in `b` for `seconds`: single-stream TCP. Its output goes to
-/// `prefix.iperf3-{server.log,client.json,client.err}`.
-fn iperf(a: &Netns, b: &Netns, server_ip: &str, seconds: u32, prefix: &Path) -> Result<Measured, String> {
+/// iperf3 from `a` to `server_ip` in `b` for `seconds`, with the case's options. Its output goes
+/// to `prefix.iperf3-{server.log,client.json,client.err}`. `rx_drops` is filled from `drops_in`
+/// (the receiving node's namespace), read before and after the transfer.
+fn iperf(
+    a: &Netns,
+    b: &Netns,
+    drops_in: &Netns,
+    server_ip: &str,
+    case: Case,
+    seconds: u32,
+    prefix: &Path,
+) -> Result<Measured, String> {
     let iperf3 = find_tool("iperf3").ok_or("iperf3 not found")?;
     let server_log = prefix.with_extension("iperf3-server.log");
     let _server = Reaper(Some(b.spawn(&iperf3, &["-s", "-1", "-B", server_ip], &[], &server_log, &server_log)?));
@@ -687,13 +854,10 @@ fn iperf(a: &Netns, b: &Netns, server_ip: &str, seconds: u32, prefix: &Path) -> 
     let (json_path, err_path) =
         (prefix.with_extension("iperf3-client.json"), prefix.with_extension("iperf3-client.err"));
     let t = seconds.to_string();
-    let mut client = Reaper(Some(a.spawn(
-        &iperf3,
-        &["-c", server_ip, "-t", &t, "-J", "--connect-timeout", "5000"],
-        &[],
-        &json_path,
-        &err_path,
-    )?));
+    let mut args = vec!["-c", server_ip, "-t", &t, "-J", "--connect-timeout", "5000"];
+    args.extend_from_slice(case.iperf_args());
+    let drops_before = rcvbuf_errors(drops_in);
+    let mut client = Reaper(Some(a.spawn(&iperf3, &args, &[], &json_path, &err_path)?));
     // Polled rather than waited for, so that Ctrl-C and a hung transfer end it.
     let deadline = Instant::now() + Duration::from_secs(u64::from(seconds) + 30);
     let status = loop {
@@ -708,6 +872,7 @@ fn iperf(a: &Netns, b: &Netns, server_ip: &str, seconds: u32, prefix: &Path) -> 
         std::thread::sleep(Duration::from_millis(50));
     };
     client.0 = None;
+    let rx_drops = Option::zip(rcvbuf_errors(drops_in), drops_before).map(|(after, before)| after - before);
     let json = std::fs::read_to_string(&json_path).unwrap_or_default();
     if let Some(e) = json_error(&json) {
         return Err(format!("iperf3: {e}"));
@@ -716,25 +881,41 @@ fn iperf(a: &Netns, b: &Netns, server_ip: &str, seconds: u32, prefix: &Path) -> 
         let err = std::fs::read_to_string(&err_path).unwrap_or_default();
         return Err(format!("iperf3 client failed ({status}): {}", err.trim()));
     }
-    let bits_per_second = json_number(&json, &["end", "sum_received", "bits_per_second"])
-        .ok_or_else(|| format!("no end.sum_received.bits_per_second in {}", json_path.display()))?;
+    let field = |keys: &[&str]| {
+        json_number(&json, keys).ok_or_else(|| format!("no {} in {}", keys.join("."), json_path.display()))
+    };
+    let bits_per_second = field(&["end", "sum_received", "bits_per_second"])?;
+    let (packets_per_second, sent_packets_per_second) = if case == Case::Udp64 {
+        // The receiver's own byte count, in whole datagrams (its `packets` is the highest
+        // sequence number seen, which counts the lost ones too).
+        let received = (field(&["end", "sum_received", "bytes"])? / f64::from(UDP_PAYLOAD)).floor();
+        let elapsed = field(&["end", "sum_received", "seconds"])?;
+        let sent = field(&["end", "sum_sent", "packets"])? / field(&["end", "sum_sent", "seconds"])?;
+        (Some(received / elapsed), Some(sent))
+    } else {
+        (None, None)
+    };
     Ok(Measured {
         bits_per_second,
+        packets_per_second,
+        sent_packets_per_second,
         retransmits: json_number(&json, &["end", "sum_sent", "retransmits"]).map(|r| r as u64),
         sender_cpu: json_number(&json, &["end", "cpu_utilization_percent", "host_total"]),
         receiver_cpu: json_number(&json, &["end", "cpu_utilization_percent", "remote_total"]),
+        rx_drops,
+        tunnel_socket_drops: None,
     })
 }
 
 /// One run: fresh namespaces, fresh daemons, one iperf3 transfer.
-fn measure(c: &Contender, seconds: u32, logs: &Path, round: u32) -> Result<Measured, String> {
-    if matches!(c.which, Impl::VxwgPod | Impl::WgGoVxlan) {
-        return measure_pod(c, seconds, logs, round);
+fn measure(c: &Contender, case: Case, seconds: u32, logs: &Path, round: u32) -> Result<Measured, String> {
+    if case == Case::Pod {
+        return measure_pod(c, case, seconds, logs, round);
     }
     let (na, nb) = underlay()?;
-    let prefix = logs.join(format!("round{round}-{}", c.which.tag()));
+    let prefix = logs.join(format!("round{round}-{}-{}", case.key(), c.which.tag()));
     if c.which == Impl::Veth {
-        return iperf(&na, &nb, UNDERLAY_B, seconds, &prefix);
+        return iperf(&na, &nb, &nb, UNDERLAY_B, case, seconds, &prefix);
     }
     let mut a = Node::start(&na, c, OVERLAY_A, prefix.with_extension("a.log"))?;
     let mut b = Node::start(&nb, c, OVERLAY_B, prefix.with_extension("b.log"))?;
@@ -749,7 +930,8 @@ fn measure(c: &Contender, seconds: u32, logs: &Path, round: u32) -> Result<Measu
             return Err(format!("no ping across the tunnel within 15 s{}", tails(&a, &b)));
         }
     }
-    let result = iperf(&na, &nb, OVERLAY_B, seconds, &prefix);
+    let result = iperf(&na, &nb, &nb, OVERLAY_B, case, seconds, &prefix)
+        .map(|m| Measured { tunnel_socket_drops: socket_drops(&nb, WG_PORT), ..m });
     for (side, node) in [("A (sender)", &mut a), ("B (receiver)", &mut b)] {
         if let Some(status) = node.exited() {
             return Err(format!(
@@ -784,20 +966,44 @@ fn fmt_ratio(r: Option<f64>, why: &str) -> String {
     r.map_or_else(|| format!("n/a ({why})"), |r| format!("{r:.2}x"))
 }
 
+/// The median of counters, for the drop columns.
+fn median_count(v: impl Iterator<Item = Option<u64>>) -> String {
+    let v: Vec<f64> = v.flatten().map(|n| n as f64).collect();
+    median(&v).map_or("?".into(), |m| format!("{m:.0}"))
+}
+
+/// A ratio with its target, if the issue sets one, and whether it is met.
+fn with_target(r: Option<f64>, why: &str, target: Option<f64>) -> String {
+    let r_text = fmt_ratio(r, why);
+    match (r, target) {
+        (Some(r), Some(t)) => format!("{r_text} (target >= {t}x: {})", if r >= t { "met" } else { "not met" }),
+        (None, Some(t)) => format!("{r_text} (target >= {t}x)"),
+        (_, None) => r_text,
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match mode(&args) {
+    let cases = match mode(&args) {
         Mode::Skip(note) => {
             if !note.is_empty() {
                 println!("{note}");
             }
             return;
         }
-        Mode::List => {
-            println!("{BENCH_ID}: benchmark");
+        Mode::List(cases) => {
+            for case in cases {
+                println!("{}: benchmark", case.id());
+            }
             return;
         }
-        Mode::Run => {}
+        Mode::Run(cases) => cases,
+    };
+    let chosen = env_list("VXWG_BENCH_CASES", &Case::ALL.map(Case::key));
+    let cases: Vec<Case> = cases.into_iter().filter(|c| chosen.contains(&c.key())).collect();
+    if cases.is_empty() {
+        println!("tunnel: no case selected (VXWG_BENCH_CASES and the filter arguments exclude all)");
+        return;
     }
     if !is_root() {
         println!("cargo bench --bench tunnel needs root to create network namespaces; skipping");
@@ -814,6 +1020,7 @@ fn main() {
     }
     let seconds = env_number("VXWG_BENCH_SECONDS", 8);
     let rounds = env_number("VXWG_BENCH_ROUNDS", 3);
+    let wanted = env_list("VXWG_BENCH_CONTENDERS", &["vxwg", "wggo", "boringtun", "veth"]);
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&STOP)).expect("registering a signal handler");
     }
@@ -849,7 +1056,7 @@ fn main() {
             skipped.push((Impl::Boringtun, "boringtun-cli not installed: cargo install boringtun-cli --locked".into()))
         }
     }
-    // The pod-to-pod cases, in the same rounds.
+    // The pod-to-pod contenders.
     if find_tool("sysctl").is_some() {
         contenders.push(Contender {
             which: Impl::VxwgPod,
@@ -875,13 +1082,28 @@ fn main() {
         }
     }
     contenders.push(Contender { which: Impl::Veth, program: PathBuf::new(), args: vec![], env: vec![] });
+    // VXWG_BENCH_CONTENDERS: the pod contenders follow their plain counterparts.
+    let selected = |w: Impl| {
+        wanted.contains(&match w {
+            Impl::Vxwg | Impl::VxwgPod => "vxwg",
+            Impl::WireguardGo | Impl::WgGoVxlan => "wggo",
+            Impl::Boringtun => "boringtun",
+            Impl::Veth => "veth",
+        })
+    };
+    for c in contenders.iter().filter(|c| !selected(c.which)) {
+        skipped.push((c.which, "not selected: VXWG_BENCH_CONTENDERS".into()));
+    }
+    contenders.retain(|c| selected(c.which) && cases.iter().any(|case| case.has(c.which)));
+    skipped.retain(|(w, _)| cases.iter().any(|case| case.has(*w)));
 
     let logs = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tunnel-{}", std::process::id()));
     std::fs::create_dir_all(&logs).expect("creating the log directory");
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "tunnel: single-stream TCP (iperf3 -t {seconds}), {rounds} rounds round-robin, tunnel MTU {TUNNEL_MTU}, \
-         {cpus} CPUs, kernel {}",
+        "tunnel: cases {} (iperf3 -t {seconds}), {rounds} rounds, contenders alternating within each case, \
+         tunnel MTU {TUNNEL_MTU}, {cpus} CPUs, kernel {}",
+        cases.iter().map(|c| c.key()).collect::<Vec<_>>().join(", "),
         first_line(Command::new("uname").arg("-r"))
     );
     for c in &contenders {
@@ -899,31 +1121,47 @@ fn main() {
     println!("  load average before: {} (other work on the machine skews absolute numbers)", loadavg());
     println!();
 
-    let mut results: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
-    let mut failures: Vec<Vec<String>> = vec![Vec::new(); contenders.len()];
+    // One slot per (case, contender), in the order they run within a round.
+    let slots: Vec<(Case, &Contender)> = cases
+        .iter()
+        .flat_map(|&case| contenders.iter().filter(move |c| case.has(c.which)).map(move |c| (case, c)))
+        .collect();
+    let mut results: Vec<Vec<Measured>> = slots.iter().map(|_| Vec::new()).collect();
+    let mut failures: Vec<Vec<String>> = vec![Vec::new(); slots.len()];
     'rounds: for round in 1..=rounds {
-        for (i, c) in contenders.iter().enumerate() {
+        for (i, &(case, c)) in slots.iter().enumerate() {
             if STOP.load(Ordering::Relaxed) {
                 break 'rounds;
             }
             let started = Instant::now();
-            match measure(c, seconds, &logs, round) {
+            let head = format!("round {round}/{rounds}  {:<5}  {:<19}", case.key(), c.which.label());
+            match measure(c, case, seconds, &logs, round) {
                 Ok(m) => {
-                    results[i].push(m.bits_per_second / 1e9);
+                    let detail = match case {
+                        Case::Udp64 => {
+                            format!("delivered (sent {:.3} Mpkt/s", m.sent_packets_per_second.unwrap_or(f64::NAN) / 1e6)
+                        }
+                        _ => format!("(retransmits {}", m.retransmits.map_or("?".into(), |r| r.to_string())),
+                    };
                     let cpu = match (m.sender_cpu, m.receiver_cpu) {
                         (Some(s), Some(r)) => format!(", iperf3 cpu sender {s:.0}% receiver {r:.0}%"),
                         _ => String::new(),
                     };
+                    let count = |n: Option<u64>| n.map_or("?".into(), |n| n.to_string());
+                    let drops = match c.which {
+                        Impl::Veth => format!("rx drops {}", count(m.rx_drops)),
+                        _ => format!("rx drops {} (tunnel socket {})", count(m.rx_drops), count(m.tunnel_socket_drops)),
+                    };
                     println!(
-                        "round {round}/{rounds}  {:<19} {:>7.3} Gbit/s  (retransmits {}{cpu}; {:.1} s)",
-                        c.which.label(),
-                        m.bits_per_second / 1e9,
-                        m.retransmits.map_or("?".into(), |r| r.to_string()),
+                        "{head} {:>7.3} {} {detail}{cpu}; {drops}; {:.1} s)",
+                        case.figure(&m),
+                        case.unit(),
                         started.elapsed().as_secs_f64()
                     );
+                    results[i].push(m);
                 }
                 Err(e) => {
-                    println!("round {round}/{rounds}  {:<19} FAILED: {e}", c.which.label());
+                    println!("{head} FAILED: {e}");
                     failures[i].push(e);
                 }
             }
@@ -933,62 +1171,104 @@ fn main() {
 
     println!();
     println!("load average after: {}", loadavg());
-    println!("{:<19} {:>14} {:>8} {:>8}  runs", "implementation", "Gbit/s median", "min", "max");
-    let mut medians = Vec::new();
-    for (i, c) in contenders.iter().enumerate() {
-        let v = &results[i];
-        let m = median(v);
-        medians.push((c.which, m));
-        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let runs = format!(
-            "{} ok{}",
-            v.len(),
-            if failures[i].is_empty() { String::new() } else { format!(", {} failed", failures[i].len()) }
+    let mut medians: Vec<(Case, Impl, Option<f64>)> = Vec::new();
+    for &case in &cases {
+        println!();
+        println!("{} ({}; rx drops = receiving node's UDP receive-buffer drops, medians)", case.title(), case.unit());
+        println!(
+            "{:<19} {:>9} {:>8} {:>8} {:>9} {:>14}  runs",
+            "contender", "median", "min", "max", "rx drops", "tunnel socket"
         );
-        match m {
-            Some(m) => println!("{:<19} {m:>14.3} {min:>8.3} {max:>8.3}  {runs}", c.which.label()),
-            None => println!("{:<19} {:>14} {:>8} {:>8}  {runs}", c.which.label(), "-", "-", "-"),
+        for (i, &(_, c)) in slots.iter().enumerate().filter(|(_, (k, _))| *k == case) {
+            let v: Vec<f64> = results[i].iter().map(|m| case.figure(m)).collect();
+            let m = median(&v);
+            medians.push((case, c.which, m));
+            let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let runs = format!(
+                "{} ok{}",
+                v.len(),
+                if failures[i].is_empty() { String::new() } else { format!(", {} failed", failures[i].len()) }
+            );
+            let rx = median_count(results[i].iter().map(|m| m.rx_drops));
+            let sock = if c.which == Impl::Veth {
+                "-".into()
+            } else {
+                median_count(results[i].iter().map(|m| m.tunnel_socket_drops))
+            };
+            match m {
+                Some(m) => {
+                    println!("{:<19} {m:>9.3} {min:>8.3} {max:>8.3} {rx:>9} {sock:>14}  {runs}", c.which.label())
+                }
+                None => {
+                    println!("{:<19} {:>9} {:>8} {:>8} {:>9} {:>14}  {runs}", c.which.label(), "-", "-", "-", "-", "-")
+                }
+            }
+        }
+        for (which, _) in skipped.iter().filter(|(w, _)| case.has(*w)) {
+            println!("{:<19} {:>9} {:>8} {:>8} {:>9} {:>14}  skipped", which.label(), "-", "-", "-", "-", "-");
         }
     }
-    for (which, _) in &skipped {
-        println!("{:<19} {:>14} {:>8} {:>8}  skipped", which.label(), "-", "-", "-");
-    }
-    let get = |w: Impl| medians.iter().find(|(x, _)| *x == w).and_then(|(_, m)| *m);
-    let why = |w: Impl| {
-        if let Some((_, note)) = skipped.iter().find(|(x, _)| *x == w) {
+    let get = |case: Case, w: Impl| medians.iter().find(|(k, x, _)| *k == case && *x == w).and_then(|(_, _, m)| *m);
+    let why = |case: Case, w: Impl| {
+        if !cases.contains(&case) {
+            format!("{} case not selected", case.key())
+        } else if let Some((_, note)) = skipped.iter().find(|(x, _)| *x == w) {
             note.split(':').next().unwrap_or("skipped").to_string()
         } else {
             format!("{}: no successful run", w.label())
         }
     };
-    let (vx, wg, bt) = (get(Impl::Vxwg), get(Impl::WireguardGo), get(Impl::Boringtun));
-    let (pod, wg_vxlan) = (get(Impl::VxwgPod), get(Impl::WgGoVxlan));
     // Why a ratio is missing: its numerator's reason first, then its denominator's.
-    let ratio_of = |num: Impl, n: Option<f64>, den: Impl, d: Option<f64>| {
-        fmt_ratio(ratio(n, d), &if n.is_none() { why(num) } else { why(den) })
+    let ratio_of = |num: (Case, Impl), den: (Case, Impl), target: Option<f64>| {
+        let (n, d) = (get(num.0, num.1), get(den.0, den.1));
+        with_target(ratio(n, d), &if n.is_none() { why(num.0, num.1) } else { why(den.0, den.1) }, target)
     };
-    let r_wg = ratio_of(Impl::Vxwg, vx, Impl::WireguardGo, wg);
-    let r_bt = ratio_of(Impl::Vxwg, vx, Impl::Boringtun, bt);
-    let r_pod_wg = ratio_of(Impl::VxwgPod, pod, Impl::WgGoVxlan, wg_vxlan);
-    let r_pod_plain = ratio_of(Impl::VxwgPod, pod, Impl::Vxwg, vx);
     println!();
-    println!("ratio of medians: vxwg/wireguard-go = {r_wg}, vxwg/boringtun = {r_bt}");
-    if let Some(v) = get(Impl::Veth) {
-        println!(
-            "share of the bare veth pair: {}",
-            medians
-                .iter()
-                .filter(|(w, _)| *w != Impl::Veth)
-                .map(|(w, m)| format!("{} {}", w.label(), m.map_or("-".into(), |m| format!("{:.1}%", 100.0 * m / v))))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+    println!("ratios of medians, with the throughput issue's targets:");
+    for &case in &cases {
+        let line = match case {
+            Case::Tcp => format!(
+                "vxwg/wireguard-go = {}, vxwg/boringtun = {}",
+                ratio_of((case, Impl::Vxwg), (case, Impl::WireguardGo), Some(6.0)),
+                ratio_of((case, Impl::Vxwg), (case, Impl::Boringtun), Some(6.0))
+            ),
+            Case::Tcp4 => format!(
+                "vxwg/wireguard-go = {}, vxwg/boringtun = {} (no targets)",
+                ratio_of((case, Impl::Vxwg), (case, Impl::WireguardGo), None),
+                ratio_of((case, Impl::Vxwg), (case, Impl::Boringtun), None)
+            ),
+            Case::Udp64 => format!(
+                "vxwg/wireguard-go = {}, vxwg/boringtun = {} (packets delivered)",
+                ratio_of((case, Impl::Vxwg), (case, Impl::WireguardGo), Some(5.0)),
+                ratio_of((case, Impl::Vxwg), (case, Impl::Boringtun), None)
+            ),
+            Case::Pod => format!(
+                "vxwg pod/wg-go+kernel vxlan = {}, vxwg pod/vxwg plain single-stream = {}",
+                ratio_of((case, Impl::VxwgPod), (case, Impl::WgGoVxlan), Some(2.0)),
+                ratio_of((case, Impl::VxwgPod), (Case::Tcp, Impl::Vxwg), Some(0.85))
+            ),
+        };
+        println!("  {:<5}  {line}", case.key());
     }
-    println!("tunnel: vxwg/wireguard-go = {r_wg}, vxwg/boringtun = {r_bt} (single-stream TCP, median of {rounds})");
-    println!(
-        "pod: vxwg/wg-go+vxlan = {r_pod_wg} (target >= 2x), vxwg pod/vxwg plain = {r_pod_plain} (target >= 0.85x)"
-    );
+    let shares: Vec<String> = cases
+        .iter()
+        .filter_map(|&case| {
+            let veth = get(case, Impl::Veth)?;
+            let parts: Vec<String> = medians
+                .iter()
+                .filter(|(k, w, _)| *k == case && *w != Impl::Veth)
+                .map(|(_, w, m)| {
+                    format!("{} {}", w.label(), m.map_or("-".into(), |m| format!("{:.1}%", 100.0 * m / veth)))
+                })
+                .collect();
+            Some(format!("  {:<5}  {}", case.key(), parts.join(", ")))
+        })
+        .collect();
+    if !shares.is_empty() {
+        println!("share of the bare veth pair:");
+        shares.iter().for_each(|l| println!("{l}"));
+    }
     if STOP.load(Ordering::Relaxed) {
         println!("interrupted: the numbers above are partial");
         std::process::exit(130);

@@ -5,23 +5,33 @@
 //!   and boringtun's backend), RustCrypto's portable build, and aws-lc-rs with `--features aead-aws-lc`;
 //! * `encapsulate/*` and `decapsulate/*`: vxwg's `Device` against boringtun's `noise::Tunn`,
 //!   each with an established session to a peer of its own kind.
-//! * `encapsulate_batch/*`: vxwg's `Device::encapsulate_batch`, 32 and 64 packets per call (the
-//!   engine hands each run of packets for one peer to the protocol this way).
+//! * `encapsulate_batch/*`: 32 and 64 packets per call, through vxwg's `Device::encapsulate_batch`
+//!   (`device_x32`, `device_x64`: one peer's run, the way the engine hands it to the protocol) and
+//!   `Engine::encapsulate_batch` (`engine_x32`, `engine_x64`: cryptokey routing included);
+//! * `decapsulate_batch/*`: `Engine::decapsulate_batch`, 32 and 64 datagrams per call (the
+//!   protocol has no batch decapsulation of its own; the engine adds the inbound source check).
+//!
+//! The batch groups count throughput in packets (criterion's "elem/s"). The interleaved summary
+//! that follows (`VXWG_BENCH_SUMMARY`, below) gives every case in nanoseconds per packet and as a
+//! ratio to the AEAD floor of the same size.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
 use criterion::{criterion_group, BatchSize, BenchmarkId, Criterion, Throughput};
 use rand_core::OsRng;
+use vxwg::dataplane::engine::{Engine, Incoming, Outgoing};
+use vxwg::dataplane::route::IpNet;
 use vxwg::dataplane::wireguard::aead::{Aead, RingChaCha, RustCryptoChaCha};
 use vxwg::dataplane::wireguard::{
     Device, DeviceConfig, Encapsulated, PeerConfig, PeerId, Received, HEADROOM, TAILROOM,
 };
 
 const SIZES: [usize; 3] = [64, 512, 1420];
+const BATCHES: [usize; 2] = [32, 64];
 const A_ADDR: &str = "127.0.0.1:1";
 const B_ADDR: &str = "127.0.0.1:2";
 
@@ -64,6 +74,144 @@ fn vx_pair() -> VxPair {
     }
     assert!(a.has_session(a_peer, now));
     VxPair { a, a_peer, b, now }
+}
+
+/// Two engines with an established session: A routes 10.0.0.2 (the test packets' destination)
+/// to B, and B accepts 10.0.0.1 (their source) from A.
+struct EnginePair {
+    a: Engine,
+    b: Engine,
+    now: Instant,
+}
+
+fn engine_pair() -> EnginePair {
+    let now = Instant::now();
+    let (ka, kb) = ([3u8; 32], [4u8; 32]);
+    let mut a = Engine::new(Device::new(DeviceConfig::new(ka), OsRng, now, SystemTime::now()));
+    let mut b = Engine::new(Device::new(DeviceConfig::new(kb), OsRng, now, SystemTime::now()));
+    let (a_pub, b_pub) = (a.device().public_key(), b.device().public_key());
+    let to_b = PeerConfig { endpoint: Some(B_ADDR.parse().unwrap()), ..PeerConfig::new(b_pub) };
+    let a_peer = a.add_peer(to_b, &["10.0.0.2/32".parse::<IpNet>().unwrap()]).unwrap();
+    b.add_peer(PeerConfig::new(a_pub), &["10.0.0.1/32".parse::<IpNet>().unwrap()]).unwrap();
+    a.device_mut().initiate_handshake(a_peer, now);
+    let (a_addr, b_addr): (SocketAddr, SocketAddr) = (A_ADDR.parse().unwrap(), B_ADDR.parse().unwrap());
+    for _ in 0..4 {
+        while let Some(mut t) = a.poll_transmit() {
+            let _ = b.decapsulate(a_addr, &mut t.payload, now);
+        }
+        while let Some(mut t) = b.poll_transmit() {
+            let _ = a.decapsulate(b_addr, &mut t.payload, now);
+        }
+    }
+    assert!(a.device().has_session(a_peer, now));
+    EnginePair { a, b, now }
+}
+
+/// Batches of `size`-byte packets for one peer through `Device::encapsulate_batch`.
+struct DeviceBatch {
+    pair: VxPair,
+    packet: Vec<u8>,
+    bufs: Vec<Vec<u8>>,
+    lens: Vec<usize>,
+    out: Vec<(usize, usize)>,
+}
+
+impl DeviceBatch {
+    fn new(size: usize, batch: usize) -> Self {
+        DeviceBatch {
+            pair: vx_pair(),
+            packet: ipv4_packet(size),
+            bufs: vec![vec![0u8; HEADROOM + size + TAILROOM]; batch],
+            lens: vec![size; batch],
+            out: Vec::with_capacity(batch),
+        }
+    }
+
+    /// One call on a fresh copy of the plaintext in every buffer.
+    fn encapsulate(&mut self) -> usize {
+        let size = self.packet.len();
+        for buf in self.bufs.iter_mut() {
+            buf[HEADROOM..HEADROOM + size].copy_from_slice(&self.packet);
+        }
+        self.out.clear();
+        let p = &mut self.pair;
+        let dst = p.a.encapsulate_batch(p.a_peer, &mut self.bufs, &self.lens, p.now, &mut self.out).unwrap();
+        assert!(dst.is_some() && self.out.len() == self.bufs.len(), "every packet of the batch is sealed");
+        self.out.len()
+    }
+}
+
+/// Batches of `size`-byte packets through a pair of engines, with the buffers reused call to call.
+struct EngineBatch {
+    pair: EnginePair,
+    packet: Vec<u8>,
+    bufs: Vec<Vec<u8>>,
+    lens: Vec<usize>,
+    out: Vec<Outgoing>,
+    /// Sealed messages waiting for [`EngineBatch::decapsulate`], with their lengths.
+    sealed: Vec<Vec<u8>>,
+    sealed_lens: Vec<usize>,
+    srcs: Vec<SocketAddr>,
+    incoming: Vec<Incoming>,
+}
+
+impl EngineBatch {
+    fn new(size: usize, batch: usize) -> Self {
+        EngineBatch {
+            pair: engine_pair(),
+            packet: ipv4_packet(size),
+            bufs: vec![vec![0u8; HEADROOM + size + TAILROOM]; batch],
+            lens: vec![size; batch],
+            out: Vec::with_capacity(batch),
+            sealed: Vec::new(),
+            sealed_lens: Vec::new(),
+            srcs: vec![A_ADDR.parse().unwrap(); batch],
+            incoming: Vec::with_capacity(batch),
+        }
+    }
+
+    fn batch(&self) -> usize {
+        self.bufs.len()
+    }
+
+    /// One `Engine::encapsulate_batch` call on a fresh copy of the plaintext in every buffer.
+    fn encapsulate(&mut self) -> usize {
+        let size = self.packet.len();
+        for buf in self.bufs.iter_mut() {
+            buf[HEADROOM..HEADROOM + size].copy_from_slice(&self.packet);
+        }
+        self.out.clear();
+        self.pair.a.encapsulate_batch(&mut self.bufs, &self.lens, self.pair.now, &mut self.out);
+        assert_eq!(self.out.len(), self.batch(), "every packet of the batch is sealed");
+        self.out.len()
+    }
+
+    /// Seals `calls` batches (untimed) for [`EngineBatch::decapsulate`].
+    fn prepare(&mut self, calls: usize) {
+        self.sealed.clear();
+        self.sealed_lens.clear();
+        for _ in 0..calls {
+            self.encapsulate();
+            for o in &self.out {
+                self.sealed.push(self.bufs[o.slot][..o.len].to_vec());
+                self.sealed_lens.push(o.len);
+            }
+        }
+    }
+
+    /// Decrypts everything [`EngineBatch::prepare`] sealed, one `Engine::decapsulate_batch` call
+    /// per batch; returns how many packets were delivered.
+    fn decapsulate(&mut self) -> usize {
+        let batch = self.batch();
+        let mut delivered = 0;
+        for (msgs, lens) in self.sealed.chunks_mut(batch).zip(self.sealed_lens.chunks(batch)) {
+            self.incoming.clear();
+            self.pair.b.decapsulate_batch(msgs, lens, &self.srcs[..msgs.len()], self.pair.now, &mut self.incoming);
+            delivered += self.incoming.len();
+        }
+        assert_eq!(delivered, self.sealed.len(), "every sealed packet is delivered");
+        delivered
+    }
 }
 
 fn bt_pair() -> (Tunn, Tunn) {
@@ -196,24 +344,42 @@ fn decapsulate(c: &mut Criterion) {
 
 fn encapsulate_batch(c: &mut Criterion) {
     let mut g = c.benchmark_group("encapsulate_batch");
-    let size = 1420;
-    let packet = ipv4_packet(size);
-    for batch in [32usize, 64] {
-        g.throughput(Throughput::Bytes((size * batch) as u64));
-        let mut pair = vx_pair();
-        let mut bufs = vec![vec![0u8; HEADROOM + size + TAILROOM]; batch];
-        let lens = vec![size; batch];
-        let mut out = Vec::with_capacity(batch);
-        g.bench_with_input(BenchmarkId::new("vxwg", batch), &batch, |b, _| {
-            b.iter(|| {
-                for buf in bufs.iter_mut() {
-                    buf[HEADROOM..HEADROOM + size].copy_from_slice(&packet);
-                }
-                out.clear();
-                let dst = pair.a.encapsulate_batch(pair.a_peer, &mut bufs, &lens, pair.now, &mut out).unwrap();
-                black_box((dst, out.len()))
-            })
-        });
+    for size in SIZES {
+        for batch in BATCHES {
+            g.throughput(Throughput::Elements(batch as u64));
+            let mut device = DeviceBatch::new(size, batch);
+            g.bench_with_input(BenchmarkId::new(format!("device_x{batch}"), size), &size, |b, _| {
+                b.iter(|| black_box(device.encapsulate()))
+            });
+            let mut engine = EngineBatch::new(size, batch);
+            g.bench_with_input(BenchmarkId::new(format!("engine_x{batch}"), size), &size, |b, _| {
+                b.iter(|| black_box(engine.encapsulate()))
+            });
+        }
+    }
+    g.finish();
+}
+
+fn decapsulate_batch(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decapsulate_batch");
+    for size in SIZES {
+        for batch in BATCHES {
+            g.throughput(Throughput::Elements(batch as u64));
+            let mut engine = EngineBatch::new(size, batch);
+            g.bench_with_input(BenchmarkId::new(format!("engine_x{batch}"), size), &size, |b, _| {
+                // Each timed call decrypts one batch sealed (untimed) just before it.
+                b.iter_custom(|iters| {
+                    let mut timed = Duration::ZERO;
+                    for _ in 0..iters {
+                        engine.prepare(1);
+                        let t = Instant::now();
+                        black_box(engine.decapsulate());
+                        timed += t.elapsed();
+                    }
+                    timed
+                })
+            });
+        }
     }
     g.finish();
 }
@@ -252,6 +418,24 @@ mod interleaved {
         println!("{line}");
     }
 
+    /// Nanoseconds per packet over about BLOCK packets, `batch` packets per call of `call`.
+    fn time_batches(batch: usize, mut call: impl FnMut() -> usize) -> f64 {
+        let calls = BLOCK / batch;
+        let t = Instant::now();
+        for _ in 0..calls {
+            black_box(call());
+        }
+        t.elapsed().as_nanos() as f64 / (calls * batch) as f64
+    }
+
+    /// Nanoseconds per packet to decrypt about BLOCK packets sealed (untimed) just before.
+    fn time_decapsulate(engine: &mut EngineBatch) -> f64 {
+        engine.prepare(BLOCK / engine.batch());
+        let t = Instant::now();
+        let delivered = engine.decapsulate();
+        t.elapsed().as_nanos() as f64 / delivered as f64
+    }
+
     fn time_block(mut f: impl FnMut()) -> f64 {
         let t = Instant::now();
         for _ in 0..BLOCK {
@@ -261,7 +445,10 @@ mod interleaved {
     }
 
     pub fn summary() {
-        println!("\ninterleaved medians ({ROUNDS} rounds of {BLOCK} packets; ratio = median of per-round ratios to the first column)");
+        println!(
+            "\ninterleaved medians ({ROUNDS} rounds of {BLOCK} packets; ns per packet; ratio = median of per-round \
+             ratios to the first column, the AEAD floor; dev/eng xN = Device/Engine batch of N per call)"
+        );
         let a_addr: SocketAddr = A_ADDR.parse().unwrap();
         for size in SIZES {
             let packet = ipv4_packet(size);
@@ -273,10 +460,8 @@ mod interleaved {
             let mut vx_buf = vec![0u8; HEADROOM + size + TAILROOM];
             let (mut bt, _) = bt_pair();
             let mut bt_out = vec![0u8; size + 64];
-            let mut batch_pair = vx_pair();
-            let mut batch_bufs = vec![vec![0u8; HEADROOM + size + TAILROOM]; 64];
-            let batch_lens = vec![size; 64];
-            let mut batch_out = Vec::with_capacity(64);
+            let (mut dev32, mut dev64) = (DeviceBatch::new(size, 32), DeviceBatch::new(size, 64));
+            let (mut eng32, mut eng64) = (EngineBatch::new(size, 32), EngineBatch::new(size, 64));
             run(
                 "encapsulate",
                 size,
@@ -299,31 +484,10 @@ mod interleaved {
                             })
                         }),
                     ),
-                    (
-                        "vxwg x64",
-                        Box::new(|| {
-                            let t = Instant::now();
-                            for _ in 0..BLOCK / 64 {
-                                for buf in batch_bufs.iter_mut() {
-                                    buf[HEADROOM..HEADROOM + size].copy_from_slice(&packet);
-                                }
-                                batch_out.clear();
-                                black_box(
-                                    batch_pair
-                                        .a
-                                        .encapsulate_batch(
-                                            batch_pair.a_peer,
-                                            &mut batch_bufs,
-                                            &batch_lens,
-                                            batch_pair.now,
-                                            &mut batch_out,
-                                        )
-                                        .unwrap(),
-                                );
-                            }
-                            t.elapsed().as_nanos() as f64 / (BLOCK / 64 * 64) as f64
-                        }),
-                    ),
+                    ("dev x32", Box::new(|| time_batches(32, || dev32.encapsulate()))),
+                    ("dev x64", Box::new(|| time_batches(64, || dev64.encapsulate()))),
+                    ("eng x32", Box::new(|| time_batches(32, || eng32.encapsulate()))),
+                    ("eng x64", Box::new(|| time_batches(64, || eng64.encapsulate()))),
                     (
                         "boringtun",
                         Box::new(|| {
@@ -341,6 +505,7 @@ mod interleaved {
             // Decapsulation: each round decrypts fresh messages made (untimed) just before it.
             let mut pair = vx_pair();
             let (mut bta, mut btb) = bt_pair();
+            let (mut eng32, mut eng64) = (EngineBatch::new(size, 32), EngineBatch::new(size, 64));
             let mut open_floor_msgs: Vec<Vec<u8>> = Vec::new();
             let floor_open = RingChaCha::new(&[9; 32]);
             let mut floor_counter = 0u64;
@@ -396,6 +561,8 @@ mod interleaved {
                             })
                         }),
                     ),
+                    ("eng x32", Box::new(|| time_decapsulate(&mut eng32))),
+                    ("eng x64", Box::new(|| time_decapsulate(&mut eng64))),
                     (
                         "boringtun",
                         Box::new(|| {
@@ -424,7 +591,7 @@ mod interleaved {
     }
 }
 
-criterion_group!(benches, aead_floor, encapsulate, decapsulate, encapsulate_batch);
+criterion_group!(benches, aead_floor, encapsulate, decapsulate, encapsulate_batch, decapsulate_batch);
 
 fn main() {
     // `cargo bench --bench wireguard -- <filter>` runs only matching criterion benchmarks; the
