@@ -5,10 +5,12 @@
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use vxwg::control::keys::Key;
+use vxwg::control::netmap::{check_name, SigningKey, VerifyingKey};
 use vxwg::control::uapi::{DeviceUpdate, PeerUpdate};
 use vxwg::dataplane::engine::pod::RemoteVtep;
 use vxwg::dataplane::io::netlink::InterfaceAddress;
@@ -42,6 +44,8 @@ struct RawConfig {
     routing: Option<RawRouting>,
     #[serde(default)]
     vxlan: Option<RawVxlan>,
+    #[serde(default)]
+    control: Option<RawControl>,
     #[serde(default, rename = "peer")]
     peers: Vec<RawPeer>,
 }
@@ -62,6 +66,35 @@ struct RawVxlan {
     pod_mtu: Option<u32>,
     #[serde(default)]
     clamp_mss: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    node: Option<String>,
+    operator_key: Option<String>,
+    signing_key_file: Option<PathBuf>,
+    source: Option<String>,
+    #[serde(default)]
+    path: Option<PathBuf>,
+    #[serde(default)]
+    endpoints: Vec<String>,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    lease_ttl_secs: Option<u64>,
+    #[serde(default)]
+    advertise_endpoints: Vec<String>,
+    #[serde(default)]
+    advertise_routes: Vec<String>,
+    #[serde(default)]
+    record_ttl_secs: Option<u64>,
+    #[serde(default)]
+    refresh_secs: Option<u64>,
+    #[serde(default)]
+    persistent_keepalive: Option<u16>,
+    #[serde(default)]
+    stale_after_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +185,52 @@ pub struct Routing {
     pub rule_priority: u32,
 }
 
+/// Default lifetime of this node's signed record (refreshed well before it ends).
+pub const DEFAULT_RECORD_TTL_SECS: u64 = 60;
+/// Default etcd lease TTL.
+pub const DEFAULT_LEASE_TTL_SECS: u64 = 10;
+/// Default etcd key prefix.
+pub const DEFAULT_ETCD_PREFIX: &str = "/vxwg/";
+/// Default keepalive towards netmap peers: keeps NAT mappings open and, because a live session
+/// needs a fresh handshake every two minutes, keeps handshakes fresh for the stale rule.
+pub const DEFAULT_CONTROL_KEEPALIVE: u16 = 25;
+/// A peer counts as stale once its last handshake (or, if it never completed one, the moment it
+/// was added) is older than this: WireGuard's REJECT_AFTER_TIME (180 s) plus a rekey margin.
+pub const DEFAULT_STALE_AFTER_SECS: u64 = 180 + 30;
+
+/// Where the netmap comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceConfig {
+    /// A directory of signed documents (or one file holding an array of them).
+    File { path: PathBuf },
+    /// An etcd cluster: documents under `prefix`, this node's record kept alive by a lease.
+    Etcd { endpoints: Vec<String>, prefix: String, lease_ttl: Duration },
+}
+
+/// The `[control]` section: peers and routes come from a signed netmap (docs/control.md).
+#[derive(Debug)]
+pub struct Control {
+    /// This node's name, as in its certificate.
+    pub node: String,
+    /// The trust root: the operator key that signs certificates and the policy.
+    pub operator: VerifyingKey,
+    /// Signs this node's own record (its certificate names the public half).
+    pub signing_key: SigningKey,
+    pub source: SourceConfig,
+    /// What this node advertises: endpoints in preference order (same-LAN first) ...
+    pub advertise_endpoints: Vec<SocketAddr>,
+    /// ... and subnet routes (approved or not by the policy).
+    pub advertise_routes: Vec<IpNet>,
+    /// How long a published record is valid.
+    pub record_ttl: Duration,
+    /// How often the record is re-signed and published.
+    pub refresh: Duration,
+    /// Persistent keepalive towards netmap peers (None: off).
+    pub persistent_keepalive: Option<u16>,
+    /// See [`DEFAULT_STALE_AFTER_SECS`].
+    pub stale_after: Duration,
+}
+
 /// A validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -161,6 +240,8 @@ pub struct Config {
     pub routing: Routing,
     /// The pod path, when `[vxlan]` is present.
     pub vxlan: Option<Vxlan>,
+    /// The control plane, when `[control]` is present.
+    pub control: Option<Control>,
     fwmark_default: bool,
 }
 
@@ -263,14 +344,24 @@ impl Config {
                 routing.table
             );
         }
+        let listen_port = raw.listen_port.unwrap_or(DEFAULT_LISTEN_PORT);
+        let control = match &raw.control {
+            Some(c) => {
+                if !raw.peers.is_empty() {
+                    bail!("peer[0]: with [control], peers come from the netmap; remove the [[peer]] entries");
+                }
+                Some(parse_control(c, base, listen_port)?)
+            }
+            None => None,
+        };
         let update = DeviceUpdate {
             private_key: Some(Some(private_key)),
-            listen_port: Some(raw.listen_port.unwrap_or(DEFAULT_LISTEN_PORT)),
+            listen_port: Some(listen_port),
             fwmark: Some(fwmark),
             replace_peers: true,
             peers,
         };
-        Ok(Config { update, addresses, mtu, routing, vxlan, fwmark_default })
+        Ok(Config { update, addresses, mtu, routing, vxlan, control, fwmark_default })
     }
 }
 
@@ -374,6 +465,110 @@ fn parse_vxlan(
         pod_mtu,
         clamp_mss: v.clamp_mss.unwrap_or(true),
         routes,
+    })
+}
+
+/// Validates `[control]`; key and source paths are taken relative to `base`.
+fn parse_control(c: &RawControl, base: &Path, listen_port: u16) -> anyhow::Result<Control> {
+    let Some(node) = &c.node else { bail!("control.node: required (this node's name, as in its certificate)") };
+    check_name(node).map_err(|e| anyhow::anyhow!("control.node: {e}"))?;
+    let Some(operator) = &c.operator_key else {
+        bail!("control.operator_key: required (the operator's public key, from `vxwg admin init`)")
+    };
+    let operator =
+        VerifyingKey::from_base64(operator).map_err(|e| anyhow::anyhow!("control.operator_key = {operator:?}: {e}"))?;
+    let Some(file) = &c.signing_key_file else {
+        bail!("control.signing_key_file: required (this node's record signing key)")
+    };
+    let path = base.join(file);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("control.signing_key_file: reading {}", path.display()))?;
+    let signing_key = SigningKey::from_base64(&text)
+        .map_err(|e| anyhow::anyhow!("control.signing_key_file {}: {e}", path.display()))?;
+    let kind = c.source.as_deref().unwrap_or("file");
+    let file_only = [("path", c.path.is_some())];
+    let etcd_only = [
+        ("endpoints", !c.endpoints.is_empty()),
+        ("prefix", c.prefix.is_some()),
+        ("lease_ttl_secs", c.lease_ttl_secs.is_some()),
+    ];
+    let (source, foreign) = match kind {
+        "file" => {
+            let Some(path) = &c.path else { bail!("control.path: required with source = \"file\" (a directory)") };
+            (SourceConfig::File { path: base.join(path) }, &etcd_only[..])
+        }
+        "etcd" => {
+            if c.endpoints.is_empty() {
+                bail!("control.endpoints: required with source = \"etcd\" (e.g. [\"http://10.0.0.1:2379\"])");
+            }
+            if let Some((i, e)) = c.endpoints.iter().enumerate().find(|(_, e)| e.trim().is_empty()) {
+                bail!("control.endpoints[{i}] = {e:?}: empty");
+            }
+            let prefix = c.prefix.clone().unwrap_or_else(|| DEFAULT_ETCD_PREFIX.to_string());
+            if prefix.is_empty() {
+                bail!("control.prefix = \"\": must not be empty (the store may hold other data)");
+            }
+            let ttl = c.lease_ttl_secs.unwrap_or(DEFAULT_LEASE_TTL_SECS);
+            if !(2..=3600).contains(&ttl) {
+                bail!("control.lease_ttl_secs = {ttl}: must be between 2 and 3600");
+            }
+            let source =
+                SourceConfig::Etcd { endpoints: c.endpoints.clone(), prefix, lease_ttl: Duration::from_secs(ttl) };
+            (source, &file_only[..])
+        }
+        other => bail!("control.source = {other:?}: must be \"file\" or \"etcd\""),
+    };
+    if let Some((field, _)) = foreign.iter().find(|(_, set)| *set) {
+        bail!("control.{field}: not used with source = {kind:?}");
+    }
+    let mut advertise_endpoints = Vec::new();
+    for (i, e) in c.advertise_endpoints.iter().enumerate() {
+        let field = format!("control.advertise_endpoints[{i}] = {e:?}");
+        // A bare address means our own listen port.
+        let addr = match e.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, listen_port),
+            Err(_) => resolve_endpoint(e).with_context(|| field.clone())?,
+        };
+        if addr.port() == 0 || addr.ip().is_unspecified() {
+            bail!("{field}: peers cannot reach port 0 or an unspecified address");
+        }
+        advertise_endpoints.push(addr);
+    }
+    let mut advertise_routes: Vec<IpNet> = Vec::new();
+    for (i, r) in c.advertise_routes.iter().enumerate() {
+        let net: IpNet = r.parse().map_err(|e| anyhow::anyhow!("control.advertise_routes[{i}] = {r:?}: {e}"))?;
+        if advertise_routes.contains(&net) {
+            bail!("control.advertise_routes[{i}] = {r:?}: listed twice");
+        }
+        advertise_routes.push(net);
+    }
+    let ttl = c.record_ttl_secs.unwrap_or(DEFAULT_RECORD_TTL_SECS);
+    if !(3..=86_400).contains(&ttl) {
+        bail!("control.record_ttl_secs = {ttl}: must be between 3 and 86400");
+    }
+    // Re-signed three times per lifetime by default, so one missed publish never lets it lapse.
+    let refresh = c.refresh_secs.unwrap_or((ttl / 3).max(1));
+    if refresh == 0 || refresh >= ttl {
+        bail!("control.refresh_secs = {refresh}: must be at least 1 and below record_ttl_secs ({ttl})");
+    }
+    let stale_after = c.stale_after_secs.unwrap_or(DEFAULT_STALE_AFTER_SECS);
+    if stale_after < 10 {
+        bail!(
+            "control.stale_after_secs = {stale_after}: below 10 s, live peers would flap between primary and standby"
+        );
+    }
+    let keepalive = c.persistent_keepalive.unwrap_or(DEFAULT_CONTROL_KEEPALIVE);
+    Ok(Control {
+        node: node.clone(),
+        operator,
+        signing_key,
+        source,
+        advertise_endpoints,
+        advertise_routes,
+        record_ttl: Duration::from_secs(ttl),
+        refresh: Duration::from_secs(refresh),
+        persistent_keepalive: (keepalive > 0).then_some(keepalive),
+        stale_after: Duration::from_secs(stale_after),
     })
 }
 

@@ -58,17 +58,19 @@ pub struct Daemon {
     /// For reading the interface MTU, which `ip link set mtu` may change at any time.
     netlink: Option<(Netlink, u32)>,
     mtu_checked: Instant,
+    /// The control plane (`[control]`): its thread's wake-up fd is polled with the others.
+    control: Option<crate::control_plane::ControlSide>,
 }
 
 /// The packet engine: plain L3, or L3 plus the pod path (`[vxlan]`), which owns the L3 engine.
 /// UAPI, status and the host TUN reach the L3 engine through [`Dataplane::engine`] either way.
-enum Dataplane {
+pub(crate) enum Dataplane {
     L3(Box<Engine>),
     Pod(Box<PodEngine>),
 }
 
 impl Dataplane {
-    fn engine(&self) -> &Engine {
+    pub(crate) fn engine(&self) -> &Engine {
         match self {
             Dataplane::L3(e) => e,
             Dataplane::Pod(p) => p.engine(),
@@ -171,6 +173,7 @@ impl Daemon {
             incoming: Vec::with_capacity(BATCH),
             netlink: None,
             mtu_checked: Instant::now(),
+            control: None,
         })
     }
 
@@ -189,8 +192,15 @@ impl Daemon {
                 .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now).min(Duration::from_secs(1)));
             // poll(2) ignores a negative descriptor: no pod TUN, no readiness.
             let pod_fd = self.pod.as_ref().map_or(-1, |p| p.tun.raw_fd());
-            let [tun, udp, uapi, sig, pod] = wait_readable(
-                [self.tun.raw_fd(), self.udp.raw_fd(), self.uapi.as_raw_fd(), self.signals.as_raw_fd(), pod_fd],
+            let [tun, udp, uapi, sig, pod, _control] = wait_readable(
+                [
+                    self.tun.raw_fd(),
+                    self.udp.raw_fd(),
+                    self.uapi.as_raw_fd(),
+                    self.signals.as_raw_fd(),
+                    pod_fd,
+                    self.control.as_ref().map_or(-1, |c| c.wake_fd()),
+                ],
                 Some(timeout),
             )?;
             if sig.readable {
@@ -221,6 +231,9 @@ impl Daemon {
             }
             if self.private_key.is_some() {
                 self.dp.handle_timeout(Instant::now());
+            }
+            if let Some(control) = self.control.as_mut() {
+                control.poll(&self.name, &mut self.dp);
             }
             self.flush_control();
             self.refresh_mtu();
@@ -275,7 +288,11 @@ impl Daemon {
                 incoming: Vec::with_capacity(BATCH),
             });
         }
-        InterfaceSetup::apply(&self.name, config, &prefixes, pod_ifname.as_deref())
+        let setup = InterfaceSetup::apply(&self.name, config, &prefixes, pod_ifname.as_deref())?;
+        if config.control.is_some() {
+            self.control = Some(crate::control_plane::ControlSide::start(&self.name, config, pod_ifname.as_deref())?);
+        }
+        Ok(setup)
     }
 
     /// Pads to the interface's MTU as it is now (checked once a second).
@@ -440,6 +457,11 @@ impl Daemon {
                     break;
                 }
             }
+            if request == crate::control_plane::ROUTES_REQUEST {
+                let routes = self.control.as_ref().map_or(serde_json::Value::Null, |c| c.routes_json());
+                writer.write_all(format!("{routes}\n\n").as_bytes())?;
+                continue;
+            }
             if request == STATUS_REQUEST {
                 writer.write_all(format!("{}\n\n", self.status_json()).as_bytes())?;
                 continue;
@@ -511,6 +533,7 @@ impl Daemon {
             "peers": peers,
             "drops": drops,
             "pod": pod,
+            "control": self.control.as_ref().map(|c| c.status_json()),
         })
         .to_string()
     }

@@ -7,9 +7,11 @@ use clap::{Parser, Subcommand};
 use vxwg::control::keys::Key;
 
 mod config;
+mod control_plane;
 mod daemon;
 mod demo;
 mod netconf;
+mod routesync;
 mod status;
 
 #[derive(Parser)]
@@ -41,6 +43,15 @@ enum Command {
     },
     /// Show a running interface: peers, endpoints, latest handshakes, transfer, drops by reason.
     Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Interface name.
+        ifname: String,
+    },
+    /// Show every route the netmap advertises (`[control]`): node, approved as primary or standby
+    /// or why not, whether it is installed, and every rejected document with the reason.
+    Routes {
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -97,6 +108,7 @@ fn main() -> ExitCode {
         Command::Pubkey => pubkey(),
         Command::Up { foreground, config, ifname } => daemon::up(&ifname, foreground, config.as_deref()),
         Command::Status { json, ifname } => status::status(&ifname, json),
+        Command::Routes { json, ifname } => status::routes(&ifname, json),
         Command::Ping { count, ifname, peer_ip } => status::ping(&ifname, peer_ip, count),
         Command::Demo { in_process, mb, packets, size } => demo::run(in_process, mb, packets, size),
         Command::DemoTcp { role, addr, mb } => match role.as_str() {

@@ -44,13 +44,7 @@ impl InterfaceSetup {
                     .add_route(*p, routing.table)
                     .with_context(|| format!("route {p} in table {}", routing.table))?;
             }
-            // The tunnel's own UDP carries the mark and skips the table, so a peer that owns a
-            // default route can never swallow the packets that reach it.
-            let mark = config.fwmark();
-            let mask = if config.fwmark_is_default() { DEFAULT_FWMARK_MASK } else { u32::MAX };
-            for family in [Family::V4, Family::V6] {
-                let rule =
-                    Rule::new(family, routing.rule_priority, routing.table).with_not_fwmark(FwMark { mark, mask });
+            for rule in rules(config) {
                 applied.add_rule(rule).with_context(|| format!("{rule}"))?;
             }
         }
@@ -75,4 +69,17 @@ impl InterfaceSetup {
         };
         Ok(InterfaceSetup { _pod_undo_on_drop: pod, _undo_on_drop: applied })
     }
+}
+
+/// The rules that send lookups to vxwg's table (one per family). The tunnel's own UDP carries the
+/// mark and skips the table, so a peer that owns a default route can never swallow the packets
+/// that reach it.
+pub fn rules(config: &Config) -> Vec<Rule> {
+    let routing = config.routing;
+    let mark = config.fwmark();
+    let mask = if config.fwmark_is_default() { DEFAULT_FWMARK_MASK } else { u32::MAX };
+    [Family::V4, Family::V6]
+        .into_iter()
+        .map(|family| Rule::new(family, routing.rule_priority, routing.table).with_not_fwmark(FwMark { mark, mask }))
+        .collect()
 }

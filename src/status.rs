@@ -9,14 +9,20 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use crate::control_plane::ROUTES_REQUEST;
 use crate::daemon::{SOCKET_DIR, STATUS_REQUEST};
 
 fn query(ifname: &str) -> anyhow::Result<serde_json::Value> {
+    request(ifname, STATUS_REQUEST)
+}
+
+/// Sends one of vxwg's own UAPI requests and parses the one-line JSON answer.
+fn request(ifname: &str, request: &str) -> anyhow::Result<serde_json::Value> {
     let path = Path::new(SOCKET_DIR).join(format!("{ifname}.sock"));
     let mut s = UnixStream::connect(&path)
         .with_context(|| format!("no vxwg daemon serves {ifname} ({} not reachable)", path.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(STATUS_REQUEST.as_bytes())?;
+    s.write_all(request.as_bytes())?;
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line)?;
     if line.starts_with("errno=") {
@@ -83,6 +89,69 @@ pub fn status(ifname: &str, json: bool) -> anyhow::Result<()> {
             .map(|(k, n)| format!("{k}={n}"))
             .collect();
         println!("  pod drops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
+    }
+    let c = &v["control"];
+    if c.is_object() {
+        println!("\ncontrol: node {} from {}", c["node"].as_str().unwrap_or("?"), c["source"].as_str().unwrap_or("?"));
+        match c["netmap_age_secs"].as_u64() {
+            Some(age) => println!("  netmap: built {age} s ago, {} applied so far", c["netmaps_applied"]),
+            None => println!("  netmap: none yet"),
+        }
+        println!(
+            "  {} peers, {} approved routes, {} rejected documents (vxwg routes {ifname})",
+            c["peers"], c["routes_approved"], c["rejections"]
+        );
+        if let Some(held) = c["held"].as_str() {
+            println!("  newest netmap held back: {held}");
+        }
+        if let Some(e) = c["source_error"].as_str() {
+            println!("  source error: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// `vxwg routes`: every advertised route and what became of it, and every rejected document.
+pub fn routes(ifname: &str, json: bool) -> anyhow::Result<()> {
+    let v = request(ifname, ROUTES_REQUEST)?;
+    if v.is_null() {
+        bail!("{ifname} has no control plane (start it with a [control] section)");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("node {} from {}", v["node"].as_str().unwrap_or("?"), v["source"].as_str().unwrap_or("?"));
+    if let Some(held) = v["held"].as_str() {
+        println!("newest netmap held back: {held}");
+    }
+    let routes = v["routes"].as_array().cloned().unwrap_or_default();
+    if routes.is_empty() {
+        println!("\nno advertised routes");
+    } else {
+        println!("\n{:<20} {:<20} {:<13} detail", "prefix", "node", "state");
+    }
+    for r in &routes {
+        let detail = match (r["reason"].as_str(), r["own"].as_bool(), r["installed"].as_bool()) {
+            (Some(why), _, _) => why.to_string(),
+            (None, Some(true), _) => "advertised by this node".to_string(),
+            (None, _, Some(true)) => "installed".to_string(),
+            _ => String::new(),
+        };
+        println!(
+            "{:<20} {:<20} {:<13} {detail}",
+            r["prefix"].as_str().unwrap_or("?"),
+            r["node"].as_str().unwrap_or("?"),
+            r["state"].as_str().unwrap_or("?")
+        );
+    }
+    let rejections = v["rejections"].as_array().cloned().unwrap_or_default();
+    if !rejections.is_empty() {
+        println!("\nrejected documents:");
+        for r in &rejections {
+            let node = r["node"].as_str().map(|n| format!(" (node {n})")).unwrap_or_default();
+            println!("  {}{node}: {}", r["key"].as_str().unwrap_or("?"), r["reason"].as_str().unwrap_or("?"));
+        }
     }
     Ok(())
 }
