@@ -1,0 +1,172 @@
+//! A real etcd cluster for tests: `etcd` processes on 127.0.0.1, free ports picked at start, one
+//! data directory each under a temp directory named with the pid. Everything is killed and removed
+//! on drop, also when a test panics (then each member's log is printed, since that is where
+//! etcd's side of a failure shows).
+
+use std::fs::{self, File};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// True if the `etcd` binary can run. Outside CI a missing one skips with a note; CI installs it
+/// (`.ci/run`), so there it is required.
+pub fn etcd_available() -> bool {
+    match Command::new("etcd").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+        Ok(status) if status.success() => true,
+        _ => {
+            assert!(std::env::var_os("CI").is_none(), "CI must provide the etcd binary (Debian's etcd-server)");
+            eprintln!("skipped: needs the etcd binary (Debian package etcd-server)");
+            false
+        }
+    }
+}
+
+struct Member {
+    name: String,
+    client_url: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+    process: Option<Child>,
+}
+
+pub struct EtcdCluster {
+    dir: PathBuf,
+    members: Vec<Member>,
+}
+
+/// Ports the kernel hands out for port 0, released just before etcd binds them.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port")).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+impl EtcdCluster {
+    /// Starts `size` members and waits until they have elected a leader and answer reads.
+    pub fn start(size: usize) -> EtcdCluster {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        // A port taken between picking and binding makes a member exit: then try fresh ports.
+        let mut last_failure = String::new();
+        for _ in 0..3 {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("vxwg-etcd-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).expect("create the cluster's temp directory");
+            let mut cluster = EtcdCluster { dir, members: Vec::new() };
+            match cluster.launch(size, n) {
+                Ok(()) => return cluster,
+                Err(why) => last_failure = format!("{why}\n{}", cluster.logs()),
+            }
+        }
+        panic!("etcd cluster did not start: {last_failure}");
+    }
+
+    fn launch(&mut self, size: usize, n: usize) -> Result<(), String> {
+        let ports = free_ports(2 * size);
+        let token = format!("vxwg-test-{}-{n}", std::process::id());
+        let names: Vec<String> = (0..size).map(|i| format!("m{i}")).collect();
+        let peer_urls: Vec<String> = (0..size).map(|i| format!("http://127.0.0.1:{}", ports[2 * i + 1])).collect();
+        let initial_cluster: Vec<String> = names.iter().zip(&peer_urls).map(|(n, u)| format!("{n}={u}")).collect();
+        let initial_cluster = initial_cluster.join(",");
+        for i in 0..size {
+            let client_url = format!("http://127.0.0.1:{}", ports[2 * i]);
+            let data_dir = self.dir.join(&names[i]);
+            let log = self.dir.join(format!("{}.log", names[i]));
+            let out = File::create(&log).expect("create the member's log file");
+            let err = out.try_clone().expect("clone the log file handle");
+            let process = Command::new("etcd")
+                .args(["--name", &names[i]])
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_urls[i], "--initial-advertise-peer-urls", &peer_urls[i]])
+                .args(["--initial-cluster", &initial_cluster, "--initial-cluster-token", &token])
+                .args(["--initial-cluster-state", "new"])
+                // Faster elections than the defaults (100/1000 ms): a killed member's absence is
+                // settled quickly. Fine on loopback.
+                .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .map_err(|e| format!("cannot run etcd: {e}"))?;
+            self.members.push(Member { name: names[i].clone(), client_url, data_dir, log, process: Some(process) });
+        }
+        self.wait_ready(Duration::from_secs(30))
+    }
+
+    /// Every live member answers a status call and knows a leader.
+    fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let deadline = Instant::now() + within;
+        for member in &mut self.members {
+            loop {
+                if let Some(Ok(Some(status))) = member.process.as_mut().map(Child::try_wait) {
+                    return Err(format!("etcd member {} exited early: {status}", member.name));
+                }
+                let url = member.client_url.clone();
+                let ready = runtime.block_on(async move {
+                    let attempt = async {
+                        let mut client = etcd_client::Client::connect([url.as_str()], None).await?;
+                        client.status().await
+                    };
+                    match tokio::time::timeout(Duration::from_secs(1), attempt).await {
+                        Ok(Ok(status)) => status.leader() != 0,
+                        _ => false,
+                    }
+                });
+                if ready {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("etcd member {} not ready within {within:?}", member.name));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+
+    /// The members' client URLs, in member order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    /// Kills member `index` outright (SIGKILL: no goodbye to clients or peers).
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut process) = self.members[index].process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+
+    /// Every member's log, for a failure message.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for member in &self.members {
+            let text = fs::read_to_string(&member.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            all +=
+                &format!("--- etcd member {} ({}), last lines of its log:\n", member.name, member.data_dir.display());
+            for line in tail.iter().rev() {
+                all += line;
+                all.push('\n');
+            }
+        }
+        all
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

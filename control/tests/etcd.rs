@@ -1,0 +1,233 @@
+//! The etcd source against a real three-member etcd cluster on 127.0.0.1 (started and removed by
+//! each test; needs the `etcd` binary, not root). Skipped with a note when `etcd` is missing,
+//! except under CI, which installs it.
+
+#[path = "common/etcd_cluster.rs"]
+mod etcd_cluster;
+
+use std::time::{Duration, Instant};
+
+use etcd_cluster::{etcd_available, EtcdCluster};
+use vxwg_control::netmap::Document;
+use vxwg_control::source::{EtcdSource, Source};
+
+const PREFIX: &str = "/vxwg/test/";
+const LONG_TTL: Duration = Duration::from_secs(10);
+
+fn doc(key: &str, bytes: &str) -> Document {
+    Document { key: key.to_string(), bytes: bytes.as_bytes().to_vec() }
+}
+
+fn as_pairs(docs: &[Document]) -> Vec<(String, String)> {
+    docs.iter().map(|d| (d.key.clone(), String::from_utf8_lossy(&d.bytes).into_owned())).collect()
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Calls `next` until a returned set satisfies `done`; returns that set and how long it took.
+/// Errors from `next` are tolerated (failover in progress) until the deadline.
+fn wait_for(
+    source: &mut EtcdSource,
+    within: Duration,
+    done: impl Fn(&[(String, String)]) -> bool,
+) -> (Vec<(String, String)>, Duration) {
+    let start = Instant::now();
+    let mut last_set = None;
+    let mut last_error = None;
+    while start.elapsed() < within {
+        match source.next(within.saturating_sub(start.elapsed())) {
+            Ok(Some(docs)) => {
+                let set = as_pairs(&docs);
+                if done(&set) {
+                    return (set, start.elapsed());
+                }
+                last_set = Some(set);
+            }
+            Ok(None) => {}
+            Err(e) => last_error = Some(e.to_string()),
+        }
+    }
+    panic!("not reached within {within:?}; last set {last_set:?}, last error {last_error:?}");
+}
+
+fn has(set: &[(String, String)], key: &str) -> bool {
+    set.iter().any(|(k, _)| k == key)
+}
+
+fn connect(endpoints: &[String], ttl: Duration) -> EtcdSource {
+    EtcdSource::connect(endpoints, PREFIX, ttl).unwrap_or_else(|e| panic!("connect to {endpoints:?}: {e}"))
+}
+
+#[test]
+fn a_published_record_is_seen_by_another_node_in_under_a_second() {
+    if !etcd_available() {
+        return;
+    }
+    let cluster = EtcdCluster::start(3);
+    let endpoints = cluster.endpoints();
+    let mut a = connect(&endpoints, LONG_TTL);
+    let mut b = connect(&endpoints[1..], LONG_TTL);
+
+    let first = b.next(Duration::from_secs(5)).expect("first next");
+    assert_eq!(first.map(|d| d.len()), Some(0), "the first call hands out the (empty) set");
+
+    let start = Instant::now();
+    a.publish(&doc("node-a", "record of a")).expect("publish");
+    let (set, _) = wait_for(&mut b, Duration::from_secs(5), |set| has(set, "node-a"));
+    let seen = start.elapsed();
+    println!("published on one member, seen through another in {seen:?}");
+    assert_eq!(set, pairs(&[("node-a", "record of a")]));
+    assert!(seen < Duration::from_secs(1), "join took {seen:?}, must be under 1 s");
+
+    // The publisher watches the prefix too and sees its own record.
+    let (own, _) = wait_for(&mut a, Duration::from_secs(5), |set| has(set, "node-a"));
+    assert_eq!(own, pairs(&[("node-a", "record of a")]));
+    assert!(a.describe().contains(PREFIX), "{}", a.describe());
+}
+
+#[test]
+fn an_update_is_a_change_and_an_unchanged_set_is_none() {
+    if !etcd_available() {
+        return;
+    }
+    let cluster = EtcdCluster::start(3);
+    let endpoints = cluster.endpoints();
+    let mut a = connect(&endpoints, LONG_TTL);
+    let mut b = connect(&endpoints, LONG_TTL);
+    a.publish(&doc("node-a", "v1")).unwrap();
+    wait_for(&mut b, Duration::from_secs(5), |set| set == pairs(&[("node-a", "v1")]));
+
+    assert!(b.next(Duration::from_millis(300)).unwrap().is_none(), "nothing changed");
+    // Putting the same bytes again is a store event, but not a change of the set.
+    a.publish(&doc("node-a", "v1")).unwrap();
+    assert!(b.next(Duration::from_millis(500)).unwrap().is_none(), "same bytes again");
+
+    a.publish(&doc("node-a", "v2")).unwrap();
+    let (set, took) = wait_for(&mut b, Duration::from_secs(5), |set| has(set, "node-a"));
+    println!("update seen in {took:?}");
+    assert_eq!(set, pairs(&[("node-a", "v2")]), "the update replaced the record, same key");
+    assert!(b.next(Duration::from_millis(300)).unwrap().is_none(), "and then nothing changed");
+}
+
+#[test]
+fn a_lapsed_lease_removes_the_record_and_a_kept_one_keeps_it() {
+    if !etcd_available() {
+        return;
+    }
+    let cluster = EtcdCluster::start(3);
+    let endpoints = cluster.endpoints();
+    let ttl = Duration::from_secs(2);
+    let mut a = connect(&endpoints, ttl);
+    let mut c = connect(&endpoints, ttl);
+    let mut b = connect(&endpoints, LONG_TTL);
+    a.publish(&doc("node-a", "a")).unwrap();
+    c.publish(&doc("node-c", "c")).unwrap();
+    wait_for(&mut b, Duration::from_secs(5), |set| has(set, "node-a") && has(set, "node-c"));
+
+    // a keeps calling next for well over its TTL: the keepalives inside hold the record.
+    let until = Instant::now() + 3 * ttl;
+    while Instant::now() < until {
+        a.next(Duration::from_millis(200)).expect("a's next");
+        c.next(Duration::from_millis(200)).expect("c's next");
+        if let Some(set) = b.next(Duration::ZERO).expect("b's next") {
+            let set = as_pairs(&set);
+            assert!(has(&set, "node-a") && has(&set, "node-c"), "a live lease kept the records: {set:?}");
+        }
+    }
+
+    // a stops without revoking (as a crashed node would): its record goes when the lease lapses.
+    let stopped = Instant::now();
+    drop(a);
+    let (set, _) = {
+        let start = Instant::now();
+        let mut found = None;
+        while start.elapsed() < ttl + Duration::from_secs(3) {
+            c.next(Duration::from_millis(100)).expect("c's next");
+            if let Some(docs) = b.next(Duration::from_millis(100)).expect("b's next") {
+                let set = as_pairs(&docs);
+                if !has(&set, "node-a") {
+                    found = Some((set, start.elapsed()));
+                    break;
+                }
+            }
+        }
+        found.expect("node-a still present after TTL + 3 s")
+    };
+    let gone = stopped.elapsed();
+    println!("lease of {ttl:?} lapsed: record gone after {gone:?}");
+    assert_eq!(set, pairs(&[("node-c", "c")]), "only the stopped node's record went");
+    assert!(gone >= ttl / 2, "gone after {gone:?}: too early for a lapsed {ttl:?} lease");
+
+    // A revoked lease (graceful leave) removes the record at once.
+    let left = Instant::now();
+    c.revoke().expect("revoke");
+    let (set, took) = wait_for(&mut b, Duration::from_secs(5), |set| !has(set, "node-c"));
+    println!("revoked lease: record gone after {:?} (seen after {took:?})", left.elapsed());
+    assert!(set.is_empty());
+    assert!(left.elapsed() < Duration::from_secs(1), "revoke took {:?}", left.elapsed());
+}
+
+#[test]
+fn one_member_killed_changes_nothing() {
+    if !etcd_available() {
+        return;
+    }
+    let mut cluster = EtcdCluster::start(3);
+    let endpoints = cluster.endpoints();
+    let ttl = Duration::from_secs(3);
+    // a and b both start on member 0 (the one to die); c on member 1.
+    let mut a = connect(&endpoints, ttl);
+    let mut b = connect(&[endpoints[0].clone(), endpoints[2].clone(), endpoints[1].clone()], LONG_TTL);
+    let mut c = connect(&[endpoints[1].clone(), endpoints[2].clone(), endpoints[0].clone()], ttl);
+    assert_eq!((a.endpoint(), b.endpoint(), c.endpoint()), (&*endpoints[0], &*endpoints[0], &*endpoints[1]));
+    a.publish(&doc("node-a", "a1")).unwrap();
+    c.publish(&doc("node-c", "c1")).unwrap();
+    wait_for(&mut b, Duration::from_secs(5), |set| set == pairs(&[("node-a", "a1"), ("node-c", "c1")]));
+    let lease = a.lease_id();
+
+    cluster.kill(0);
+    let killed = Instant::now();
+
+    // Publishing through a source whose member died works (it moves to the next endpoint) ...
+    a.publish(&doc("node-a", "a2")).expect("publish after a member died");
+    println!("publish right after the kill took {:?}", killed.elapsed());
+    assert_ne!(a.endpoint(), endpoints[0], "a moved off the dead member");
+    // ... and so does watching: the new value arrives, the rest of the set is intact.
+    let (set, took) = wait_for(&mut b, Duration::from_secs(5), |set| set.iter().any(|(_, v)| v == "a2"));
+    println!("after killing a member: new record seen after {took:?} ({:?} since the kill)", killed.elapsed());
+    assert_eq!(set, pairs(&[("node-a", "a2"), ("node-c", "c1")]));
+    assert_ne!(b.endpoint(), endpoints[0], "b moved off the dead member");
+
+    // A new record from a node that still lists the dead member first appears too.
+    let mut d = connect(&endpoints, ttl);
+    d.publish(&doc("node-d", "d1")).expect("publish from a new node");
+    wait_for(&mut b, Duration::from_secs(5), |set| has(set, "node-d"));
+
+    // Leases survive the failover: records stay for several TTLs while their nodes run.
+    let until = Instant::now() + 2 * ttl;
+    while Instant::now() < until {
+        for source in [&mut a, &mut c, &mut d] {
+            source.next(Duration::from_millis(100)).expect("next after the failover");
+        }
+        if let Some(docs) = b.next(Duration::ZERO).expect("b's next") {
+            assert_eq!(as_pairs(&docs).len(), 3, "the set stays whole: {:?}", as_pairs(&docs));
+        }
+    }
+    assert_eq!(a.lease_id(), lease, "a kept its lease across the failover");
+    assert!(b.next(Duration::from_millis(200)).unwrap().is_none(), "nothing changed meanwhile");
+}
+
+#[test]
+fn connect_fails_with_an_error_naming_the_endpoint() {
+    // Nothing listens on a port we just released: no etcd needed for this one.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let err =
+        EtcdSource::connect(std::slice::from_ref(&endpoint), PREFIX, LONG_TTL).err().expect("nothing listens there");
+    let text = err.to_string();
+    assert!(text.contains(&endpoint), "{text}");
+    println!("{text}");
+    assert!(EtcdSource::connect(&[], PREFIX, LONG_TTL).is_err(), "no endpoints at all is refused");
+}
