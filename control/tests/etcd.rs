@@ -26,13 +26,14 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
     items.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-/// Calls `next` until a returned set satisfies `done`; returns that set and how long it took.
-/// Errors from `next` are tolerated (failover in progress) until the deadline.
-fn wait_for(
+/// Calls `next` until a returned set satisfies `done`; returns that set (as key/text pairs and as
+/// the documents themselves) and how long it took. Errors from `next` are tolerated (failover in
+/// progress) until the deadline.
+fn wait_for_documents(
     source: &mut EtcdSource,
     within: Duration,
     done: impl Fn(&[(String, String)]) -> bool,
-) -> (Vec<(String, String)>, Duration) {
+) -> (Vec<Document>, Duration) {
     let start = Instant::now();
     let mut last_set = None;
     let mut last_error = None;
@@ -41,7 +42,7 @@ fn wait_for(
             Ok(Some(docs)) => {
                 let set = as_pairs(&docs);
                 if done(&set) {
-                    return (set, start.elapsed());
+                    return (docs, start.elapsed());
                 }
                 last_set = Some(set);
             }
@@ -50,6 +51,15 @@ fn wait_for(
         }
     }
     panic!("not reached within {within:?}; last set {last_set:?}, last error {last_error:?}");
+}
+
+fn wait_for(
+    source: &mut EtcdSource,
+    within: Duration,
+    done: impl Fn(&[(String, String)]) -> bool,
+) -> (Vec<(String, String)>, Duration) {
+    let (docs, took) = wait_for_documents(source, within, done);
+    (as_pairs(&docs), took)
 }
 
 fn has(set: &[(String, String)], key: &str) -> bool {
@@ -230,4 +240,119 @@ fn connect_fails_with_an_error_naming_the_endpoint() {
     assert!(text.contains(&endpoint), "{text}");
     println!("{text}");
     assert!(EtcdSource::connect(&[], PREFIX, LONG_TTL).is_err(), "no endpoints at all is refused");
+}
+
+/// Signed documents for the last test: an operator, its policy, and nodes a and b.
+mod signed {
+    use std::net::{IpAddr, SocketAddr};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use vxwg_control::keys::Key;
+    use vxwg_control::netmap::{Acl, AutoApprover, Document, NodeCert, NodeRecord, Policy, SigningKey};
+
+    pub fn unix_now() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    pub fn operator() -> SigningKey {
+        SigningKey::from_seed([200; 32])
+    }
+
+    fn node_key(index: u8) -> SigningKey {
+        SigningKey::from_seed([index; 32])
+    }
+
+    pub fn wg_key(index: u8) -> Key {
+        Key([index; 32]).public()
+    }
+
+    pub fn policy() -> Document {
+        let policy = Policy {
+            version: 1,
+            issued_at: unix_now() - 100,
+            auto_approvers: vec![AutoApprover {
+                prefix: "10.42.0.0/16".parse().unwrap(),
+                tags: vec!["tag:k8s".into()],
+            }],
+            acls: vec![Acl { src: "tag:k8s".into(), dst: vec!["tag:k8s".into()] }],
+        };
+        Document { key: "policy.json".into(), bytes: policy.sign(&operator()).to_json() }
+    }
+
+    pub fn cert(name: &str, index: u8) -> Document {
+        let cert = NodeCert {
+            name: name.into(),
+            wireguard_key: wg_key(index),
+            node_key: node_key(index).public(),
+            addresses: vec![IpAddr::from([100, 64, 0, index])],
+            tags: vec!["tag:k8s".into()],
+            not_after: unix_now() + Duration::from_secs(90 * 86_400).as_secs(),
+        };
+        Document { key: format!("{name}.cert.json"), bytes: cert.sign(&operator()).to_json() }
+    }
+
+    pub fn record(name: &str, index: u8) -> Document {
+        let record = NodeRecord {
+            name: name.into(),
+            endpoints: vec![SocketAddr::from(([192, 168, 1, index], 51820))],
+            routes: vec![format!("10.42.{index}.0/24").parse().unwrap()],
+            vtep_mac: Some([2, 0, 0, 0, 0, index]),
+            issued_at: unix_now() - 10,
+            expires: unix_now() + 600,
+        };
+        Document { key: format!("{name}.record.json"), bytes: record.sign(&node_key(index)).to_json() }
+    }
+}
+
+#[test]
+fn a_value_tampered_with_in_etcd_is_rejected_by_verification() {
+    use vxwg_control::netmap::{build, intent, Envelope, RejectReason, Trust};
+
+    if !etcd_available() {
+        return;
+    }
+    let cluster = EtcdCluster::start(3);
+    let endpoints = cluster.endpoints();
+
+    // The operator stores policy and certificates without a lease (they outlive any node).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let raw_put = |key: &str, bytes: Vec<u8>| {
+        runtime.block_on(async {
+            let mut client = etcd_client::Client::connect(&endpoints, None).await.unwrap();
+            client.put(format!("{PREFIX}{key}"), bytes, None).await.unwrap();
+        })
+    };
+    for doc in [signed::policy(), signed::cert("a", 1), signed::cert("b", 2)] {
+        raw_put(&doc.key, doc.bytes);
+    }
+    // Each node publishes its own signed record with its lease.
+    let mut a = connect(&endpoints, LONG_TTL);
+    let mut b = connect(&endpoints, LONG_TTL);
+    a.publish(&signed::record("a", 1)).unwrap();
+    b.publish(&signed::record("b", 2)).unwrap();
+
+    let trust = Trust { operator: signed::operator().public() };
+    let netmap_of = |docs: &[Document]| build(&trust, "a", docs, std::time::SystemTime::now(), &|_| false);
+    let (docs, _) = wait_for_documents(&mut a, Duration::from_secs(5), |set| set.len() == 5);
+    let netmap = netmap_of(&docs);
+    assert!(netmap.rejections.is_empty(), "{:?}", netmap.rejections);
+    assert!(intent(&netmap).peers.contains_key(&signed::wg_key(2)), "b is a peer of a");
+
+    // Someone with write access to etcd rewrites b's record to claim the whole pod range, keeping
+    // b's signature: verification rejects it and b is no peer, its routes are not trusted.
+    let original = signed::record("b", 2);
+    let mut envelope = Envelope::parse(&original.bytes).unwrap();
+    let forged = String::from_utf8(envelope.payload.clone()).unwrap().replace("10.42.2.0/24", "10.42.0.0/16");
+    envelope.payload = forged.into_bytes();
+    raw_put("b.record.json", envelope.to_json());
+    let before = as_pairs(&docs);
+    let (docs, _) = wait_for_documents(&mut a, Duration::from_secs(5), |set| set != before);
+    assert_eq!(docs.len(), 5, "the forged record replaced b's, nothing else changed");
+    let netmap = netmap_of(&docs);
+    let rejected: Vec<_> = netmap.rejections.iter().filter(|r| r.key == "b.record.json").collect();
+    assert_eq!(rejected.len(), 1, "{:?}", netmap.rejections);
+    assert!(matches!(rejected[0].reason, RejectReason::BadSignature { .. }), "{}", rejected[0]);
+    let intent = intent(&netmap);
+    assert!(!intent.peers.contains_key(&signed::wg_key(2)), "a forged record adds no peer");
+    assert!(intent.peers.values().all(|p| !p.allowed_ips.contains(&"10.42.0.0/16".parse().unwrap())));
 }
