@@ -356,3 +356,39 @@ fn a_value_tampered_with_in_etcd_is_rejected_by_verification() {
     assert!(!intent.peers.contains_key(&signed::wg_key(2)), "a forged record adds no peer");
     assert!(intent.peers.values().all(|p| !p.allowed_ips.contains(&"10.42.0.0/16".parse().unwrap())));
 }
+
+#[test]
+fn a_lost_lease_is_granted_again_and_the_record_put_back() {
+    if !etcd_available() {
+        return;
+    }
+    let cluster = EtcdCluster::start(3);
+    let endpoints = cluster.endpoints();
+    let mut a = connect(&endpoints, Duration::from_secs(3));
+    let mut b = connect(&endpoints, LONG_TTL);
+    a.publish(&doc("node-a", "a")).unwrap();
+    wait_for(&mut b, Duration::from_secs(5), |set| has(set, "node-a"));
+
+    // The lease vanishes behind a's back (as when it expires while a cannot reach any member).
+    let lost = a.lease_id().expect("a holds a lease");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut client = etcd_client::Client::connect(&endpoints, None).await.unwrap();
+        client.lease_revoke(lost).await.unwrap();
+    });
+    wait_for(&mut b, Duration::from_secs(5), |set| !has(set, "node-a"));
+
+    // a notices at its next keepalive (a third of the TTL), takes a new lease and puts its
+    // record back; b sees it return.
+    let start = Instant::now();
+    let mut back = false;
+    while !back && start.elapsed() < Duration::from_secs(5) {
+        a.next(Duration::from_millis(100)).expect("a's next");
+        if let Some(docs) = b.next(Duration::from_millis(100)).expect("b's next") {
+            back = as_pairs(&docs) == pairs(&[("node-a", "a")]);
+        }
+    }
+    println!("lost lease replaced, record back after {:?}", start.elapsed());
+    assert!(back, "a's record did not come back");
+    assert_ne!(a.lease_id(), Some(lost), "a new lease");
+}

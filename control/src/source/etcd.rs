@@ -323,10 +323,18 @@ async fn call<T>(
     }
 }
 
-/// The etcd server's answer when a lease is unknown (expired or revoked).
+/// The lease is unknown to etcd (expired or revoked): the server's status on a put, or the
+/// client's own error when opening a keepalive stream gets TTL 0 back.
 fn is_lease_not_found(err: &EtcdError) -> bool {
-    matches!(err, EtcdError::Failed { source: etcd_client::Error::GRpcStatus(status), .. }
-        if status.message().contains("requested lease not found"))
+    match err {
+        EtcdError::Failed { source: etcd_client::Error::GRpcStatus(status), .. } => {
+            status.message().contains("requested lease not found")
+        }
+        EtcdError::Failed { source: etcd_client::Error::LeaseKeepAliveError(message), .. } => {
+            message.contains("lease not found")
+        }
+        _ => false,
+    }
 }
 
 /// A watch event, classified without `Event::event_type` (which panics on an unknown type): a
@@ -446,8 +454,12 @@ impl State {
         let endpoint = self.endpoint().to_string();
         let conn = self.connection().await?;
         if conn.keepalive.is_none() {
-            let pair = call(&endpoint, EtcdCall::LeaseKeepAlive, conn.client.lease_keep_alive(id)).await?;
-            conn.keepalive = Some(pair);
+            // Opening the stream is itself a keepalive, answered "lease not found" if it is gone.
+            match call(&endpoint, EtcdCall::LeaseKeepAlive, conn.client.lease_keep_alive(id)).await {
+                Ok(pair) => conn.keepalive = Some(pair),
+                Err(e) if is_lease_not_found(&e) => return Ok(false),
+                Err(e) => return Err(e),
+            }
         }
         let (keeper, stream) = conn.keepalive.as_mut().expect("keepalive stream was just set");
         let sent = call(&endpoint, EtcdCall::LeaseKeepAlive, keeper.keep_alive()).await;
