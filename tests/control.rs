@@ -1,0 +1,475 @@
+//! The control plane end to end (root only; CI runs as root): vxwg nodes in network namespaces on
+//! one bridged LAN, fed by a shared directory of signed documents (the file source). Documents are
+//! made with the library (`vxwg::control::netmap`), as `vxwg admin` does.
+//!
+//! Every namespace, interface and directory has a unique name and is removed on drop; traffic goes
+//! only to addresses inside the test's namespaces.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{ifname, keypair, require, sh, unique, Netns, RemoveDir};
+use vxwg::control::keys::Key;
+use vxwg::control::netmap::{Acl, AutoApprover, NodeCert, NodeRecord, Policy, SigningKey};
+
+const VXWG: &str = env!("CARGO_BIN_EXE_vxwg");
+/// Short record lifetimes so a node that dies without withdrawing its record is dropped quickly.
+const RECORD_TTL: u64 = 6;
+const REFRESH: u64 = 2;
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A LAN: a namespace holding a bridge; each node namespace joins it through a veth pair.
+struct Lan {
+    ns: Netns,
+}
+
+impl Lan {
+    fn new() -> Lan {
+        let ns = Netns::new("lan");
+        ns.exec("ip link add br0 type bridge && ip link set br0 up");
+        Lan { ns }
+    }
+
+    /// A node namespace on the LAN with underlay address `addr`/24.
+    fn join(&self, tag: &str, addr: &str) -> Netns {
+        let node = Netns::new(tag);
+        let n = unique();
+        let (inner, outer) =
+            (format!("cu{}x{n}", std::process::id() % 10000), format!("cl{}x{n}", std::process::id() % 10000));
+        sh(&format!("ip link add {inner} netns {} type veth peer name {outer} netns {}", node.name, self.ns.name));
+        node.exec(&format!("ip addr add {addr}/24 dev {inner} && ip link set {inner} up"));
+        self.ns.exec(&format!("ip link set {outer} master br0 && ip link set {outer} up"));
+        node
+    }
+}
+
+/// A pod namespace behind `node` holding `pod`/24, its default route via `gw` on the node (where
+/// forwarding is turned on).
+fn pod_behind(node: &Netns, tag: &str, gw: &str, pod: &str) -> Netns {
+    let ns = Netns::new(tag);
+    let n = unique();
+    let (vn, vp) = (format!("cn{}x{n}", std::process::id() % 10000), format!("cp{}x{n}", std::process::id() % 10000));
+    sh(&format!("ip link add {vn} netns {} type veth peer name {vp} netns {}", node.name, ns.name));
+    node.exec(&format!("ip addr add {gw}/24 dev {vn} && ip link set {vn} up && sysctl -qw net.ipv4.ip_forward=1"));
+    ns.exec(&format!("ip addr add {pod}/24 dev {vp} && ip link set {vp} up && ip route add default via {gw}"));
+    ns
+}
+
+/// One node of a test mesh: its keys, addresses and what it advertises.
+struct Spec {
+    name: String,
+    wg: (String, String),
+    signing: SigningKey,
+    overlay: String,
+    underlay: String,
+    routes: Vec<String>,
+    tags: Vec<String>,
+}
+
+impl Spec {
+    fn new(name: &str, overlay: &str, underlay: &str, routes: &[&str], tags: &[&str]) -> Spec {
+        Spec {
+            name: name.to_string(),
+            wg: keypair(),
+            signing: SigningKey::generate().unwrap(),
+            overlay: overlay.to_string(),
+            underlay: underlay.to_string(),
+            routes: routes.iter().map(|s| s.to_string()).collect(),
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn cert(&self, not_after: u64) -> NodeCert {
+        NodeCert {
+            name: self.name.clone(),
+            wireguard_key: Key::from_base64(&self.wg.1).unwrap(),
+            node_key: self.signing.public(),
+            addresses: vec![self.overlay.parse().unwrap()],
+            tags: self.tags.clone(),
+            not_after,
+        }
+    }
+
+    fn record(&self) -> NodeRecord {
+        let now = unix_now();
+        NodeRecord {
+            name: self.name.clone(),
+            endpoints: vec![format!("{}:41641", self.underlay).parse().unwrap()],
+            routes: self.routes.iter().map(|r| r.parse().unwrap()).collect(),
+            vtep_mac: None,
+            issued_at: now,
+            expires: now + 3600,
+        }
+    }
+}
+
+/// The shared netmap directory, the operator key that signs certificates and the policy.
+struct Netmap {
+    dir: PathBuf,
+    operator: SigningKey,
+    _cleanup: RemoveDir,
+}
+
+impl Netmap {
+    fn new() -> Netmap {
+        let dir = std::env::temp_dir().join(format!("vxwg-netmap-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Netmap { dir: dir.clone(), operator: SigningKey::generate().unwrap(), _cleanup: RemoveDir(dir) }
+    }
+
+    fn write(&self, key: &str, bytes: &[u8]) {
+        // Written aside and renamed, as a careful operator (or `vxwg admin`) would.
+        let tmp = self.dir.join(format!(".{key}.tmp"));
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(tmp, self.dir.join(key)).unwrap();
+    }
+
+    fn certify(&self, spec: &Spec) {
+        self.write(&format!("{}.cert.json", spec.name), &spec.cert(unix_now() + 86_400).sign(&self.operator).to_json());
+    }
+
+    /// Nodes tagged `tag:node` reach each other; 10.42.0.0/16 and 10.43.0.0/16 may be advertised
+    /// by `tag:router` nodes.
+    fn policy(&self) {
+        let policy = Policy {
+            version: 1,
+            issued_at: unix_now(),
+            auto_approvers: ["10.42.0.0/16", "10.43.0.0/16"]
+                .iter()
+                .map(|p| AutoApprover { prefix: p.parse().unwrap(), tags: vec!["tag:router".into()] })
+                .collect(),
+            acls: vec![Acl { src: "tag:node".into(), dst: vec!["tag:node".into()] }],
+        };
+        self.write("policy.json", &policy.sign(&self.operator).to_json());
+    }
+
+    fn record_path(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("{node}.record.json"))
+    }
+}
+
+/// A `vxwg up --config` daemon in a namespace; killed on drop.
+struct Daemon<'a> {
+    ns: &'a Netns,
+    ifname: String,
+    child: Option<Child>,
+    log: PathBuf,
+    _cleanup: RemoveDir,
+}
+
+impl<'a> Daemon<'a> {
+    fn start(ns: &'a Netns, netmap: &Netmap, spec: &Spec) -> Daemon<'a> {
+        let dir = std::env::temp_dir().join(format!("vxwg-ctlcfg-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("private.key"), &spec.wg.0).unwrap();
+        std::fs::write(dir.join("signing.key"), spec.signing.to_base64()).unwrap();
+        let routes: Vec<String> = spec.routes.iter().map(|r| format!("{r:?}")).collect();
+        let toml = format!(
+            "private_key_file = \"private.key\"\nlisten_port = 41641\naddresses = [\"{}/32\"]\n[control]\nnode = \"{}\"\noperator_key = \"{}\"\nsigning_key_file = \"signing.key\"\nsource = \"file\"\npath = \"{}\"\nadvertise_endpoints = [\"{}\"]\nadvertise_routes = [{}]\nrecord_ttl_secs = {RECORD_TTL}\nrefresh_secs = {REFRESH}\n",
+            spec.overlay,
+            spec.name,
+            netmap.operator.public().to_base64(),
+            netmap.dir.display(),
+            spec.underlay,
+            routes.join(", ")
+        );
+        std::fs::write(dir.join("node.toml"), toml).unwrap();
+        let ifname = ifname();
+        let log = dir.join("daemon.log");
+        let child = ns.spawn_logged(
+            &format!("{VXWG} up --foreground --config {} {ifname}", dir.join("node.toml").display()),
+            &log,
+        );
+        let d = Daemon { ns, ifname, child: Some(child), log, _cleanup: RemoveDir(dir) };
+        d.wait_for(10, "the UAPI socket", || Path::new(&format!("/var/run/wireguard/{}.sock", d.ifname)).exists());
+        d
+    }
+
+    /// Waits up to `secs` for `ok`, failing with the daemon's log.
+    #[track_caller]
+    fn wait_for(&self, secs: u64, what: &str, mut ok: impl FnMut() -> bool) -> Duration {
+        let start = Instant::now();
+        while !ok() {
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "{what}: not within {secs} s; {} log:\n{}",
+                self.ifname,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        start.elapsed()
+    }
+
+    fn table(&self) -> String {
+        self.ns.exec("ip route show table 52")
+    }
+
+    fn routes_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ns.exec(&format!("{VXWG} routes --json {}", self.ifname))).unwrap()
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ns.exec(&format!("{VXWG} status --json {}", self.ifname))).unwrap()
+    }
+
+    fn peers(&self) -> Vec<String> {
+        self.ns.exec(&format!("wg show {} peers", self.ifname)).lines().map(str::to_string).collect()
+    }
+
+    fn pings(&self, addr: &str) -> bool {
+        self.ns.try_exec(&format!("ping -c 1 -W 1 {addr}")).status.success()
+    }
+
+    /// Sends `signal` and waits for the exit.
+    fn stop(&mut self, signal: &str) {
+        if let Some(mut c) = self.child.take() {
+            sh(&format!("kill -{signal} {}", c.id()));
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon<'_> {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", self.ifname));
+    }
+}
+
+/// The route entry for `prefix` from `node` in `vxwg routes --json`.
+fn route<'v>(routes: &'v serde_json::Value, prefix: &str, node: &str) -> &'v serde_json::Value {
+    routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["prefix"] == prefix && r["node"] == node)
+        .unwrap_or_else(|| panic!("no route {prefix} from {node} in {routes:#}"))
+}
+
+#[test]
+fn three_nodes_join_and_leave_live_and_deleted_routes_come_back() {
+    if !require(&["ip", "wg", "ping"]) {
+        return;
+    }
+    let lan = Lan::new();
+    let (na, nb, nc) = (lan.join("ja", "10.201.0.1"), lan.join("jb", "10.201.0.2"), lan.join("jc", "10.201.0.3"));
+    let netmap = Netmap::new();
+    let a = Spec::new("ja", "100.64.40.1", "10.201.0.1", &[], &["tag:node"]);
+    let b = Spec::new("jb", "100.64.40.2", "10.201.0.2", &[], &["tag:node"]);
+    let c = Spec::new("jc", "100.64.40.3", "10.201.0.3", &["10.43.3.0/24"], &["tag:node", "tag:router"]);
+    // An address in the subnet behind the third node (on its loopback, inside its namespace).
+    nc.exec("ip addr add 10.43.3.1/32 dev lo");
+    for s in [&a, &b, &c] {
+        netmap.certify(s);
+    }
+    netmap.policy();
+    let mut da = Daemon::start(&na, &netmap, &a);
+    let db = Daemon::start(&nb, &netmap, &b);
+    da.wait_for(10, "ja reaches jb", || da.pings("100.64.40.2"));
+
+    // The third node joins: its record appears in the directory, and it is reachable from both.
+    let mut dc = Daemon::start(&nc, &netmap, &c);
+    let record = netmap.record_path("jc");
+    dc.wait_for(10, "jc publishes its record", || record.exists());
+    let appeared = Instant::now();
+    da.wait_for(2, "ja reaches jc within 2 s", || da.pings("100.64.40.3"));
+    let from_a = appeared.elapsed();
+    db.wait_for(2, "jb reaches jc within 2 s", || db.pings("100.64.40.3"));
+    let from_b = appeared.elapsed();
+    println!(
+        "join: jc answered ping from ja {:.0} ms and from jb {:.0} ms after its record appeared",
+        from_a.as_secs_f64() * 1e3,
+        from_b.as_secs_f64() * 1e3
+    );
+    assert!(from_b < Duration::from_secs(2), "reachable from both within 2 s");
+    let table = da.table();
+    assert!(table.contains(&format!("100.64.40.3 dev {}", da.ifname)), "{table}");
+    assert!(table.contains(&format!("10.43.3.0/24 dev {}", da.ifname)), "{table}");
+    assert!(da.pings("10.43.3.1"), "the approved subnet behind jc is reachable");
+    let routes = da.routes_json();
+    let r = route(&routes, "10.43.3.0/24", "jc");
+    assert_eq!((r["state"].as_str(), r["installed"].as_bool()), (Some("primary"), Some(true)), "{routes:#}");
+    let status = da.status_json();
+    assert_eq!(status["control"]["peers"].as_u64(), Some(2), "{status:#}");
+    assert!(status["control"]["source"].as_str().unwrap().contains(netmap.dir.to_str().unwrap()), "{status:#}");
+
+    // Routes and the rule deleted by hand come back by themselves.
+    let deleted = Instant::now();
+    na.exec("ip route del 100.64.40.3 table 52 && ip route del 10.43.3.0/24 table 52 && ip -4 rule del pref 5270");
+    da.wait_for(3, "deleted routes and rule put back", || {
+        let t = da.table();
+        t.contains("100.64.40.3 dev")
+            && t.contains("10.43.3.0/24 dev")
+            && na.exec("ip -4 rule show pref 5270").contains("lookup 52")
+    });
+    println!("reconcile: deleted routes and rule back after {:.0} ms", deleted.elapsed().as_secs_f64() * 1e3);
+    assert!(da.pings("100.64.40.3"));
+
+    // The third node leaves (SIGTERM withdraws its record): gone from both, with its routes.
+    let c_public = c.wg.1.clone();
+    assert!(da.peers().contains(&c_public));
+    let left = Instant::now();
+    dc.stop("TERM");
+    da.wait_for(3, "jc's routes gone from ja's table 52", || {
+        let t = da.table();
+        !t.contains("100.64.40.3") && !t.contains("10.43.3.0")
+    });
+    db.wait_for(3, "jc gone from jb", || !db.peers().contains(&c_public));
+    println!("leave: jc's peer and routes removed {:.0} ms after SIGTERM", left.elapsed().as_secs_f64() * 1e3);
+    assert!(!da.peers().contains(&c_public), "jc is no peer of ja any more");
+    assert!(!da.pings("100.64.40.3"), "jc unreachable");
+    assert!(da.pings("100.64.40.2"), "jb untouched");
+
+    // A record deleted from the directory counts as gone too: jb's record removed (and jb stopped
+    // first, so it cannot publish it again) takes jb out of ja's netmap.
+    let mut db = db;
+    db.stop("KILL");
+    std::fs::remove_file(netmap.record_path("jb")).unwrap();
+    da.wait_for(3, "jb gone once its record is deleted", || !da.table().contains("100.64.40.2"));
+
+    // Clean exit: table 52 and the rule are empty again.
+    da.stop("TERM");
+    assert_eq!(na.exec("ip route show table 52").trim(), "", "routes removed on exit");
+    assert!(!na.exec("ip rule show").contains("lookup 52"), "rule removed on exit");
+}
+
+#[test]
+fn forged_and_expired_documents_and_unapproved_routes_are_rejected_and_reported() {
+    if !require(&["ip", "wg", "ping"]) {
+        return;
+    }
+    let lan = Lan::new();
+    let (na, nb) = (lan.join("ra", "10.201.0.1"), lan.join("rb", "10.201.0.2"));
+    let netmap = Netmap::new();
+    let a = Spec::new("ra", "100.64.41.1", "10.201.0.1", &[], &["tag:node"]);
+    // rb advertises an approved prefix and one no auto-approver covers.
+    let b =
+        Spec::new("rb", "100.64.41.2", "10.201.0.2", &["10.43.2.0/24", "10.99.0.0/16"], &["tag:node", "tag:router"]);
+    netmap.certify(&a);
+    netmap.certify(&b);
+    netmap.policy();
+    // Forgeries, each of which would add a peer and a route if it counted.
+    let forged = |name: &str, n: u8| {
+        Spec::new(name, &format!("100.64.41.{n}"), "10.201.0.9", &["10.43.9.0/24"], &["tag:node", "tag:router"])
+    };
+    // A record signed by a key its certificate does not bind.
+    let wrong = forged("fx", 20);
+    netmap.certify(&wrong);
+    let stranger = SigningKey::generate().unwrap();
+    netmap.write("fx.record.json", &wrong.record().sign(&stranger).to_json());
+    // A record changed after it was signed.
+    let tampered = forged("fy", 21);
+    netmap.certify(&tampered);
+    let mut envelope = tampered.record().sign(&tampered.signing);
+    let mut bigger = tampered.record();
+    bigger.routes.push("10.42.0.0/16".parse().unwrap());
+    envelope.payload = bigger.to_payload();
+    netmap.write("fy.record.json", &envelope.to_json());
+    // A certificate signed by someone other than the operator.
+    let unsigned = forged("fz", 22);
+    netmap.write("fz.cert.json", &unsigned.cert(unix_now() + 3600).sign(&stranger).to_json());
+    netmap.write("fz.record.json", &unsigned.record().sign(&unsigned.signing).to_json());
+    // An expired certificate.
+    let expired = forged("fw", 23);
+    netmap.write("fw.cert.json", &expired.cert(unix_now() - 60).sign(&netmap.operator).to_json());
+    netmap.write("fw.record.json", &expired.record().sign(&expired.signing).to_json());
+
+    let da = Daemon::start(&na, &netmap, &a);
+    let _db = Daemon::start(&nb, &netmap, &b);
+    da.wait_for(10, "ra reaches rb", || da.pings("100.64.41.2"));
+    da.wait_for(5, "rb's approved route installed", || da.table().contains("10.43.2.0/24"));
+
+    // Only the genuine peer, only its approved route.
+    assert_eq!(da.peers(), vec![b.wg.1.clone()], "no forged peer was added");
+    let table = da.table();
+    for absent in
+        ["10.99.0.0", "10.43.9.0", "10.42.0.0", "100.64.41.20", "100.64.41.21", "100.64.41.22", "100.64.41.23"]
+    {
+        assert!(!table.contains(absent), "{absent} must not be routed: {table}");
+    }
+
+    let routes = da.routes_json();
+    println!("vxwg routes --json: {routes:#}");
+    let unapproved = route(&routes, "10.99.0.0/16", "rb");
+    assert_eq!(unapproved["state"].as_str(), Some("not approved"), "{routes:#}");
+    assert!(unapproved["reason"].as_str().unwrap().contains("auto_approvers"), "{routes:#}");
+    assert_eq!(route(&routes, "10.43.2.0/24", "rb")["state"].as_str(), Some("primary"));
+    let rejections = routes["rejections"].as_array().unwrap();
+    let reason = |key: &str| -> String {
+        rejections
+            .iter()
+            .find(|r| r["key"] == key)
+            .and_then(|r| r["reason"].as_str())
+            .unwrap_or_else(|| panic!("{key} not reported as rejected: {routes:#}"))
+            .to_string()
+    };
+    assert!(reason("fx.record.json").contains("binds"), "wrong signer: {}", reason("fx.record.json"));
+    assert!(reason("fy.record.json").contains("bad signature"), "tampered: {}", reason("fy.record.json"));
+    assert!(reason("fz.cert.json").contains("not the operator key"), "unsigned: {}", reason("fz.cert.json"));
+    assert!(reason("fw.cert.json").contains("expired"), "expired: {}", reason("fw.cert.json"));
+    let status = da.status_json();
+    assert!(status["control"]["rejections"].as_u64().unwrap() >= 4, "{status:#}");
+    let text = na.exec(&format!("{VXWG} routes {}", da.ifname));
+    assert!(text.contains("10.99.0.0/16") && text.contains("rejected documents:"), "{text}");
+}
+
+#[test]
+fn ha_subnet_route_fails_over_to_the_standby_when_the_primary_dies() {
+    if !require(&["ip", "wg", "ping", "sysctl"]) {
+        return;
+    }
+    let lan = Lan::new();
+    let (na, nb, nc) = (lan.join("ha", "10.201.0.1"), lan.join("hb", "10.201.0.2"), lan.join("hc", "10.201.0.3"));
+    // The same pod address behind each of the two routers.
+    let _pa = pod_behind(&na, "hpa", "10.42.0.254", "10.42.0.1");
+    let _pb = pod_behind(&nb, "hpb", "10.42.0.254", "10.42.0.1");
+    let netmap = Netmap::new();
+    let router = ["tag:node", "tag:router"];
+    let a = Spec::new("ha", "100.64.42.1", "10.201.0.1", &["10.42.0.0/16"], &router);
+    let b = Spec::new("hb", "100.64.42.2", "10.201.0.2", &["10.42.0.0/16"], &router);
+    let c = Spec::new("hc", "100.64.42.3", "10.201.0.3", &[], &["tag:node"]);
+    for s in [&a, &b, &c] {
+        netmap.certify(s);
+    }
+    netmap.policy();
+    let mut da = Daemon::start(&na, &netmap, &a);
+    let db = Daemon::start(&nb, &netmap, &b);
+    let dc = Daemon::start(&nc, &netmap, &c);
+    dc.wait_for(10, "hc reaches the pod through the primary", || dc.pings("10.42.0.1"));
+    let routes = dc.routes_json();
+    assert_eq!(route(&routes, "10.42.0.0/16", "ha")["state"].as_str(), Some("primary"), "{routes:#}");
+    assert_eq!(route(&routes, "10.42.0.0/16", "hb")["state"].as_str(), Some("standby"), "{routes:#}");
+    // The routers deliver their own prefix locally, never to each other.
+    assert!(!db.table().contains("10.42.0.0/16"), "{}", db.table());
+
+    // The primary dies without a word (SIGKILL): its record lapses and hc fails over to hb.
+    let killed = Instant::now();
+    da.stop("KILL");
+    dc.wait_for(15, "traffic to 10.42.0.1 resumes through hb within 15 s", || dc.pings("10.42.0.1"));
+    let resumed = killed.elapsed();
+    println!(
+        "HA failover: traffic to 10.42.0.1 resumed through hb {:.1} s after the primary was killed",
+        resumed.as_secs_f64()
+    );
+    let routes = dc.routes_json();
+    let r = route(&routes, "10.42.0.0/16", "hb");
+    assert_eq!((r["state"].as_str(), r["installed"].as_bool()), (Some("primary"), Some(true)), "{routes:#}");
+    let status = dc.status_json();
+    let via_b = status["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["public_key"] == b.wg.1.as_str())
+        .unwrap_or_else(|| panic!("hb is a peer: {status:#}"));
+    assert!(via_b["allowed_ips"].as_array().unwrap().iter().any(|n| n == "10.42.0.0/16"), "{status:#}");
+}
