@@ -8,11 +8,13 @@
 //!   lost packets, over its own elapsed time), not packets sent;
 //! * `pod` (`tunnel/pod_tcp_single_stream`): one TCP stream pod to pod (see below).
 //!
-//! For every run the bench also reads the receiving node namespace's `Udp: RcvbufErrors` (plus
-//! `Udp6RcvbufErrors`) before and after the transfer, and the drop counter (`ss -m`, `d`) of the
-//! tunnel's own UDP sockets (port 51820) just before the daemons stop: datagrams lost to full
-//! receive buffers. In the `udp64` case the namespace figure also includes the receiving iperf3's
-//! socket, which the tunnel socket figure does not.
+//! For every run the bench also counts where packets were lost: the receiving node namespace's
+//! `Udp: RcvbufErrors` (plus `Udp6RcvbufErrors`) before and after the transfer ("rx drops"), the
+//! drop counter (`ss -m`, `d`) of the receiving tunnel daemon's own UDP sockets (port 51820) just
+//! before it stops ("tunnel socket"), and the sending node namespace's interfaces' `tx_dropped`
+//! before and after ("tx drops": a TUN whose queue the daemon does not drain in time). In the
+//! `udp64` case the rx figure also includes the receiving iperf3's socket (for the plain
+//! contenders it runs in the receiving node's namespace), which the tunnel socket figure does not.
 //!
 //! Needs, beyond what `.ci/run` installs (`ip`, `wg`, `wireguard-go`), which it does not install
 //! because CI does not run benches:
@@ -720,7 +722,7 @@ fn measure_pod(c: &Contender, case: Case, seconds: u32, logs: &Path, round: u32)
             return Err(format!("no ping from pod A to pod B within 15 s{}", tails(&a, &b)));
         }
     }
-    let result = iperf(&pa, &pb, &nb, POD_B, case, seconds, &prefix)
+    let result = iperf(&pa, &pb, (&na, &nb), POD_B, case, seconds, &prefix)
         .map(|m| Measured { tunnel_socket_drops: socket_drops(&nb, WG_PORT), ..m });
     for (side, node) in [("A (sender)", &mut a), ("B (receiver)", &mut b)] {
         if let Some(status) = node.exited() {
@@ -773,6 +775,9 @@ struct Measured {
     receiver_cpu: Option<f64>,
     /// Receive-buffer drops during the transfer, whole receiving node namespace.
     rx_drops: Option<u64>,
+    /// Packets the sending node's interfaces dropped on transmit during the transfer (a TUN
+    /// whose queue the daemon does not drain in time counts them).
+    tx_drops: Option<u64>,
     /// Of those, on the receiving tunnel daemon's own UDP sockets (port 51820), over its lifetime.
     tunnel_socket_drops: Option<u64>,
 }
@@ -791,6 +796,12 @@ fn rcvbuf_errors(ns: &Netns) -> Option<u64> {
         .and_then(|t| t.lines().find_map(|l| l.strip_prefix("Udp6RcvbufErrors")?.trim().parse().ok()))
         .unwrap_or(0);
     Some(v4 + v6)
+}
+
+/// Transmit drops of all interfaces in `ns` so far (`ip netns exec` mounts the namespace's sysfs).
+fn tx_dropped(ns: &Netns) -> Option<u64> {
+    let out = ns.exec("cat /sys/class/net/*/statistics/tx_dropped").ok()?;
+    out.lines().map(|l| l.trim().parse::<u64>().ok()).sum()
 }
 
 /// The drop counters (`skmem:(...,dN)`) of all UDP sockets bound to `port` in `ns`, summed: what
@@ -829,12 +840,12 @@ fn json_error(json: &str) -> Option<String> {
 }
 
 /// iperf3 from `a` to `server_ip` in `b` for `seconds`, with the case's options. Its output goes
-/// to `prefix.iperf3-{server.log,client.json,client.err}`. `rx_drops` is filled from `drops_in`
-/// (the receiving node's namespace), read before and after the transfer.
+/// to `prefix.iperf3-{server.log,client.json,client.err}`. `tx_drops` and `rx_drops` come from
+/// the sending and the receiving node's namespaces, read before and after the transfer.
 fn iperf(
     a: &Netns,
     b: &Netns,
-    drops_in: &Netns,
+    nodes: (&Netns, &Netns),
     server_ip: &str,
     case: Case,
     seconds: u32,
@@ -856,7 +867,7 @@ fn iperf(
     let t = seconds.to_string();
     let mut args = vec!["-c", server_ip, "-t", &t, "-J", "--connect-timeout", "5000"];
     args.extend_from_slice(case.iperf_args());
-    let drops_before = rcvbuf_errors(drops_in);
+    let drops_before = (tx_dropped(nodes.0), rcvbuf_errors(nodes.1));
     let mut client = Reaper(Some(a.spawn(&iperf3, &args, &[], &json_path, &err_path)?));
     // Polled rather than waited for, so that Ctrl-C and a hung transfer end it.
     let deadline = Instant::now() + Duration::from_secs(u64::from(seconds) + 30);
@@ -872,7 +883,8 @@ fn iperf(
         std::thread::sleep(Duration::from_millis(50));
     };
     client.0 = None;
-    let rx_drops = Option::zip(rcvbuf_errors(drops_in), drops_before).map(|(after, before)| after - before);
+    let tx_drops = Option::zip(tx_dropped(nodes.0), drops_before.0).map(|(after, before)| after - before);
+    let rx_drops = Option::zip(rcvbuf_errors(nodes.1), drops_before.1).map(|(after, before)| after - before);
     let json = std::fs::read_to_string(&json_path).unwrap_or_default();
     if let Some(e) = json_error(&json) {
         return Err(format!("iperf3: {e}"));
@@ -903,6 +915,7 @@ fn iperf(
         sender_cpu: json_number(&json, &["end", "cpu_utilization_percent", "host_total"]),
         receiver_cpu: json_number(&json, &["end", "cpu_utilization_percent", "remote_total"]),
         rx_drops,
+        tx_drops,
         tunnel_socket_drops: None,
     })
 }
@@ -915,7 +928,7 @@ fn measure(c: &Contender, case: Case, seconds: u32, logs: &Path, round: u32) -> 
     let (na, nb) = underlay()?;
     let prefix = logs.join(format!("round{round}-{}-{}", case.key(), c.which.tag()));
     if c.which == Impl::Veth {
-        return iperf(&na, &nb, &nb, UNDERLAY_B, case, seconds, &prefix);
+        return iperf(&na, &nb, (&na, &nb), UNDERLAY_B, case, seconds, &prefix);
     }
     let mut a = Node::start(&na, c, OVERLAY_A, prefix.with_extension("a.log"))?;
     let mut b = Node::start(&nb, c, OVERLAY_B, prefix.with_extension("b.log"))?;
@@ -930,7 +943,7 @@ fn measure(c: &Contender, case: Case, seconds: u32, logs: &Path, round: u32) -> 
             return Err(format!("no ping across the tunnel within 15 s{}", tails(&a, &b)));
         }
     }
-    let result = iperf(&na, &nb, &nb, OVERLAY_B, case, seconds, &prefix)
+    let result = iperf(&na, &nb, (&na, &nb), OVERLAY_B, case, seconds, &prefix)
         .map(|m| Measured { tunnel_socket_drops: socket_drops(&nb, WG_PORT), ..m });
     for (side, node) in [("A (sender)", &mut a), ("B (receiver)", &mut b)] {
         if let Some(status) = node.exited() {
@@ -1149,8 +1162,13 @@ fn main() {
                     };
                     let count = |n: Option<u64>| n.map_or("?".into(), |n| n.to_string());
                     let drops = match c.which {
-                        Impl::Veth => format!("rx drops {}", count(m.rx_drops)),
-                        _ => format!("rx drops {} (tunnel socket {})", count(m.rx_drops), count(m.tunnel_socket_drops)),
+                        Impl::Veth => format!("tx drops {}, rx drops {}", count(m.tx_drops), count(m.rx_drops)),
+                        _ => format!(
+                            "tx drops {}, rx drops {} (tunnel socket {})",
+                            count(m.tx_drops),
+                            count(m.rx_drops),
+                            count(m.tunnel_socket_drops)
+                        ),
                     };
                     println!(
                         "{head} {:>7.3} {} {detail}{cpu}; {drops}; {:.1} s)",
@@ -1174,10 +1192,15 @@ fn main() {
     let mut medians: Vec<(Case, Impl, Option<f64>)> = Vec::new();
     for &case in &cases {
         println!();
-        println!("{} ({}; rx drops = receiving node's UDP receive-buffer drops, medians)", case.title(), case.unit());
         println!(
-            "{:<19} {:>9} {:>8} {:>8} {:>9} {:>14}  runs",
-            "contender", "median", "min", "max", "rx drops", "tunnel socket"
+            "{} ({}; medians of drops: tx = sending node's interfaces, rx = receiving node's UDP receive \
+             buffers, of which the tunnel socket's)",
+            case.title(),
+            case.unit()
+        );
+        println!(
+            "{:<19} {:>9} {:>8} {:>8} {:>9} {:>9} {:>14}  runs",
+            "contender", "median", "min", "max", "tx drops", "rx drops", "tunnel socket"
         );
         for (i, &(_, c)) in slots.iter().enumerate().filter(|(_, (k, _))| *k == case) {
             let v: Vec<f64> = results[i].iter().map(|m| case.figure(m)).collect();
@@ -1190,6 +1213,7 @@ fn main() {
                 v.len(),
                 if failures[i].is_empty() { String::new() } else { format!(", {} failed", failures[i].len()) }
             );
+            let tx = median_count(results[i].iter().map(|m| m.tx_drops));
             let rx = median_count(results[i].iter().map(|m| m.rx_drops));
             let sock = if c.which == Impl::Veth {
                 "-".into()
@@ -1198,15 +1222,20 @@ fn main() {
             };
             match m {
                 Some(m) => {
-                    println!("{:<19} {m:>9.3} {min:>8.3} {max:>8.3} {rx:>9} {sock:>14}  {runs}", c.which.label())
+                    println!(
+                        "{:<19} {m:>9.3} {min:>8.3} {max:>8.3} {tx:>9} {rx:>9} {sock:>14}  {runs}",
+                        c.which.label()
+                    )
                 }
                 None => {
-                    println!("{:<19} {:>9} {:>8} {:>8} {:>9} {:>14}  {runs}", c.which.label(), "-", "-", "-", "-", "-")
+                    let l = c.which.label();
+                    println!("{l:<19} {:>9} {:>8} {:>8} {:>9} {:>9} {:>14}  {runs}", "-", "-", "-", "-", "-", "-")
                 }
             }
         }
         for (which, _) in skipped.iter().filter(|(w, _)| case.has(*w)) {
-            println!("{:<19} {:>9} {:>8} {:>8} {:>9} {:>14}  skipped", which.label(), "-", "-", "-", "-", "-");
+            let l = which.label();
+            println!("{l:<19} {:>9} {:>8} {:>8} {:>9} {:>9} {:>14}  skipped", "-", "-", "-", "-", "-", "-");
         }
     }
     let get = |case: Case, w: Impl| medians.iter().find(|(k, x, _)| *k == case && *x == w).and_then(|(_, _, m)| *m);
