@@ -829,4 +829,144 @@ persistent_keepalive = 25
         let e = format!("{:#}", Config::parse(&text, d.path()).unwrap_err());
         assert!(e.contains("our own public key"), "{e}");
     }
+
+    /// A key directory with a record signing key too, and the operator's public key.
+    fn control_dir() -> (tempdir::Dir, String) {
+        let (d, _) = dir_with_key();
+        std::fs::write(d.path().join("signing.key"), SigningKey::generate().unwrap().to_base64()).unwrap();
+        (d, SigningKey::generate().unwrap().public().to_base64())
+    }
+
+    fn control(operator: &str, body: &str) -> String {
+        format!(
+            "private_key_file = \"private.key\"\nlisten_port = 41641\naddresses = [\"100.64.0.1/32\"]\n[control]\nnode = \"node-a\"\noperator_key = \"{operator}\"\nsigning_key_file = \"signing.key\"\n{body}"
+        )
+    }
+
+    #[test]
+    fn control_with_the_file_source() {
+        let (d, operator) = control_dir();
+        let text = control(
+            &operator,
+            "path = \"netmap\"\nadvertise_endpoints = [\"192.0.2.1\", \"198.51.100.1:51820\"]\nadvertise_routes = [\"10.42.1.0/24\"]\n",
+        );
+        let c = Config::parse(&text, d.path()).unwrap().control.unwrap();
+        assert_eq!(c.node, "node-a");
+        assert_eq!(c.operator.to_base64(), operator);
+        assert_eq!(c.source, SourceConfig::File { path: d.path().join("netmap") });
+        let eps: Vec<SocketAddr> = vec!["192.0.2.1:41641".parse().unwrap(), "198.51.100.1:51820".parse().unwrap()];
+        assert_eq!(c.advertise_endpoints, eps, "a bare address takes the listen port; order is kept");
+        assert_eq!(c.advertise_routes, vec!["10.42.1.0/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(c.record_ttl, Duration::from_secs(DEFAULT_RECORD_TTL_SECS));
+        assert_eq!(c.refresh, Duration::from_secs(DEFAULT_RECORD_TTL_SECS / 3));
+        assert_eq!(c.persistent_keepalive, Some(DEFAULT_CONTROL_KEEPALIVE));
+        assert_eq!(c.stale_after, Duration::from_secs(DEFAULT_STALE_AFTER_SECS));
+        // Without [control], none.
+        assert!(Config::parse("private_key_file = \"private.key\"", d.path()).unwrap().control.is_none());
+    }
+
+    #[test]
+    fn control_with_the_etcd_source() {
+        let (d, operator) = control_dir();
+        let text = control(
+            &operator,
+            "source = \"etcd\"\nendpoints = [\"http://10.0.0.1:2379\", \"http://10.0.0.2:2379\"]\nprefix = \"/k8s/vxwg/\"\nlease_ttl_secs = 15\nrecord_ttl_secs = 30\nrefresh_secs = 5\npersistent_keepalive = 0\n",
+        );
+        let c = Config::parse(&text, d.path()).unwrap().control.unwrap();
+        assert_eq!(
+            c.source,
+            SourceConfig::Etcd {
+                endpoints: vec!["http://10.0.0.1:2379".into(), "http://10.0.0.2:2379".into()],
+                prefix: "/k8s/vxwg/".into(),
+                lease_ttl: Duration::from_secs(15),
+            }
+        );
+        assert_eq!((c.record_ttl, c.refresh), (Duration::from_secs(30), Duration::from_secs(5)));
+        assert_eq!(c.persistent_keepalive, None);
+        let defaults =
+            Config::parse(&control(&operator, "source = \"etcd\"\nendpoints = [\"http://10.0.0.1:2379\"]\n"), d.path())
+                .unwrap();
+        match defaults.control.unwrap().source {
+            SourceConfig::Etcd { prefix, lease_ttl, .. } => {
+                assert_eq!(
+                    (prefix.as_str(), lease_ttl),
+                    (DEFAULT_ETCD_PREFIX, Duration::from_secs(DEFAULT_LEASE_TTL_SECS))
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn control_errors_name_the_field() {
+        let (d, operator) = control_dir();
+        let file = "path = \"netmap\"\n";
+        let head = "private_key_file = \"private.key\"\n[control]\n";
+        let cases = [
+            (
+                format!("{head}operator_key = \"{operator}\"\nsigning_key_file = \"signing.key\"\n{file}"),
+                "control.node",
+            ),
+            (format!("{head}node = \"a\"\nsigning_key_file = \"signing.key\"\n{file}"), "control.operator_key"),
+            (format!("{head}node = \"a\"\noperator_key = \"{operator}\"\n{file}"), "control.signing_key_file"),
+            (control(&operator, file).replace("node-a", "bad name"), "control.node"),
+            (control(&operator, file).replace(&operator, "AAAA"), "control.operator_key"),
+            (control(&operator, file).replace("signing.key", "missing.key"), "control.signing_key_file"),
+            (control(&operator, file).replace("signing.key", "private.key\"\nbogus = \"1"), "bogus"),
+            (control(&operator, ""), "control.path"),
+            (control(&operator, &format!("source = \"consul\"\n{file}")), "control.source = \"consul\""),
+            (control(&operator, "source = \"etcd\"\n"), "control.endpoints"),
+            (control(&operator, "source = \"etcd\"\nendpoints = [\" \"]\n"), "control.endpoints[0]"),
+            (
+                control(&operator, "source = \"etcd\"\nendpoints = [\"http://e:2379\"]\nprefix = \"\"\n"),
+                "control.prefix",
+            ),
+            (
+                control(&operator, "source = \"etcd\"\nendpoints = [\"http://e:2379\"]\nlease_ttl_secs = 1\n"),
+                "control.lease_ttl_secs = 1",
+            ),
+            (control(&operator, "source = \"etcd\"\nendpoints = [\"http://e:2379\"]\npath = \"x\"\n"), "control.path"),
+            (control(&operator, &format!("{file}endpoints = [\"http://e:2379\"]\n")), "control.endpoints"),
+            (
+                control(&operator, &format!("{file}advertise_endpoints = [\"nope\"]\n")),
+                "control.advertise_endpoints[0]",
+            ),
+            (
+                control(&operator, &format!("{file}advertise_endpoints = [\"0.0.0.0\"]\n")),
+                "control.advertise_endpoints[0]",
+            ),
+            (
+                control(&operator, &format!("{file}advertise_routes = [\"10.0.0.0/33\"]\n")),
+                "control.advertise_routes[0]",
+            ),
+            (
+                control(&operator, &format!("{file}advertise_routes = [\"10.1.0.0/16\", \"10.1.0.0/16\"]\n")),
+                "control.advertise_routes[1]",
+            ),
+            (control(&operator, &format!("{file}record_ttl_secs = 2\n")), "control.record_ttl_secs = 2"),
+            (
+                control(&operator, &format!("{file}record_ttl_secs = 10\nrefresh_secs = 10\n")),
+                "control.refresh_secs = 10",
+            ),
+            (control(&operator, &format!("{file}stale_after_secs = 5\n")), "control.stale_after_secs = 5"),
+            (
+                format!("{}\n[[peer]]\npublic_key = \"{PEER}\"\n", control(&operator, file)),
+                "with [control], peers come from the netmap",
+            ),
+        ];
+        for (text, needle) in cases {
+            let e = format!("{:#}", Config::parse(&text, d.path()).unwrap_err());
+            assert!(e.contains(needle), "error for {text:?} should mention {needle:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_control_example_parses() {
+        let (d, _) = control_dir();
+        let text = include_str!("../examples/control/node.toml");
+        let c = Config::parse(text, d.path()).unwrap();
+        let control = c.control.expect("the example shows [control]");
+        assert!(!control.advertise_routes.is_empty());
+        assert!(c.vxlan.is_some(), "the example shows the pod path too");
+    }
 }

@@ -421,6 +421,20 @@ fn forged_and_expired_documents_and_unapproved_routes_are_rejected_and_reported(
     assert!(status["control"]["rejections"].as_u64().unwrap() >= 4, "{status:#}");
     let text = na.exec(&format!("{VXWG} routes {}", da.ifname));
     assert!(text.contains("10.99.0.0/16") && text.contains("rejected documents:"), "{text}");
+
+    // A store that breaks entirely (the policy replaced by garbage) does not tear the mesh down:
+    // the last good netmap stays applied, and status says why the new one is held back.
+    netmap.write("policy.json", b"{\"kind\": \"policy\", \"payload\": \"bm9wZQ==\"}");
+    da.wait_for(5, "the broken netmap is held back", || da.status_json()["control"]["held"].is_string());
+    let status = da.status_json();
+    assert!(status["control"]["held"].as_str().unwrap().contains("policy"), "{status:#}");
+    assert_eq!(da.peers(), vec![b.wg.1.clone()], "peers kept");
+    assert!(da.table().contains("10.43.2.0/24"), "routes kept");
+    assert!(da.pings("100.64.41.2"), "traffic still flows");
+    assert!(na.exec(&format!("{VXWG} status {}", da.ifname)).contains("newest netmap held back"));
+    // A good policy again: applied again.
+    netmap.policy();
+    da.wait_for(5, "a good netmap is applied again", || da.status_json()["control"]["held"].is_null());
 }
 
 #[test]
