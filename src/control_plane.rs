@@ -27,7 +27,7 @@ use anyhow::Context;
 use vxwg::apply::{EngineSync, Target};
 use vxwg::control::keys::Key;
 use vxwg::control::netmap::{build, intent, Document, Intent, Netmap, NodeRecord, RouteState, SigningKey, Trust};
-use vxwg::control::source::{FileSource, Source};
+use vxwg::control::source::{EtcdSource, FileSource, Source};
 use vxwg::dataplane::route::IpNet;
 
 use crate::config::{Config, Control, SourceConfig};
@@ -316,9 +316,11 @@ fn open_source(control: &Control) -> anyhow::Result<Box<dyn Source>> {
     }
 }
 
+/// Connects to the first etcd endpoint that answers (others are tried when it fails later).
 fn open_etcd(endpoints: &[String], prefix: &str, lease_ttl: Duration) -> anyhow::Result<Box<dyn Source>> {
-    let _ = (endpoints, prefix, lease_ttl);
-    anyhow::bail!("control.source = \"etcd\": this build has no etcd source yet")
+    let source = EtcdSource::connect(endpoints, prefix, lease_ttl)
+        .with_context(|| format!("control.endpoints: no etcd endpoint of {endpoints:?} answered"))?;
+    Ok(Box::new(source))
 }
 
 /// Signs and publishes this node's record.
