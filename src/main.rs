@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use vxwg::control::keys::Key;
 
+mod admin;
 mod config;
 mod control_plane;
 mod daemon;
@@ -68,6 +69,12 @@ enum Command {
         /// An address inside the peer's AllowedIPs.
         peer_ip: std::net::IpAddr,
     },
+    /// Operator tools for the signed netmap: keys, node certificates and records, the policy,
+    /// and inspecting documents (docs/control.md).
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
     /// As root: build three vxwg nodes in network namespaces with a pod behind each, bring the
     /// VXLAN-over-WireGuard mesh up, measure handshakes, pod-to-pod RTT and TCP throughput and the
     /// pod MTU, then remove everything. Otherwise (or with --in-process): two WireGuard nodes in
@@ -110,6 +117,7 @@ fn main() -> ExitCode {
         Command::Status { json, ifname } => status::status(&ifname, json),
         Command::Routes { json, ifname } => status::routes(&ifname, json),
         Command::Ping { count, ifname, peer_ip } => status::ping(&ifname, peer_ip, count),
+        Command::Admin { command } => admin::run(command),
         Command::Demo { in_process, mb, packets, size } => demo::run(in_process, mb, packets, size),
         Command::DemoTcp { role, addr, mb } => match role.as_str() {
             "serve" => demo::mesh::serve(addr),
