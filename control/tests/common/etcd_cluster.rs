@@ -4,7 +4,8 @@
 //! etcd's side of a failure shows).
 
 use std::fs::{self, File};
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +35,23 @@ struct Member {
 pub struct EtcdCluster {
     dir: PathBuf,
     members: Vec<Member>,
+}
+
+/// etcd's `/health` on the client URL (plain HTTP/1.1 next to gRPC): true once the member has a
+/// leader and answers reads. Std only, so any test crate can use this harness.
+fn healthy(client_url: &str) -> bool {
+    let Some(addr) = client_url.strip_prefix("http://").and_then(|a| a.parse::<SocketAddr>().ok()) else {
+        return false;
+    };
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200") && answer.contains(r#""health":"true""#)
 }
 
 /// Ports the kernel hands out for port 0, released just before etcd binds them.
@@ -97,31 +115,16 @@ impl EtcdCluster {
         self.wait_ready(Duration::from_secs(30))
     }
 
-    /// Every live member answers a status call and knows a leader.
+    /// Every member reports itself healthy (it has a leader and serves reads).
     fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let deadline = Instant::now() + within;
         for member in &mut self.members {
-            loop {
+            while !healthy(&member.client_url) {
                 if let Some(Ok(Some(status))) = member.process.as_mut().map(Child::try_wait) {
                     return Err(format!("etcd member {} exited early: {status}", member.name));
                 }
-                let url = member.client_url.clone();
-                let ready = runtime.block_on(async move {
-                    let attempt = async {
-                        let mut client = etcd_client::Client::connect([url.as_str()], None).await?;
-                        client.status().await
-                    };
-                    match tokio::time::timeout(Duration::from_secs(1), attempt).await {
-                        Ok(Ok(status)) => status.leader() != 0,
-                        _ => false,
-                    }
-                });
-                if ready {
-                    break;
-                }
                 if Instant::now() > deadline {
-                    return Err(format!("etcd member {} not ready within {within:?}", member.name));
+                    return Err(format!("etcd member {} not healthy within {within:?}", member.name));
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
