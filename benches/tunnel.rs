@@ -15,6 +15,8 @@
 //! before and after ("tx drops": a TUN whose queue the daemon does not drain in time). In the
 //! `udp64` case the rx figure also includes the receiving iperf3's socket (for the plain
 //! contenders it runs in the receiving node's namespace), which the tunnel socket figure does not.
+//! It also reads each daemon process's CPU time (user + system, all threads, `/proc/PID/stat`)
+//! over the transfer, in % of one core: above 100% means the daemon used more than one core.
 //!
 //! Needs, beyond what `.ci/run` installs (`ip`, `wg`, `wireguard-go`), which it does not install
 //! because CI does not run benches:
@@ -722,8 +724,7 @@ fn measure_pod(c: &Contender, case: Case, seconds: u32, logs: &Path, round: u32)
             return Err(format!("no ping from pod A to pod B within 15 s{}", tails(&a, &b)));
         }
     }
-    let result = iperf(&pa, &pb, (&na, &nb), POD_B, case, seconds, &prefix)
-        .map(|m| Measured { tunnel_socket_drops: socket_drops(&nb, WG_PORT), ..m });
+    let result = with_daemons(&a, &b, || iperf(&pa, &pb, (&na, &nb), POD_B, case, seconds, &prefix));
     for (side, node) in [("A (sender)", &mut a), ("B (receiver)", &mut b)] {
         if let Some(status) = node.exited() {
             return Err(format!(
@@ -780,6 +781,36 @@ struct Measured {
     tx_drops: Option<u64>,
     /// Of those, on the receiving tunnel daemon's own UDP sockets (port 51820), over its lifetime.
     tunnel_socket_drops: Option<u64>,
+    /// CPU time of the sending and the receiving daemon process (all threads, user + system)
+    /// over the transfer, in % of one core: above 100 means more than one core at work. Kernel
+    /// work done in softirq context (a kernel vxlan device, the veth) is not included.
+    daemon_cpu: Option<(f64, f64)>,
+}
+
+/// User + system CPU seconds of process `pid` so far, all its threads included.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    static TICKS: LazyLock<f64> = LazyLock::new(|| {
+        first_line(Command::new("getconf").arg("CLK_TCK")).parse().ok().filter(|t| *t > 0.0).unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces: state is
+    // field 3 of proc(5), utime 14 and stime 15.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / *TICKS)
+}
+
+/// Runs one transfer between two running daemons and adds what only they can tell: their CPU
+/// time during it, and the drops on the receiving daemon's socket (read before it stops).
+fn with_daemons(a: &Node, b: &Node, transfer: impl FnOnce() -> Result<Measured, String>) -> Result<Measured, String> {
+    let cpu = |n: &Node| n.child.as_ref().and_then(|c| cpu_seconds(c.id()));
+    let (a0, b0, started) = (cpu(a), cpu(b), Instant::now());
+    let m = transfer()?;
+    let wall = started.elapsed().as_secs_f64();
+    let (a1, b1) = (cpu(a), cpu(b));
+    let share = |before: Option<f64>, after: Option<f64>| Some(100.0 * (after? - before?) / wall);
+    let daemon_cpu = Option::zip(share(a0, a1), share(b0, b1));
+    Ok(Measured { tunnel_socket_drops: socket_drops(b.ns, WG_PORT), daemon_cpu, ..m })
 }
 
 /// Datagrams dropped for a full receive buffer in `ns` so far: `Udp: RcvbufErrors` plus
@@ -917,6 +948,7 @@ fn iperf(
         rx_drops,
         tx_drops,
         tunnel_socket_drops: None,
+        daemon_cpu: None,
     })
 }
 
@@ -943,8 +975,7 @@ fn measure(c: &Contender, case: Case, seconds: u32, logs: &Path, round: u32) -> 
             return Err(format!("no ping across the tunnel within 15 s{}", tails(&a, &b)));
         }
     }
-    let result = iperf(&na, &nb, (&na, &nb), OVERLAY_B, case, seconds, &prefix)
-        .map(|m| Measured { tunnel_socket_drops: socket_drops(&nb, WG_PORT), ..m });
+    let result = with_daemons(&a, &b, || iperf(&na, &nb, (&na, &nb), OVERLAY_B, case, seconds, &prefix));
     for (side, node) in [("A (sender)", &mut a), ("B (receiver)", &mut b)] {
         if let Some(status) = node.exited() {
             return Err(format!(
@@ -1161,6 +1192,9 @@ fn main() {
                         _ => String::new(),
                     };
                     let count = |n: Option<u64>| n.map_or("?".into(), |n| n.to_string());
+                    let daemons = m
+                        .daemon_cpu
+                        .map_or(String::new(), |(s, r)| format!(", daemon cpu sender {s:.0}% receiver {r:.0}%"));
                     let drops = match c.which {
                         Impl::Veth => format!("tx drops {}, rx drops {}", count(m.tx_drops), count(m.rx_drops)),
                         _ => format!(
@@ -1171,7 +1205,7 @@ fn main() {
                         ),
                     };
                     println!(
-                        "{head} {:>7.3} {} {detail}{cpu}; {drops}; {:.1} s)",
+                        "{head} {:>7.3} {} {detail}{cpu}{daemons}; {drops}; {:.1} s)",
                         case.figure(&m),
                         case.unit(),
                         started.elapsed().as_secs_f64()
@@ -1194,13 +1228,13 @@ fn main() {
         println!();
         println!(
             "{} ({}; medians of drops: tx = sending node's interfaces, rx = receiving node's UDP receive \
-             buffers, of which the tunnel socket's)",
+             buffers, of which the tunnel socket's; daemon cpu = sender/receiver daemon process, % of one core)",
             case.title(),
             case.unit()
         );
         println!(
-            "{:<19} {:>9} {:>8} {:>8} {:>9} {:>9} {:>14}  runs",
-            "contender", "median", "min", "max", "tx drops", "rx drops", "tunnel socket"
+            "{:<19} {:>9} {:>8} {:>8} {:>9} {:>9} {:>14} {:>12}  runs",
+            "contender", "median", "min", "max", "tx drops", "rx drops", "tunnel socket", "daemon cpu%"
         );
         for (i, &(_, c)) in slots.iter().enumerate().filter(|(_, (k, _))| *k == case) {
             let v: Vec<f64> = results[i].iter().map(|m| case.figure(m)).collect();
@@ -1215,6 +1249,15 @@ fn main() {
             );
             let tx = median_count(results[i].iter().map(|m| m.tx_drops));
             let rx = median_count(results[i].iter().map(|m| m.rx_drops));
+            let cpu_of = |side: fn((f64, f64)) -> f64| {
+                let v: Vec<f64> = results[i].iter().filter_map(|m| m.daemon_cpu.map(side)).collect();
+                median(&v).map_or("?".into(), |c| format!("{c:.0}"))
+            };
+            let cpu = if c.which == Impl::Veth {
+                "-".into()
+            } else {
+                format!("{}/{}", cpu_of(|(s, _)| s), cpu_of(|(_, r)| r))
+            };
             let sock = if c.which == Impl::Veth {
                 "-".into()
             } else {
@@ -1223,19 +1266,22 @@ fn main() {
             match m {
                 Some(m) => {
                     println!(
-                        "{:<19} {m:>9.3} {min:>8.3} {max:>8.3} {tx:>9} {rx:>9} {sock:>14}  {runs}",
+                        "{:<19} {m:>9.3} {min:>8.3} {max:>8.3} {tx:>9} {rx:>9} {sock:>14} {cpu:>12}  {runs}",
                         c.which.label()
                     )
                 }
                 None => {
                     let l = c.which.label();
-                    println!("{l:<19} {:>9} {:>8} {:>8} {:>9} {:>9} {:>14}  {runs}", "-", "-", "-", "-", "-", "-")
+                    println!(
+                        "{l:<19} {:>9} {:>8} {:>8} {:>9} {:>9} {:>14} {:>12}  {runs}",
+                        "-", "-", "-", "-", "-", "-", "-"
+                    )
                 }
             }
         }
         for (which, _) in skipped.iter().filter(|(w, _)| case.has(*w)) {
             let l = which.label();
-            println!("{l:<19} {:>9} {:>8} {:>8} {:>9} {:>9} {:>14}  skipped", "-", "-", "-", "-", "-", "-");
+            println!("{l:<19} {:>9} {:>8} {:>8} {:>9} {:>9} {:>14} {:>12}  skipped", "-", "-", "-", "-", "-", "-", "-");
         }
     }
     let get = |case: Case, w: Impl| medians.iter().find(|(k, x, _)| *k == case && *x == w).and_then(|(_, _, m)| *m);
