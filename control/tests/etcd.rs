@@ -392,3 +392,26 @@ fn a_lost_lease_is_granted_again_and_the_record_put_back() {
     assert!(back, "a's record did not come back");
     assert_ne!(a.lease_id(), Some(lost), "a new lease");
 }
+
+#[test]
+fn a_set_larger_than_one_range_page_is_loaded_whole() {
+    if !etcd_available() {
+        return;
+    }
+    let cluster = EtcdCluster::start(3);
+    let endpoints = cluster.endpoints();
+    let mut a = connect(&endpoints, LONG_TTL);
+    // 250 documents: three pages of the source's 100-key ranges.
+    let start = Instant::now();
+    for i in 0..250 {
+        a.publish(&doc(&format!("node-{i:03}"), &format!("record {i}"))).unwrap();
+    }
+    println!("250 publishes took {:?}", start.elapsed());
+    // A node that joins now reads them in one paged snapshot.
+    let mut late = connect(&endpoints[2..], LONG_TTL);
+    let start = Instant::now();
+    let docs = late.next(Duration::from_secs(5)).unwrap().expect("first set");
+    println!("250 documents loaded in {:?}", start.elapsed());
+    let expected: Vec<(String, String)> = (0..250).map(|i| (format!("node-{i:03}"), format!("record {i}"))).collect();
+    assert_eq!(as_pairs(&docs), expected);
+}

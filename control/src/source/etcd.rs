@@ -38,6 +38,8 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest wait between two rounds of attempts once every endpoint has failed.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
+/// Keys per range request: a few hundred small documents, far below the 4 MiB message limit.
+const RANGE_PAGE: i64 = 100;
 /// HTTP/2 pings on the connection, so a member that vanished without closing TCP is noticed.
 const PING_INTERVAL: Duration = Duration::from_secs(2);
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -556,20 +558,41 @@ impl State {
         Ok(())
     }
 
-    /// Loads the prefix and starts a watch right after the revision it was read at.
+    /// Loads the prefix and starts a watch right after the revision it was read at. The range is
+    /// read in pages of [`RANGE_PAGE`] keys, all at the first page's revision, so a large fleet
+    /// never exceeds the gRPC message limit and the pages still form one snapshot.
     async fn resync(&mut self) -> Result<(), EtcdError> {
         let endpoint = self.endpoint().to_string();
         let prefix = self.view.prefix.clone();
+        let end = prefix_end(prefix.as_bytes());
         let conn = self.connection().await?;
         conn.watch = None;
-        let range =
-            call(&endpoint, EtcdCall::Range, conn.client.get(prefix.as_str(), Some(GetOptions::new().with_prefix())))
-                .await?;
-        let revision = range.header().map_or(0, |h| h.revision());
+        let mut start = prefix.as_bytes().to_vec();
+        let mut revision = 0;
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(RANGE_PAGE);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let page = call(&endpoint, EtcdCall::Range, conn.client.get(start.clone(), Some(options))).await?;
+            if revision == 0 {
+                revision = page.header().map_or(0, |h| h.revision());
+            }
+            entries.extend(page.kvs().iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())));
+            match page.kvs().last() {
+                Some(last) if page.more() => {
+                    // The next page starts right after the last key: that key plus a zero byte.
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
         let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
         let watch = call(&endpoint, EtcdCall::Watch, conn.client.watch(prefix.as_str(), Some(options))).await?;
         conn.watch = Some(watch);
-        self.view.load(range.kvs().iter().map(|kv| (kv.key(), kv.value())), revision);
+        self.view.load(entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())), revision);
         Ok(())
     }
 
@@ -648,6 +671,20 @@ impl State {
             }
         }
     }
+}
+
+/// The end of the key range holding every key that starts with `prefix`: the prefix with its
+/// last byte below 0xff incremented (and what follows dropped); `\0` (to the end of the keyspace)
+/// if there is no such byte.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 /// Keepalives go out at a third of the TTL, so two can be lost before the lease expires.
@@ -734,6 +771,14 @@ mod tests {
             (backoff.failed(), backoff.failed(), backoff.failed()),
             (Duration::ZERO, Duration::ZERO, MIN_BACKOFF)
         );
+    }
+
+    #[test]
+    fn prefix_end_is_the_first_key_after_the_prefix() {
+        assert_eq!(prefix_end(b"/vxwg/"), b"/vxwg0");
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff"), b"\0", "no upper bound: to the end of the keyspace");
+        assert_eq!(prefix_end(b""), b"\0");
     }
 
     #[test]
