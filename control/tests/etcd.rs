@@ -415,3 +415,27 @@ fn a_set_larger_than_one_range_page_is_loaded_whole() {
     let expected: Vec<(String, String)> = (0..250).map(|i| (format!("node-{i:03}"), format!("record {i}"))).collect();
     assert_eq!(as_pairs(&docs), expected);
 }
+
+#[test]
+fn a_hung_member_is_noticed_and_left() {
+    if !etcd_available() {
+        return;
+    }
+    let mut cluster = EtcdCluster::start(3);
+    let endpoints = cluster.endpoints();
+    let mut a = connect(&[endpoints[1].clone(), endpoints[2].clone()], LONG_TTL);
+    let mut b = connect(&endpoints, LONG_TTL);
+    a.publish(&doc("node-a", "a1")).unwrap();
+    wait_for(&mut b, Duration::from_secs(5), |set| has(set, "node-a"));
+    assert_eq!(b.endpoint(), endpoints[0]);
+
+    // b's member stops answering without closing anything: b's watch would wait forever; the
+    // connection's pings find it dead and b moves on.
+    cluster.freeze(0);
+    let frozen = Instant::now();
+    a.publish(&doc("node-a", "a2")).expect("publish while a member hangs");
+    let (set, _) = wait_for(&mut b, Duration::from_secs(15), |set| set.iter().any(|(_, v)| v == "a2"));
+    println!("a member hung: the update reached its watcher after {:?}", frozen.elapsed());
+    assert_eq!(set, pairs(&[("node-a", "a2")]));
+    assert_ne!(b.endpoint(), endpoints[0], "b left the hung member");
+}

@@ -145,6 +145,14 @@ impl EtcdCluster {
         }
     }
 
+    /// Stops member `index` (SIGSTOP): its sockets stay open but nothing answers, like a hung
+    /// or cut-off machine. Drop still kills it.
+    pub fn freeze(&mut self, index: usize) {
+        let process = self.members[index].process.as_ref().expect("member is running");
+        let status = Command::new("kill").args(["-STOP", &process.id().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -STOP member {index}");
+    }
+
     /// Every member's log, for a failure message.
     pub fn logs(&self) -> String {
         let mut all = String::new();
