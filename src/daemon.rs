@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 
 use crate::config::Config;
 use crate::netconf::InterfaceSetup;
+use crate::packet_io::{self, TunPort};
 use rand_core::OsRng;
 use vxwg::control::keys::Key;
 use vxwg::control::uapi::{self, DeviceSnapshot, DeviceUpdate, PeerSnapshot, Request};
@@ -21,7 +22,7 @@ use vxwg::dataplane::engine::pod::{
 use vxwg::dataplane::engine::{Engine, Incoming, Outgoing, HEADROOM, TAILROOM};
 use vxwg::dataplane::io::netlink::Netlink;
 use vxwg::dataplane::io::poll::wait_readable;
-use vxwg::dataplane::io::{RecvMeta, Tun, UdpSocket, BATCH};
+use vxwg::dataplane::io::{RecvMeta, UdpSocket, BATCH};
 use vxwg::dataplane::wireguard::{Device, DeviceConfig, PeerConfig, Transmit};
 
 /// vxwg's own request on the UAPI socket (answered with one line of JSON and a blank line).
@@ -29,14 +30,14 @@ pub const STATUS_REQUEST: &str = "vxwg_status=1\n\n";
 
 /// Where `wg` looks for userspace implementations.
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
-/// Largest packet the TUN hands us (interface MTU is at most this).
-const MAX_PACKET: usize = 65535;
+/// Largest datagram the UDP socket hands us.
+const MAX_DATAGRAM: usize = 65535;
 /// The UDP port used until `wg` sets one (0: any free port, as wireguard-go).
 const DEFAULT_PORT: u16 = 0;
 
 pub struct Daemon {
     name: String,
-    tun: Tun,
+    tun: TunPort,
     udp: UdpSocket,
     listen_port: u16,
     fwmark: Option<u32>,
@@ -47,8 +48,6 @@ pub struct Daemon {
     uapi: UnixListener,
     socket_path: PathBuf,
     signals: UnixStream,
-    tun_bufs: Vec<Vec<u8>>,
-    tun_lens: Vec<usize>,
     udp_bufs: Vec<Vec<u8>>,
     udp_lens: Vec<usize>,
     udp_srcs: Vec<std::net::SocketAddr>,
@@ -103,9 +102,7 @@ impl Dataplane {
 
 /// The pod-side TUN (pod packets in and out of VXLAN) and its batch buffers.
 struct PodSide {
-    tun: Tun,
-    bufs: Vec<Vec<u8>>,
-    lens: Vec<usize>,
+    port: TunPort,
     out: Vec<PodOutgoing>,
     icmp: Vec<PodIcmp>,
     incoming: Vec<PodIncoming>,
@@ -123,7 +120,7 @@ impl Drop for SocketFile {
 impl Daemon {
     /// Creates the TUN device and the UAPI socket; nothing is configured yet.
     pub fn create(name: &str) -> anyhow::Result<Daemon> {
-        let tun = Tun::create(name).with_context(|| format!("creating TUN device {name}"))?;
+        let tun = packet_io::create_tun(name).with_context(|| format!("creating TUN device {name}"))?;
         let udp = UdpSocket::bind(DEFAULT_PORT).context("binding the UDP socket")?;
         let listen_port = udp.local_port()?;
         std::fs::create_dir_all(SOCKET_DIR).with_context(|| format!("creating {SOCKET_DIR}"))?;
@@ -153,7 +150,7 @@ impl Daemon {
         let device = Device::new(DeviceConfig::new(placeholder.0), OsRng, Instant::now(), SystemTime::now());
         Ok(Daemon {
             name: tun.name().to_string(),
-            tun,
+            tun: TunPort::new(tun, HEADROOM, TAILROOM),
             udp,
             listen_port,
             fwmark: None,
@@ -163,9 +160,7 @@ impl Daemon {
             uapi,
             socket_path,
             signals,
-            tun_bufs: vec![vec![0u8; HEADROOM + MAX_PACKET + TAILROOM]; BATCH],
-            tun_lens: vec![0; BATCH],
-            udp_bufs: vec![vec![0u8; MAX_PACKET]; BATCH],
+            udp_bufs: vec![vec![0u8; MAX_DATAGRAM]; BATCH],
             udp_lens: vec![0; BATCH],
             udp_srcs: vec![std::net::SocketAddr::from(([0, 0, 0, 0], 0)); BATCH],
             udp_meta: vec![RecvMeta::default(); BATCH],
@@ -182,7 +177,7 @@ impl Daemon {
         let _socket_file = SocketFile(self.socket_path.clone());
         log(&self.name, &format!("up: UAPI at {}, UDP port {}", self.socket_path.display(), self.listen_port));
         if let Some(pod) = &self.pod {
-            log(&self.name, &format!("pod path: VXLAN through {}", pod.tun.name()));
+            log(&self.name, &format!("pod path: VXLAN through {}", pod.port.tun.name()));
         }
         loop {
             let now = Instant::now();
@@ -191,10 +186,10 @@ impl Daemon {
                 .poll_timeout()
                 .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now).min(Duration::from_secs(1)));
             // poll(2) ignores a negative descriptor: no pod TUN, no readiness.
-            let pod_fd = self.pod.as_ref().map_or(-1, |p| p.tun.raw_fd());
+            let pod_fd = self.pod.as_ref().map_or(-1, |p| p.port.tun.raw_fd());
             let [tun, udp, uapi, sig, pod, _control] = wait_readable(
                 [
-                    self.tun.raw_fd(),
+                    self.tun.tun.raw_fd(),
                     self.udp.raw_fd(),
                     self.uapi.as_raw_fd(),
                     self.signals.as_raw_fd(),
@@ -277,12 +272,10 @@ impl Daemon {
                 pod.insert_route(r.net, r.remote).with_context(|| format!("pod route {}", r.net))?;
             }
             self.dp = Dataplane::Pod(Box::new(pod));
-            let tun = Tun::create(&name).with_context(|| format!("creating pod TUN device {name}"))?;
+            let tun = packet_io::create_tun(&name).with_context(|| format!("creating pod TUN device {name}"))?;
             pod_ifname = Some(tun.name().to_string());
             self.pod = Some(PodSide {
-                tun,
-                bufs: vec![vec![0u8; POD_HEADROOM + MAX_PACKET + POD_TAILROOM]; BATCH],
-                lens: vec![0; BATCH],
+                port: TunPort::new(tun, POD_HEADROOM, POD_TAILROOM),
                 out: Vec::with_capacity(BATCH),
                 icmp: Vec::new(),
                 incoming: Vec::with_capacity(BATCH),
@@ -317,18 +310,18 @@ impl Daemon {
 
     /// Reads a batch from the TUN device, encrypts it, sends it. False if the device is gone.
     fn drain_tun(&mut self) -> anyhow::Result<bool> {
-        let Some(n) = read_batch(&self.tun, &mut self.tun_bufs, &mut self.tun_lens, HEADROOM) else { return Ok(false) };
+        let Some(n) = self.tun.read_batch() else { return Ok(false) };
         if n == 0 || self.private_key.is_none() {
             return Ok(true);
         }
         self.outgoing.clear();
         self.dp.engine_mut().encapsulate_batch(
-            &mut self.tun_bufs[..n],
-            &self.tun_lens[..n],
+            &mut self.tun.bufs[..n],
+            &self.tun.lens[..n],
             Instant::now(),
             &mut self.outgoing,
         );
-        let msgs = self.outgoing.iter().map(|o| (&self.tun_bufs[o.slot][..o.len], o.dst));
+        let msgs = self.outgoing.iter().map(|o| (&self.tun.bufs[o.slot][..o.len], o.dst));
         if let Err(e) = self.udp.send_batch(msgs) {
             log(&self.name, &format!("send: {e}"));
         }
@@ -339,19 +332,20 @@ impl Daemon {
     /// them; ICMP too-big answers go back to the pod TUN. False if the device is gone.
     fn drain_pod(&mut self) -> anyhow::Result<bool> {
         let (Some(pod), Dataplane::Pod(engine)) = (self.pod.as_mut(), &mut self.dp) else { return Ok(true) };
-        let Some(n) = read_batch(&pod.tun, &mut pod.bufs, &mut pod.lens, POD_HEADROOM) else { return Ok(false) };
+        let Some(n) = pod.port.read_batch() else { return Ok(false) };
         if n == 0 || self.private_key.is_none() {
             return Ok(true);
         }
         pod.out.clear();
         pod.icmp.clear();
-        engine.encapsulate_pod_batch(&mut pod.bufs[..n], &pod.lens[..n], Instant::now(), &mut pod.out, &mut pod.icmp);
-        let msgs = pod.out.iter().map(|o| (&pod.bufs[o.slot][o.range.clone()], o.dst));
+        let port = &mut pod.port;
+        engine.encapsulate_pod_batch(&mut port.bufs[..n], &port.lens[..n], Instant::now(), &mut pod.out, &mut pod.icmp);
+        let msgs = pod.out.iter().map(|o| (&port.bufs[o.slot][o.range.clone()], o.dst));
         if let Err(e) = self.udp.send_batch(msgs) {
             log(&self.name, &format!("send: {e}"));
         }
         for icmp in &pod.icmp {
-            if let Err(e) = pod.tun.send(&icmp.packet) {
+            if let Err(e) = port.write_one(&icmp.packet) {
                 log(&self.name, &format!("pod TUN write: {e}"));
             }
         }
@@ -382,14 +376,14 @@ impl Daemon {
                 Instant::now(),
                 &mut pod.incoming,
             );
-            for inc in &pod.incoming {
-                let (tun, which) = match inc.delivery {
-                    Delivery::Pod => (&pod.tun, "pod TUN"),
-                    Delivery::Host => (&self.tun, "TUN"),
-                };
-                if let Err(e) = tun.send(&self.udp_bufs[inc.slot][inc.range.clone()]) {
-                    log(&self.name, &format!("{which} write: {e}"));
-                }
+            let to = |d: Delivery| move |i: &&PodIncoming| i.delivery == d;
+            let pods = pod.incoming.iter().filter(to(Delivery::Pod)).map(|i| (i.slot, i.range.clone()));
+            if let Some(e) = pod.port.write_packets(&mut self.udp_bufs, pods) {
+                log(&self.name, &format!("pod TUN write: {e}"));
+            }
+            let hosts = pod.incoming.iter().filter(to(Delivery::Host)).map(|i| (i.slot, i.range.clone()));
+            if let Some(e) = self.tun.write_packets(&mut self.udp_bufs, hosts) {
+                log(&self.name, &format!("TUN write: {e}"));
             }
             return Ok(());
         }
@@ -401,10 +395,9 @@ impl Daemon {
             Instant::now(),
             &mut self.incoming,
         );
-        for inc in &self.incoming {
-            if let Err(e) = self.tun.send(&self.udp_bufs[inc.slot][inc.range.clone()]) {
-                log(&self.name, &format!("TUN write: {e}"));
-            }
+        let packets = self.incoming.iter().map(|i| (i.slot, i.range.clone()));
+        if let Some(e) = self.tun.write_packets(&mut self.udp_bufs, packets) {
+            log(&self.name, &format!("TUN write: {e}"));
         }
         Ok(())
     }
@@ -678,24 +671,6 @@ fn pod_status(p: &PodEngine) -> serde_json::Value {
             "pod_source_not_allowed": s.pod_source_not_allowed,
         },
     })
-}
-
-/// Reads up to BATCH packets from `tun`, each at `headroom` in its buffer. `None` when the device
-/// is gone (EBADFD / EIO / ENODEV: the interface was deleted under us).
-fn read_batch(tun: &Tun, bufs: &mut [Vec<u8>], lens: &mut [usize], headroom: usize) -> Option<usize> {
-    let mut n = 0;
-    while n < BATCH.min(bufs.len()) {
-        match tun.recv(&mut bufs[n][headroom..headroom + MAX_PACKET]) {
-            Ok(len) => {
-                lens[n] = len;
-                n += 1;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return None,
-        }
-    }
-    Some(n)
 }
 
 fn log(name: &str, msg: &str) {

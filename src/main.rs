@@ -12,6 +12,7 @@ mod control_plane;
 mod daemon;
 mod demo;
 mod netconf;
+mod packet_io;
 mod routesync;
 mod status;
 

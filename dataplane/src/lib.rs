@@ -20,6 +20,7 @@ pub mod engine;
 #[cfg(target_os = "linux")]
 pub mod io;
 pub mod mtu;
+pub mod offload;
 pub mod route;
 pub mod vxlan;
 pub mod wire;

@@ -9,5 +9,5 @@ pub mod poll;
 pub mod tun;
 pub mod udp;
 
-pub use tun::Tun;
+pub use tun::{Offload, Tun};
 pub use udp::{RecvMeta, UdpSocket, BATCH};

@@ -202,6 +202,7 @@ pub enum Op {
     GetLink(u32),
     SetLinkUp { index: u32, up: bool },
     SetMtu { index: u32, mtu: u32 },
+    SetGsoMaxSegs { index: u32, segs: u32 },
     AddAddress { index: u32, addr: InterfaceAddress },
     DelAddress { index: u32, addr: InterfaceAddress },
     ListAddresses(u32),
@@ -221,6 +222,7 @@ impl fmt::Display for Op {
             Op::GetLink(i) => write!(f, "read link #{i}"),
             Op::SetLinkUp { index, up } => write!(f, "set link #{index} {}", if *up { "up" } else { "down" }),
             Op::SetMtu { index, mtu } => write!(f, "set MTU {mtu} on link #{index}"),
+            Op::SetGsoMaxSegs { index, segs } => write!(f, "set gso_max_segs {segs} on link #{index}"),
             Op::AddAddress { index, addr } => write!(f, "add address {addr} to link #{index}"),
             Op::DelAddress { index, addr } => write!(f, "delete address {addr} from link #{index}"),
             Op::ListAddresses(i) => write!(f, "list addresses of link #{i}"),
@@ -392,6 +394,15 @@ impl Netlink {
         msg.header.index = index;
         msg.attributes.push(LinkAttribute::Mtu(mtu));
         self.ack(RouteNetlinkMessage::NewLink(msg), 0).map_err(|e| e.at(Op::SetMtu { index, mtu }))
+    }
+
+    /// Caps how many segments one GSO packet handed to the link's driver may carry (`ip link set
+    /// gso_max_segs`): for a TUN device, how many pieces vxwg may have to cut a super-packet into.
+    pub fn set_gso_max_segs(&mut self, index: u32, segs: u32) -> Result<(), NetlinkError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::GsoMaxSegs(segs));
+        self.ack(RouteNetlinkMessage::NewLink(msg), 0).map_err(|e| e.at(Op::SetGsoMaxSegs { index, segs }))
     }
 
     /// Adds an address to the link (`ip addr add`); `Unchanged` if it is there already. The kernel

@@ -1,13 +1,35 @@
-//! A layer-3 TUN device (`IFF_TUN | IFF_NO_PI`): one IP packet per read or write.
+//! A layer-3 TUN device (`IFF_TUN | IFF_NO_PI`): one IP packet per read or write; with offloads
+//! (`IFF_VNET_HDR` and TSO), each packet behind a `virtio_net_hdr` and up to 64 KiB long (see
+//! [`crate::offload`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
+const TUN_F_TSO6: libc::c_uint = 0x04;
+const TUN_F_USO4: libc::c_uint = 0x20;
+const TUN_F_USO6: libc::c_uint = 0x40;
+
+/// What the kernel may hand a TUN device opened with [`Tun::create_with_offload`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offload {
+    /// Plain packets (no `virtio_net_hdr`).
+    None,
+    /// A `virtio_net_hdr` in front of every packet, but the kernel granted no offload.
+    HeaderOnly,
+    /// A `virtio_net_hdr` in front of every packet, TCP super-packets (TSO) and checksums left open.
+    Tso,
+    /// As `Tso`, plus UDP super-packets (USO, Linux 6.2+).
+    TsoUso,
+}
 
 #[repr(C)]
 struct IfReqFlags {
@@ -22,11 +44,48 @@ struct IfReqFlags {
 pub struct Tun {
     file: File,
     name: String,
+    offload: Offload,
 }
 
 impl Tun {
     /// Creates (or attaches to) the TUN interface `name`. Needs CAP_NET_ADMIN.
     pub fn create(name: &str) -> io::Result<Tun> {
+        Self::open(name, false)
+    }
+
+    /// Creates the TUN interface `name` with a `virtio_net_hdr` on every packet and as many
+    /// offloads as the kernel grants (TSO, then USO), falling back to plain packets if it grants
+    /// none. [`Tun::offload`] says which; reads and writes then carry the header.
+    pub fn create_with_offload(name: &str) -> io::Result<Tun> {
+        let mut tun = Self::open(name, true)?;
+        let tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+        tun.offload = if tun.set_offload(tso | TUN_F_USO4 | TUN_F_USO6).is_ok() {
+            Offload::TsoUso
+        } else if tun.set_offload(tso).is_ok() {
+            Offload::Tso
+        } else {
+            // The header stays (it was negotiated at TUNSETIFF); it just never asks for anything.
+            Offload::HeaderOnly
+        };
+        Ok(tun)
+    }
+
+    /// Which offloads are on; anything but [`Offload::None`] means a `virtio_net_hdr` in front of
+    /// every packet read or written.
+    pub fn offload(&self) -> Offload {
+        self.offload
+    }
+
+    fn set_offload(&self, flags: libc::c_uint) -> io::Result<()> {
+        // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned int of TUN_F_* flags).
+        let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), TUNSETOFFLOAD, flags as libc::c_ulong) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn open(name: &str, vnet_hdr: bool) -> io::Result<Tun> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -38,7 +97,8 @@ impl Tun {
             .write(true)
             .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open("/dev/net/tun")?;
-        let mut req = IfReqFlags { name: [0; libc::IFNAMSIZ], flags: IFF_TUN | IFF_NO_PI, _pad: [0; 22] };
+        let flags = IFF_TUN | IFF_NO_PI | if vnet_hdr { IFF_VNET_HDR } else { 0 };
+        let mut req = IfReqFlags { name: [0; libc::IFNAMSIZ], flags, _pad: [0; 22] };
         for (dst, src) in req.name.iter_mut().zip(name.bytes()) {
             *dst = src as libc::c_char;
         }
@@ -50,7 +110,7 @@ impl Tun {
         }
         let len = req.name.iter().position(|&c| c == 0).unwrap_or(libc::IFNAMSIZ);
         let name = req.name[..len].iter().map(|&c| c as u8 as char).collect();
-        Ok(Tun { file, name })
+        Ok(Tun { file, name, offload: Offload::None })
     }
 
     /// The interface name the kernel gave (same as requested unless it contained `%d`).
@@ -66,6 +126,12 @@ impl Tun {
     /// Writes one packet.
     pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
         (&self.file).write(packet)
+    }
+
+    /// Writes one packet gathered from several pieces (writev): with offloads, the header, the
+    /// head of a merged super-packet and its followers' payloads, without copying them together.
+    pub fn send_vectored(&self, pieces: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&self.file).write_vectored(pieces)
     }
 
     /// The raw descriptor, for poll(2).

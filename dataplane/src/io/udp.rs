@@ -4,6 +4,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -12,6 +13,19 @@ pub const BATCH: usize = 64;
 
 /// Socket buffer size asked for: a burst of a few thousand full-size datagrams must not overflow.
 const SOCKET_BUFFER: usize = 8 << 20;
+
+/// Datagrams gathered per `sendmmsg` with GSO (up to BATCH messages of several datagrams each).
+const GSO_CHUNK: usize = 256;
+/// Most datagrams in one GSO message (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most payload bytes in one GSO message: an IPv4 datagram's 65,535 less headers, with margin.
+const GSO_MAX_BYTES: usize = 65_000;
+/// `gso` states: on; unsupported by this kernel; otherwise the datagrams still to send without
+/// GSO after the kernel refused it, before trying again.
+const GSO_ON: u32 = 0;
+const GSO_UNSUPPORTED: u32 = u32::MAX;
+const GSO_OFF_FOR: u32 = 1 << 16;
+const UNSPECIFIED: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
 
 /// One received datagram: its length in the caller's buffer and who sent it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +45,8 @@ impl Default for RecvMeta {
 pub struct UdpSocket {
     socket: Socket,
     dual_stack: bool,
+    /// GSO state (see `GSO_ON`).
+    gso: AtomicU32,
 }
 
 impl UdpSocket {
@@ -59,7 +75,9 @@ impl UdpSocket {
                 let _ = set_int_opt(socket.as_raw_fd(), normal, SOCKET_BUFFER as libc::c_int);
             }
         }
-        Ok(Self { socket, dual_stack })
+        // UDP GSO (Linux 4.18+): probe the option; the segment size is set per message.
+        let gso = if set_opt(fd, libc::SOL_UDP, libc::UDP_SEGMENT, 0).is_ok() { GSO_ON } else { GSO_UNSUPPORTED };
+        Ok(Self { socket, dual_stack, gso: AtomicU32::new(gso) })
     }
 
     fn bind_v6(port: u16) -> io::Result<Socket> {
@@ -134,48 +152,146 @@ impl UdpSocket {
         Ok(got)
     }
 
-    /// Sends datagrams in batches of up to BATCH; returns how many were sent before the first
-    /// error (the error is returned only if none was sent). Takes an iterator so callers can
-    /// describe a batch without building a list: nothing is allocated.
+    /// Sends datagrams in batches; returns how many were sent before the first error (the error
+    /// is returned only if none was sent). Takes an iterator so callers can describe a batch
+    /// without building a list: nothing is allocated.
+    ///
+    /// With UDP GSO, consecutive datagrams of one size to one destination (the last may be
+    /// shorter) leave as one `UDP_SEGMENT` message: the kernel walks its stack once for the whole
+    /// run and cuts it at the end. If the kernel refuses GSO for the device (EIO), the batch is
+    /// resent datagram by datagram and GSO stays off for a while, then is tried again; a run it
+    /// refuses for its size (EINVAL/EMSGSIZE: the path MTU) is resent datagram by datagram, so
+    /// each datagram gets the error it would have had anyway.
     pub fn send_batch<'a>(&self, msgs: impl IntoIterator<Item = (&'a [u8], SocketAddr)>) -> io::Result<usize> {
         let mut msgs = msgs.into_iter().peekable();
         let mut sent = 0;
+        let mut chunk: [(&[u8], SocketAddr); GSO_CHUNK] = [(&[], UNSPECIFIED); GSO_CHUNK];
         while msgs.peek().is_some() {
-            let mut addrs: [MaybeUninit<SockAddr>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
-            let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
-            // SAFETY: all-zero is a valid mmsghdr.
-            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+            let gso = self.gso_enabled();
+            let cap = if gso { GSO_CHUNK } else { BATCH };
             let mut n = 0;
-            for (data, dst) in msgs.by_ref().take(BATCH) {
-                let a = addrs[n].write(self.to_wire(dst));
-                hdrs[n].msg_hdr.msg_name = a.as_ptr() as *mut libc::c_void;
-                hdrs[n].msg_hdr.msg_namelen = a.len();
-                let iov =
-                    iovs[n].write(libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() });
-                hdrs[n].msg_hdr.msg_iov = iov;
-                hdrs[n].msg_hdr.msg_iovlen = 1;
+            for m in msgs.by_ref().take(cap) {
+                chunk[n] = m;
                 n += 1;
             }
-            // SAFETY: the first `n` headers point at initialised addresses and iovecs over live
-            // buffers borrowed for 'a (only read by the kernel); all outlive the call.
-            let rc = unsafe { libc::sendmmsg(self.socket.as_raw_fd(), hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
-            // SAFETY: exactly the first `n` address slots were initialised above.
-            for a in &mut addrs[..n] {
-                unsafe { a.assume_init_drop() };
+            let chunk = &chunk[..n];
+            let (count, outcome) = self.send_chunk(chunk, gso);
+            sent += count;
+            if !gso {
+                self.note_plain_sends(count);
             }
-            if rc < 0 {
-                let e = io::Error::last_os_error();
-                if sent == 0 {
-                    return Err(e);
+            match outcome {
+                ChunkOutcome::Complete => {}
+                ChunkOutcome::Blocked => return Ok(sent),
+                ChunkOutcome::Failed(e) if gso && is_gso_refusal(&e) => {
+                    if e.raw_os_error() == Some(libc::EIO) {
+                        self.gso.store(GSO_OFF_FOR, Ordering::Relaxed);
+                    }
+                    let (count, outcome) = self.send_chunk(&chunk[count..], false);
+                    sent += count;
+                    match outcome {
+                        ChunkOutcome::Complete => {}
+                        ChunkOutcome::Blocked => return Ok(sent),
+                        ChunkOutcome::Failed(e) if sent == 0 => return Err(e),
+                        ChunkOutcome::Failed(_) => return Ok(sent),
+                    }
                 }
-                return Ok(sent);
-            }
-            sent += rc as usize;
-            if (rc as usize) < n {
-                return Ok(sent);
+                ChunkOutcome::Failed(e) if sent == 0 => return Err(e),
+                ChunkOutcome::Failed(_) => return Ok(sent),
             }
         }
         Ok(sent)
+    }
+
+    /// Whether GSO is to be tried now.
+    fn gso_enabled(&self) -> bool {
+        self.gso.load(Ordering::Relaxed) == GSO_ON
+    }
+
+    /// Counts datagrams sent without GSO while it is off, turning it back on after a while.
+    fn note_plain_sends(&self, count: usize) {
+        let left = self.gso.load(Ordering::Relaxed);
+        if left != GSO_ON && left != GSO_UNSUPPORTED {
+            let next = left.saturating_sub(count as u32);
+            self.gso.store(next, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends `chunk` with as few `sendmmsg` calls as it takes: with `gso`, runs of equal-sized
+    /// datagrams to one destination become one message each. Returns how many datagrams (from
+    /// the front) were sent, and why it stopped.
+    fn send_chunk(&self, chunk: &[(&[u8], SocketAddr)], gso: bool) -> (usize, ChunkOutcome) {
+        let mut sent = 0;
+        while sent < chunk.len() {
+            match self.send_messages(&chunk[sent..], gso) {
+                Ok((count, true)) => sent += count,
+                Ok((count, false)) => return (sent + count, ChunkOutcome::Blocked),
+                Err(e) => return (sent, ChunkOutcome::Failed(e)),
+            }
+        }
+        (sent, ChunkOutcome::Complete)
+    }
+
+    /// One `sendmmsg` of up to BATCH messages from the front of `chunk`. Returns the datagrams
+    /// sent and whether every message built was taken.
+    fn send_messages(&self, chunk: &[(&[u8], SocketAddr)], gso: bool) -> io::Result<(usize, bool)> {
+        let mut addrs: [MaybeUninit<SockAddr>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
+        let mut iovs: [MaybeUninit<libc::iovec>; GSO_CHUNK] = [const { MaybeUninit::uninit() }; GSO_CHUNK];
+        // Room for one cmsghdr carrying a u16, 8-byte aligned as cmsghdr requires.
+        let mut controls = [[0u64; 4]; BATCH];
+        // SAFETY: all-zero is a valid mmsghdr.
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        let mut per_msg = [0usize; BATCH];
+        let (mut n, mut i) = (0, 0);
+        while i < chunk.len().min(GSO_CHUNK) && n < BATCH {
+            let (data, dst) = chunk[i];
+            let first = i;
+            let mut total = data.len();
+            i += 1;
+            if gso {
+                while i < chunk.len().min(GSO_CHUNK) && i - first < GSO_MAX_SEGMENTS {
+                    let (next, next_dst) = chunk[i];
+                    if next_dst != dst
+                        || next.is_empty()
+                        || next.len() > data.len()
+                        || total + next.len() > GSO_MAX_BYTES
+                    {
+                        break;
+                    }
+                    total += next.len();
+                    i += 1;
+                    if next.len() < data.len() {
+                        break;
+                    }
+                }
+            }
+            for (k, (d, _)) in chunk[first..i].iter().enumerate() {
+                iovs[first + k].write(libc::iovec { iov_base: d.as_ptr() as *mut libc::c_void, iov_len: d.len() });
+            }
+            let a = addrs[n].write(self.to_wire(dst));
+            let h = &mut hdrs[n].msg_hdr;
+            h.msg_name = a.as_ptr() as *mut libc::c_void;
+            h.msg_namelen = a.len();
+            h.msg_iov = iovs[first].as_mut_ptr();
+            h.msg_iovlen = i - first;
+            if i - first > 1 {
+                set_segment_size(h, &mut controls[n], data.len() as u16);
+            }
+            per_msg[n] = i - first;
+            n += 1;
+        }
+        // SAFETY: the first `n` headers point at initialised addresses, iovecs over buffers
+        // borrowed from `chunk` (only read by the kernel) and control buffers; all outlive the call.
+        let rc = unsafe { libc::sendmmsg(self.socket.as_raw_fd(), hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+        // SAFETY: exactly the first `n` address slots were initialised above.
+        for a in &mut addrs[..n] {
+            unsafe { a.assume_init_drop() };
+        }
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let done = rc as usize;
+        Ok((per_msg[..done].iter().sum(), done == n))
     }
 
     /// Marks outgoing packets (SO_MARK, `fwmark` in `wg`), so policy routing can keep the
@@ -187,6 +303,36 @@ impl UdpSocket {
     /// Sends one datagram.
     pub fn send_to(&self, data: &[u8], dst: SocketAddr) -> io::Result<usize> {
         self.socket.send_to(data, &self.to_wire(dst))
+    }
+}
+
+/// How [`UdpSocket::send_chunk`] ended.
+enum ChunkOutcome {
+    Complete,
+    /// The socket buffer is full: the rest is dropped (the protocols above recover).
+    Blocked,
+    Failed(io::Error),
+}
+
+/// Whether a GSO send failed for reasons a plain send would not share: the device cannot do it
+/// (EIO), or the run is too big for the kernel or the path (EINVAL, EMSGSIZE).
+fn is_gso_refusal(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE))
+}
+
+/// Attaches a `UDP_SEGMENT` control message (the GSO segment size) to `h`, in `control`.
+fn set_segment_size(h: &mut libc::msghdr, control: &mut [u64; 4], size: u16) {
+    h.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    h.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+    // SAFETY: msg_control points at 32 zeroed, aligned bytes, more than CMSG_SPACE(2) = 24, so
+    // CMSG_FIRSTHDR is non-null and the header and its 2 data bytes lie inside the buffer.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(h);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = libc::UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size);
     }
 }
 
@@ -254,6 +400,54 @@ mod tests {
             }
         }
         assert_eq!(got, payloads, "every datagram, in order, with an IPv4 (unmapped) source");
+    }
+
+    /// Drains `sock` until `want` datagrams arrived (or 5 s passed).
+    fn receive(sock: &UdpSocket, want: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+        let mut bufs = vec![vec![0u8; 65_536]; BATCH];
+        let mut meta = [RecvMeta::default(); BATCH];
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.len() < want && std::time::Instant::now() < deadline {
+            match sock.recv_batch(&mut bufs, &mut meta) {
+                Ok(n) => got.extend((0..n).map(|i| (bufs[i][..meta[i].len].to_vec(), meta[i].src))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn gso_runs_arrive_as_the_datagrams_they_were() {
+        let a = UdpSocket::bind(0).unwrap();
+        assert!(a.gso_enabled(), "this kernel has UDP GSO (4.18+)");
+        let (b, c) = (UdpSocket::bind(0).unwrap(), UdpSocket::bind(0).unwrap());
+        let b_addr = SocketAddr::from(([127, 0, 0, 1], b.local_port().unwrap()));
+        let c_addr = SocketAddr::from(([127, 0, 0, 1], c.local_port().unwrap()));
+        // Runs of equal sizes with a shorter tail, runs broken by another destination, 300
+        // datagrams (more than one sendmmsg), and one alone.
+        let mut msgs: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+        for i in 0..300u32 {
+            let size = match i % 50 {
+                49 => 333,
+                _ => 1452,
+            };
+            let dst = if i % 97 == 0 { c_addr } else { b_addr };
+            let mut d = vec![(i % 251) as u8; size];
+            d[..4].copy_from_slice(&i.to_be_bytes());
+            msgs.push((d, dst));
+        }
+        let sent = a.send_batch(msgs.iter().map(|(d, a)| (d.as_slice(), *a))).unwrap();
+        assert_eq!(sent, 300);
+        let want_b: Vec<Vec<u8>> = msgs.iter().filter(|m| m.1 == b_addr).map(|m| m.0.clone()).collect();
+        let want_c: Vec<Vec<u8>> = msgs.iter().filter(|m| m.1 == c_addr).map(|m| m.0.clone()).collect();
+        let got_b: Vec<Vec<u8>> = receive(&b, want_b.len()).into_iter().map(|g| g.0).collect();
+        let got_c: Vec<Vec<u8>> = receive(&c, want_c.len()).into_iter().map(|g| g.0).collect();
+        assert_eq!(got_b, want_b, "each datagram whole, in order, at its own size");
+        assert_eq!(got_c, want_c);
     }
 
     #[test]

@@ -1,0 +1,306 @@
+//! Merging decrypted TCP segments of one flow into one super-packet for the TUN device (the
+//! receive half of the offloads, like Linux GRO): the kernel's TCP stack then handles one packet
+//! per run instead of one per segment.
+
+use std::ops::Range;
+
+use super::vnet::{GsoType, VirtioNetHdr, F_NEEDS_CSUM};
+use crate::wire::checksum;
+
+/// Most segments merged into one write (also bounds the writer's I/O vector).
+pub const MAX_COALESCED_SEGMENTS: usize = 64;
+/// Flows tracked at once within a batch; a further flow closes the oldest.
+const OPEN_FLOWS: usize = 8;
+const TCP_ACK: u8 = 0x10;
+const TCP_PSH: u8 = 0x08;
+const NO_LINK: u32 = u32::MAX;
+
+/// One write to the TUN device: `vnet`, then the packet at `bufs[slot][range]`, then the payloads
+/// listed at `followers` in [`Coalescer::followers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunWrite {
+    pub vnet: VirtioNetHdr,
+    pub slot: usize,
+    pub range: Range<usize>,
+    pub followers: Range<usize>,
+}
+
+/// What coalescing needs to know of a TCP segment.
+#[derive(Clone, Copy)]
+struct Segment {
+    v4: bool,
+    ip_len: usize,
+    tcp_len: usize,
+    payload: usize,
+    seq: u32,
+    flags: u8,
+}
+
+impl Segment {
+    /// A TCP segment that may be merged: IPv4 without options or fragmentation, or IPv6 with TCP
+    /// as the next header; only ACK (and PSH) set; some payload.
+    fn parse(p: &[u8]) -> Option<Segment> {
+        let (v4, ip_len, total) = match p.first()? >> 4 {
+            4 => {
+                if p.len() < 20 || p[0] & 0x0f != 5 || p[9] != 6 {
+                    return None;
+                }
+                // More fragments or an offset: a fragment, never merged.
+                if u16::from_be_bytes([p[6], p[7]]) & 0x3fff != 0 {
+                    return None;
+                }
+                (true, 20, usize::from(u16::from_be_bytes([p[2], p[3]])))
+            }
+            6 => {
+                if p.len() < 40 || p[6] != 6 {
+                    return None;
+                }
+                (false, 40, 40 + usize::from(u16::from_be_bytes([p[4], p[5]])))
+            }
+            _ => return None,
+        };
+        if total != p.len() || p.len() < ip_len + 20 {
+            return None;
+        }
+        let t = &p[ip_len..];
+        let tcp_len = usize::from(t[12] >> 4) * 4;
+        let flags = t[13];
+        if tcp_len < 20 || p.len() < ip_len + tcp_len || flags & !(TCP_ACK | TCP_PSH) != 0 || flags & TCP_ACK == 0 {
+            return None;
+        }
+        let payload = p.len() - ip_len - tcp_len;
+        if payload == 0 {
+            return None;
+        }
+        Some(Segment { v4, ip_len, tcp_len, payload, seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]), flags })
+    }
+
+    fn headers(&self) -> usize {
+        self.ip_len + self.tcp_len
+    }
+}
+
+/// Whether `b` may follow `a` in one super-packet, header-wise: same flow (addresses, ports),
+/// same IP fields that GRO keeps (TOS/traffic class, TTL/hop limit, DF, flow label) and the same
+/// TCP acknowledgement, window and options.
+fn same_headers(a: &[u8], sa: &Segment, b: &[u8], sb: &Segment) -> bool {
+    if sa.v4 != sb.v4 || sa.tcp_len != sb.tcp_len {
+        return false;
+    }
+    let ip_same = if sa.v4 {
+        a[1] == b[1] && a[6] & 0x40 == b[6] & 0x40 && a[8] == b[8] && a[12..20] == b[12..20]
+    } else {
+        a[..4] == b[..4] && a[7] == b[7] && a[8..40] == b[8..40]
+    };
+    let (ta, tb) = (&a[sa.ip_len..sa.headers()], &b[sb.ip_len..sb.headers()]);
+    // Ports, then ack, then window, then options (checksum and urgent pointer may differ).
+    ip_same && ta[..4] == tb[..4] && ta[8..12] == tb[8..12] && ta[14..16] == tb[14..16] && ta[20..] == tb[20..]
+}
+
+/// A super-packet being built: the head packet and the chain of followers.
+#[derive(Debug, Clone)]
+struct Group {
+    head: u32,
+    tail: u32,
+    count: u32,
+    /// Payload bytes per segment (the head's).
+    gso_size: usize,
+    total_payload: usize,
+    next_seq: u32,
+    /// Set on the last segment (PSH) or when it can take no more.
+    closed: bool,
+    /// PSH seen on a follower: carried to the head.
+    psh: bool,
+    /// Only TCP segments are grouped; anything else is written alone.
+    tcp: bool,
+}
+
+/// Plans TUN writes for a batch of decrypted packets, merging TCP runs. Reused across batches:
+/// it allocates only while growing to the largest batch seen.
+#[derive(Debug, Default)]
+pub struct Coalescer {
+    groups: Vec<Group>,
+    /// Indices into `groups` of the groups still accepting segments.
+    open: Vec<u32>,
+    /// Per packet: the next packet of its group.
+    links: Vec<u32>,
+    writes: Vec<TunWrite>,
+    followers: Vec<(usize, Range<usize>)>,
+}
+
+impl Coalescer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Plans the writes for `packets` (`bufs[slot][range]`, in arrival order) and prepares the
+    /// head of every merged group in place (lengths, IPv4 header checksum, PSH, and the TCP
+    /// pseudo-header sum the kernel completes). Per flow, order is kept.
+    pub fn coalesce<B: AsMut<[u8]> + AsRef<[u8]>>(&mut self, bufs: &mut [B], packets: &[(usize, Range<usize>)]) {
+        self.groups.clear();
+        self.open.clear();
+        self.links.clear();
+        self.links.resize(packets.len(), NO_LINK);
+        self.writes.clear();
+        self.followers.clear();
+        for (i, (slot, range)) in packets.iter().enumerate() {
+            let Some(p) = bufs.get(*slot).and_then(|b| b.as_ref().get(range.clone())) else { continue };
+            let seg = Segment::parse(p);
+            let mut placed = false;
+            if let Some(s) = seg {
+                if let Some(pos) = self.find_open(bufs, packets, p, &s) {
+                    let gi = self.open[pos] as usize;
+                    let g = &mut self.groups[gi];
+                    let fits_len = g.total_payload + s.payload + s.headers() <= usize::from(u16::MAX);
+                    if s.seq == g.next_seq && s.payload <= g.gso_size && fits_len {
+                        self.links[g.tail as usize] = i as u32;
+                        g.tail = i as u32;
+                        g.count += 1;
+                        g.total_payload += s.payload;
+                        g.next_seq = g.next_seq.wrapping_add(s.payload as u32);
+                        g.psh |= s.flags & TCP_PSH != 0;
+                        if s.payload < g.gso_size || g.psh || g.count as usize >= MAX_COALESCED_SEGMENTS {
+                            g.closed = true;
+                            self.open.remove(pos);
+                        }
+                        placed = true;
+                    } else {
+                        // Out of order or a different size: this flow's run ends here.
+                        self.groups[gi].closed = true;
+                        self.open.remove(pos);
+                    }
+                }
+            } else if let Some(pos) = self.find_open_flow(bufs, packets, p) {
+                // A segment of an open flow that cannot merge (FIN, SYN, no payload...): it must
+                // not be overtaken by later segments of its flow.
+                let gi = self.open[pos] as usize;
+                self.groups[gi].closed = true;
+                self.open.remove(pos);
+            }
+            if placed {
+                continue;
+            }
+            let (tcp, gso_size, next_seq, psh) = match seg {
+                Some(s) => (true, s.payload, s.seq.wrapping_add(s.payload as u32), s.flags & TCP_PSH != 0),
+                None => (false, 0, 0, false),
+            };
+            let closed = !tcp || psh;
+            self.groups.push(Group {
+                head: i as u32,
+                tail: i as u32,
+                count: 1,
+                gso_size,
+                total_payload: gso_size,
+                next_seq,
+                closed,
+                psh: false,
+                tcp,
+            });
+            if !closed {
+                if self.open.len() == OPEN_FLOWS {
+                    let oldest = self.open.remove(0);
+                    self.groups[oldest as usize].closed = true;
+                }
+                self.open.push((self.groups.len() - 1) as u32);
+            }
+        }
+        for gi in 0..self.groups.len() {
+            let g = self.groups[gi].clone();
+            let (slot, range) = packets[g.head as usize].clone();
+            let first = self.followers.len();
+            let mut vnet = VirtioNetHdr::NONE;
+            if g.tcp && g.count > 1 {
+                let mut next = self.links[g.head as usize];
+                while next != NO_LINK {
+                    let (fs, fr) = &packets[next as usize];
+                    let hl = Segment::parse(&bufs[*fs].as_ref()[fr.clone()]).map_or(0, |s| s.headers());
+                    self.followers.push((*fs, fr.start + hl..fr.end));
+                    next = self.links[next as usize];
+                }
+                vnet = prepare_head(&mut bufs[slot].as_mut()[range.clone()], &g);
+            }
+            self.writes.push(TunWrite { vnet, slot, range, followers: first..self.followers.len() });
+        }
+    }
+
+    /// The open group of `p`'s flow, if any.
+    fn find_open<B: AsRef<[u8]>>(
+        &self,
+        bufs: &[B],
+        packets: &[(usize, Range<usize>)],
+        p: &[u8],
+        s: &Segment,
+    ) -> Option<usize> {
+        self.open.iter().position(|&gi| {
+            let (slot, range) = &packets[self.groups[gi as usize].head as usize];
+            let h = &bufs[*slot].as_ref()[range.clone()];
+            Segment::parse(h).is_some_and(|hs| same_headers(h, &hs, p, s))
+        })
+    }
+
+    /// The open group of `p`'s flow for a TCP packet that cannot merge itself.
+    fn find_open_flow<B: AsRef<[u8]>>(&self, bufs: &[B], packets: &[(usize, Range<usize>)], p: &[u8]) -> Option<usize> {
+        let key = flow_key(p)?;
+        self.open.iter().position(|&gi| {
+            let (slot, range) = &packets[self.groups[gi as usize].head as usize];
+            flow_key(&bufs[*slot].as_ref()[range.clone()]) == Some(key)
+        })
+    }
+
+    /// The planned writes, in an order that keeps every flow's packets in sequence.
+    pub fn writes(&self) -> &[TunWrite] {
+        &self.writes
+    }
+
+    /// Payloads appended to merged heads: `(slot, range)` in the caller's buffers.
+    pub fn followers(&self) -> &[(usize, Range<usize>)] {
+        &self.followers
+    }
+}
+
+/// Addresses and ports of a TCP packet (any flags), for keeping a flow's order.
+fn flow_key(p: &[u8]) -> Option<([u8; 32], [u8; 4])> {
+    let (ip_len, addrs) = match p.first()? >> 4 {
+        4 if p.len() >= 24 && p[9] == 6 => (usize::from(p[0] & 0x0f) * 4, &p[12..20]),
+        6 if p.len() >= 44 && p[6] == 6 => (40, &p[8..40]),
+        _ => return None,
+    };
+    let ports: [u8; 4] = p.get(ip_len..ip_len + 4)?.try_into().ok()?;
+    let mut a = [0u8; 32];
+    a[..addrs.len()].copy_from_slice(addrs);
+    Some((a, ports))
+}
+
+/// Turns the head packet into the header of the whole super-packet and returns its vnet header.
+fn prepare_head(head: &mut [u8], g: &Group) -> VirtioNetHdr {
+    let s = Segment::parse(head).expect("heads are parsed TCP segments");
+    let tcp_total = s.tcp_len + g.total_payload;
+    let pseudo = if s.v4 {
+        head[2..4].copy_from_slice(&((s.ip_len + tcp_total) as u16).to_be_bytes());
+        head[10..12].fill(0);
+        let c = checksum::finish(checksum::sum(&head[..s.ip_len]));
+        head[10..12].copy_from_slice(&c.to_be_bytes());
+        let src: [u8; 4] = head[12..16].try_into().expect("IPv4 header");
+        let dst: [u8; 4] = head[16..20].try_into().expect("IPv4 header");
+        checksum::pseudo_header_v4(src.into(), dst.into(), 6, tcp_total as u32)
+    } else {
+        head[4..6].copy_from_slice(&(tcp_total as u16).to_be_bytes());
+        let src: [u8; 16] = head[8..24].try_into().expect("IPv6 header");
+        let dst: [u8; 16] = head[24..40].try_into().expect("IPv6 header");
+        checksum::pseudo_header_v6(src.into(), dst.into(), 6, tcp_total as u32)
+    };
+    if g.psh {
+        head[s.ip_len + 13] |= TCP_PSH;
+    }
+    // NEEDS_CSUM: the field holds the folded pseudo-header sum, not its complement.
+    let folded = !checksum::finish(pseudo);
+    head[s.ip_len + 16..s.ip_len + 18].copy_from_slice(&folded.to_be_bytes());
+    VirtioNetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: if s.v4 { GsoType::TcpV4 } else { GsoType::TcpV6 },
+        hdr_len: s.headers() as u16,
+        gso_size: g.gso_size as u16,
+        csum_start: s.ip_len as u16,
+        csum_offset: 16,
+    }
+}

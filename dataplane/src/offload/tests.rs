@@ -1,0 +1,341 @@
+use super::*;
+use crate::wire::checksum;
+
+const HEADROOM: usize = 16;
+
+/// A TCP super-packet as the kernel hands it over with TSO: one header, `payload` bytes, the
+/// checksum field holding the pseudo-header sum (NEEDS_CSUM).
+fn tcp_super(v6: bool, payload: &[u8], seq: u32, flags: u8) -> Vec<u8> {
+    let tcp_len = 32; // with a 12-byte timestamp option, as Linux sends
+    let ip_len = if v6 { 40 } else { 20 };
+    let mut p = vec![0u8; ip_len + tcp_len + payload.len()];
+    let total = p.len();
+    if v6 {
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
+        p[6] = 6;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        p[24..40].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    } else {
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        p[6] = 0x40;
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        let c = checksum::finish(checksum::sum(&p[..20]));
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    let t = ip_len;
+    p[t..t + 2].copy_from_slice(&40000u16.to_be_bytes());
+    p[t + 2..t + 4].copy_from_slice(&5201u16.to_be_bytes());
+    p[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
+    p[t + 8..t + 12].copy_from_slice(&77u32.to_be_bytes());
+    p[t + 12] = (tcp_len as u8 / 4) << 4;
+    p[t + 13] = flags;
+    p[t + 14..t + 16].copy_from_slice(&512u16.to_be_bytes());
+    p[t + 20..t + 32].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 7]);
+    p[t + 32..].copy_from_slice(payload);
+    let pseudo = pseudo(&p, v6, (total - t) as u32, 6);
+    p[t + 16..t + 18].copy_from_slice(&(!checksum::finish(pseudo)).to_be_bytes());
+    p
+}
+
+fn pseudo(p: &[u8], v6: bool, len: u32, proto: u8) -> u32 {
+    if v6 {
+        let s: [u8; 16] = p[8..24].try_into().unwrap();
+        let d: [u8; 16] = p[24..40].try_into().unwrap();
+        checksum::pseudo_header_v6(s.into(), d.into(), proto, len)
+    } else {
+        let s: [u8; 4] = p[12..16].try_into().unwrap();
+        let d: [u8; 4] = p[16..20].try_into().unwrap();
+        checksum::pseudo_header_v4(s.into(), d.into(), proto, len)
+    }
+}
+
+/// Checks IP lengths and checksums of a finished packet the way a receiver would.
+fn assert_valid(p: &[u8], proto: u8) {
+    let v6 = p[0] >> 4 == 6;
+    let ip_len = if v6 { 40 } else { 20 };
+    if v6 {
+        assert_eq!(usize::from(u16::from_be_bytes([p[4], p[5]])), p.len() - 40);
+    } else {
+        assert_eq!(usize::from(u16::from_be_bytes([p[2], p[3]])), p.len());
+        assert_eq!(checksum::finish(checksum::sum(&p[..20])), 0, "IPv4 header checksum");
+    }
+    let ps = pseudo(p, v6, (p.len() - ip_len) as u32, proto);
+    assert_eq!(checksum::finish(checksum::combine(&[ps, checksum::sum(&p[ip_len..])])), 0, "L4 checksum");
+}
+
+fn payload(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+fn slots(n: usize, size: usize) -> Vec<Vec<u8>> {
+    vec![vec![0u8; HEADROOM + size]; n]
+}
+
+fn tso_hdr(v6: bool, gso: u16, ip_len: u16) -> VirtioNetHdr {
+    VirtioNetHdr {
+        flags: 1,
+        gso_type: if v6 { GsoType::TcpV6 } else { GsoType::TcpV4 },
+        hdr_len: ip_len + 32,
+        gso_size: gso,
+        csum_start: ip_len,
+        csum_offset: 16,
+    }
+}
+
+/// Splits `sup` and returns the segments.
+fn split_all(hdr: &VirtioNetHdr, sup: &[u8]) -> Vec<Vec<u8>> {
+    let mut bufs = slots(64, 65_600);
+    bufs[0][HEADROOM..HEADROOM + sup.len()].copy_from_slice(sup);
+    let mut lens = [0usize; 64];
+    let n = split(hdr, &mut bufs, HEADROOM, sup.len(), &mut lens).unwrap();
+    (0..n).map(|i| bufs[i][HEADROOM..HEADROOM + lens[i]].to_vec()).collect()
+}
+
+#[test]
+fn vnet_header_round_trips_in_little_endian() {
+    let h = tso_hdr(false, 1448, 20);
+    let b = h.to_bytes();
+    assert_eq!(b, [1, 1, 52, 0, 0xa8, 0x05, 20, 0, 16, 0]);
+    assert_eq!(VirtioNetHdr::parse(&b), Some(h));
+    assert_eq!(VirtioNetHdr::parse(&b[..9]), None);
+}
+
+#[test]
+fn tso_super_packet_splits_into_valid_segments() {
+    for v6 in [false, true] {
+        let data = payload(10_000);
+        let ip_len = if v6 { 40 } else { 20 };
+        let sup = tcp_super(v6, &data, 1_000_000, 0x18 | 0x01); // ACK|PSH|FIN
+        let segs = split_all(&tso_hdr(v6, 1400, ip_len), &sup);
+        assert_eq!(segs.len(), 8, "10000 bytes in 1400-byte segments");
+        let mut joined = Vec::new();
+        for (i, s) in segs.iter().enumerate() {
+            assert_valid(s, 6);
+            let t = &s[ip_len as usize..];
+            let seq = u32::from_be_bytes(t[4..8].try_into().unwrap());
+            assert_eq!(seq, 1_000_000 + 1400 * i as u32);
+            let last = i == segs.len() - 1;
+            assert_eq!(t[13], if last { 0x19 } else { 0x10 }, "PSH and FIN only on the last segment");
+            assert_eq!(&t[20..32], &sup[ip_len as usize + 20..ip_len as usize + 32], "options copied");
+            if !v6 {
+                assert_eq!(u16::from_be_bytes([s[4], s[5]]), 0x1234 + i as u16, "IPv4 ID increments");
+            }
+            joined.extend_from_slice(&t[32..]);
+            assert_eq!(t.len() - 32, if last { 10_000 - 7 * 1400 } else { 1400 });
+        }
+        assert_eq!(joined, data);
+    }
+}
+
+#[test]
+fn udp_super_packet_splits_into_datagrams() {
+    let data = payload(3000);
+    let mut p = vec![0u8; 20 + 8 + data.len()];
+    p[0] = 0x45;
+    let total = p.len() as u16;
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    p[20..22].copy_from_slice(&1000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&2000u16.to_be_bytes());
+    p[28..].copy_from_slice(&data);
+    let hdr = VirtioNetHdr {
+        flags: 1,
+        gso_type: GsoType::UdpL4,
+        hdr_len: 28,
+        gso_size: 1200,
+        csum_start: 20,
+        csum_offset: 6,
+    };
+    let segs = split_all(&hdr, &p);
+    assert_eq!(segs.iter().map(|s| s.len() - 28).collect::<Vec<_>>(), [1200, 1200, 600]);
+    let mut joined = Vec::new();
+    for s in &segs {
+        assert_valid(s, 17);
+        assert_eq!(usize::from(u16::from_be_bytes([s[24], s[25]])), s.len() - 20, "UDP length");
+        joined.extend_from_slice(&s[28..]);
+    }
+    assert_eq!(joined, data);
+}
+
+#[test]
+fn plain_packet_gets_its_checksum_completed_in_place() {
+    let sup = tcp_super(false, &payload(500), 5, 0x18);
+    let segs = split_all(&tso_hdr(false, 0, 20).with_gso(GsoType::None), &sup);
+    assert_eq!(segs.len(), 1);
+    assert_valid(&segs[0], 6);
+    assert_eq!(segs[0][52..], sup[52..]);
+}
+
+impl VirtioNetHdr {
+    fn with_gso(mut self, t: GsoType) -> Self {
+        self.gso_type = t;
+        self
+    }
+}
+
+#[test]
+fn split_refuses_bad_input_without_panicking() {
+    let sup = tcp_super(false, &payload(4000), 5, 0x10);
+    let mut bufs = slots(2, 2000);
+    let big = &mut vec![vec![0u8; HEADROOM + sup.len()]];
+    big[0][HEADROOM..].copy_from_slice(&sup);
+    let mut lens = [0usize; 4];
+    // Too few buffers: 4000 / 1000 needs 4.
+    bufs[0] = big[0].clone();
+    assert_eq!(
+        split(&tso_hdr(false, 1000, 20), &mut bufs, HEADROOM, sup.len(), &mut lens),
+        Err(SplitError::NoRoom { needed: 4, room: 2 })
+    );
+    // Wrong family for the type, zero segment size, unsupported type.
+    assert!(split(&tso_hdr(true, 1000, 40), &mut bufs, HEADROOM, sup.len(), &mut lens).is_err());
+    assert!(split(&tso_hdr(false, 0, 20), &mut bufs, HEADROOM, sup.len(), &mut lens).is_err());
+    let ufo = tso_hdr(false, 1000, 20).with_gso(GsoType::Other(3));
+    assert_eq!(split(&ufo, &mut bufs, HEADROOM, sup.len(), &mut lens), Err(SplitError::Unsupported(GsoType::Other(3))));
+    // A length beyond the buffer.
+    assert!(split(&tso_hdr(false, 1000, 20), &mut bufs, HEADROOM, 1 << 20, &mut lens).is_err());
+}
+
+/// Puts segments into datagram-like buffers (16 bytes of something before each, as after
+/// decryption) and coalesces them.
+fn coalesce_segments(segs: &[Vec<u8>]) -> (Coalescer, Vec<Vec<u8>>, Vec<(usize, std::ops::Range<usize>)>) {
+    let mut bufs: Vec<Vec<u8>> = segs.iter().map(|s| [vec![0xee; 16], s.clone()].concat()).collect();
+    let packets: Vec<_> = segs.iter().enumerate().map(|(i, s)| (i, 16..16 + s.len())).collect();
+    let mut c = Coalescer::new();
+    c.coalesce(&mut bufs, &packets);
+    (c, bufs, packets)
+}
+
+/// What the kernel receives for one write: the head and its followers' payloads.
+fn assemble(c: &Coalescer, bufs: &[Vec<u8>], w: &TunWrite) -> Vec<u8> {
+    let mut p = bufs[w.slot][w.range.clone()].to_vec();
+    for (slot, r) in &c.followers()[w.followers.clone()] {
+        p.extend_from_slice(&bufs[*slot][r.clone()]);
+    }
+    p
+}
+
+#[test]
+fn split_then_coalesce_gives_back_the_super_packet() {
+    for v6 in [false, true] {
+        let ip_len = if v6 { 40 } else { 20 };
+        let sup = tcp_super(v6, &payload(20_000), 42, 0x18);
+        let segs = split_all(&tso_hdr(v6, 1380, ip_len), &sup);
+        let (c, bufs, _) = coalesce_segments(&segs);
+        assert_eq!(c.writes().len(), 1, "one flow, in order: one write");
+        let w = &c.writes()[0];
+        assert_eq!(w.vnet, tso_hdr(v6, 1380, ip_len));
+        let mut merged = assemble(&c, &bufs, w);
+        // The kernel completes the checksum (NEEDS_CSUM) and would cut it back the same way.
+        assert_eq!(merged.len(), sup.len());
+        complete_checksum(&mut merged, w.vnet.csum_start.into(), w.vnet.csum_offset.into()).unwrap();
+        assert_valid(&merged, 6);
+        assert_eq!(merged[ip_len as usize + 32..], sup[ip_len as usize + 32..], "payload in order");
+        assert_eq!(merged[ip_len as usize + 13], 0x18, "the last segment's PSH is on the merged packet");
+        let again = split_all(&w.vnet, &{
+            let mut m = assemble(&c, &bufs, w);
+            m[ip_len as usize + 16..ip_len as usize + 18].copy_from_slice(&sup[ip_len as usize + 16..][..2]);
+            m
+        });
+        assert_eq!(again, segs, "cutting the merged packet again gives the same segments");
+    }
+}
+
+#[test]
+fn flows_interleave_gaps_split_groups_and_order_holds_per_flow() {
+    let a = split_all(&tso_hdr(false, 1000, 20), &tcp_super(false, &payload(4000), 0, 0x10));
+    let mut b_sup = tcp_super(false, &payload(3000), 900, 0x10);
+    b_sup[20..22].copy_from_slice(&40001u16.to_be_bytes()); // another source port: another flow
+    let b = split_all(&tso_hdr(false, 1000, 20), &b_sup);
+    // a0 b0 a1 b1 a3 (a2 lost) b2 a2 (late)
+    let order = [&a[0], &b[0], &a[1], &b[1], &a[3], &b[2], &a[2]];
+    let segs: Vec<Vec<u8>> = order.iter().map(|s| (*s).clone()).collect();
+    let (c, bufs, _) = coalesce_segments(&segs);
+    let summary: Vec<(usize, usize)> = c.writes().iter().map(|w| (w.slot, w.followers.len())).collect();
+    // a0+a1 merged; b0+b1+b2 merged; a3 alone (gap); a2 alone after it.
+    assert_eq!(summary, [(0, 1), (1, 2), (4, 0), (6, 0)]);
+    for w in c.writes() {
+        let mut p = assemble(&c, &bufs, w);
+        if w.vnet.needs_csum() {
+            complete_checksum(&mut p, w.vnet.csum_start.into(), w.vnet.csum_offset.into()).unwrap();
+        }
+        assert_valid(&p, 6);
+    }
+}
+
+#[test]
+fn non_mergeable_packets_are_written_alone_in_order() {
+    let segs = split_all(&tso_hdr(false, 1000, 20), &tcp_super(false, &payload(3000), 0, 0x10));
+    // A FIN in the middle of the flow, then more data: the FIN must not be overtaken.
+    let fin = tcp_super(false, &[], 2000, 0x11);
+    let mut fin = fin;
+    let c = checksum::finish(checksum::combine(&[
+        pseudo(&fin, false, 32, 6),
+        checksum::sum(&{
+            let mut t = fin[20..].to_vec();
+            t[16..18].fill(0);
+            t
+        }),
+    ]));
+    fin[36..38].copy_from_slice(&c.to_be_bytes());
+    let udp = {
+        let mut u = vec![0u8; 28];
+        u[0] = 0x45;
+        u[2..4].copy_from_slice(&28u16.to_be_bytes());
+        u[9] = 17;
+        u
+    };
+    let all = vec![segs[0].clone(), segs[1].clone(), udp, fin, segs[2].clone()];
+    let (c, _, _) = coalesce_segments(&all);
+    let summary: Vec<(usize, usize)> = c.writes().iter().map(|w| (w.slot, w.followers.len())).collect();
+    assert_eq!(summary, [(0, 1), (2, 0), (3, 0), (4, 0)]);
+    assert_eq!(c.writes()[1].vnet, VirtioNetHdr::NONE);
+}
+
+#[test]
+fn coalescing_stops_at_the_ipv4_length_limit_and_segment_cap() {
+    // Two back-to-back super-packets of one flow: 90 segments of 1000 bytes.
+    let data = payload(90_000);
+    let mut segs = split_all(&tso_hdr(false, 1000, 20), &tcp_super(false, &data[..60_000], 0, 0x10));
+    segs.extend(split_all(&tso_hdr(false, 1000, 20), &tcp_super(false, &data[60_000..], 60_000, 0x10)));
+    assert_eq!(segs.len(), 90);
+    let (c, bufs, _) = coalesce_segments(&segs);
+    let mut joined = Vec::new();
+    for w in c.writes() {
+        let p = assemble(&c, &bufs, w);
+        assert!(p.len() <= 65_535);
+        assert!(w.followers.len() < MAX_COALESCED_SEGMENTS);
+        joined.extend_from_slice(&p[52..]);
+    }
+    assert_eq!(joined, data);
+    assert_eq!(c.writes().len(), 2, "90,000 bytes need two IPv4 packets");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn split_coalesce_round_trip(len in 1usize..30_000, gso in 536u16..1460, v6: bool) {
+        let ip_len = if v6 { 40 } else { 20 };
+        let sup = tcp_super(v6, &payload(len), 7, 0x10);
+        let hdr = tso_hdr(v6, gso, ip_len);
+        let segs = split_all(&hdr, &sup);
+        proptest::prop_assert_eq!(segs.len(), len.div_ceil(usize::from(gso)));
+        for s in &segs { assert_valid(s, 6); }
+        let (c, bufs, _) = coalesce_segments(&segs);
+        let mut joined = Vec::new();
+        for w in c.writes() {
+            let p = assemble(&c, &bufs, w);
+            joined.extend_from_slice(&p[usize::from(ip_len) + 32..]);
+        }
+        proptest::prop_assert_eq!(joined, payload(len));
+    }
+}

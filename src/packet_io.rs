@@ -1,0 +1,164 @@
+//! The daemon's side of its TUN devices: batch reads and writes over caller-owned buffers, with
+//! the kernel's offloads when it grants them (TSO super-packets cut into segments on the way in,
+//! decrypted TCP segments merged on the way out; see `vxwg::dataplane::offload`).
+
+use std::io::{self, IoSlice};
+use std::ops::Range;
+
+use vxwg::dataplane::io::netlink::Netlink;
+use vxwg::dataplane::io::{Offload, Tun, BATCH};
+use vxwg::dataplane::offload::{self, Coalescer, VirtioNetHdr, MAX_COALESCED_SEGMENTS, VNET_HDR_LEN};
+
+/// Largest packet a TUN device hands over (a TSO super-packet, or a packet at the largest MTU).
+pub const MAX_PACKET: usize = 65535;
+/// Most segments one super-packet may need; the TUN device is told so (`gso_max_segs`).
+const MAX_SEGMENTS: usize = 64;
+/// Packet slots per batch with offloads: room for a batch of reads, each possibly a super-packet.
+const OFFLOAD_SLOTS: usize = 2 * MAX_SEGMENTS;
+
+/// Whether `VXWG_OFFLOAD=0` turned the TUN offloads off (for comparison runs and for kernels
+/// that misbehave with them).
+pub fn offload_wanted() -> bool {
+    std::env::var("VXWG_OFFLOAD").map_or(true, |v| v != "0")
+}
+
+/// Creates the TUN device `name`, with offloads unless they are turned off, and caps the
+/// segments per super-packet so that one always fits a batch.
+pub fn create_tun(name: &str) -> io::Result<Tun> {
+    if !offload_wanted() {
+        return Tun::create(name);
+    }
+    let tun = Tun::create_with_offload(name)?;
+    if tun.offload() != Offload::None {
+        let capped = Netlink::open()
+            .and_then(|mut nl| {
+                let index = nl.link_index(tun.name())?;
+                nl.set_gso_max_segs(index, MAX_SEGMENTS as u32)
+            })
+            .is_ok();
+        if !capped {
+            // Not fatal: a super-packet of more segments than a batch holds is dropped and
+            // counted (`split_errors`), and TCP retransmits it.
+            eprintln!("vxwg[{}]: could not cap gso_max_segs; oversized super-packets will be dropped", tun.name());
+        }
+    }
+    Ok(tun)
+}
+
+/// A TUN device with its receive slots.
+pub struct TunPort {
+    pub tun: Tun,
+    /// Packet `i` of a batch is `bufs[i][headroom..headroom + lens[i]]`.
+    pub bufs: Vec<Vec<u8>>,
+    pub lens: Vec<usize>,
+    headroom: usize,
+    vnet: bool,
+    coalescer: Coalescer,
+    /// Scratch: the packets handed to the coalescer.
+    packets: Vec<(usize, Range<usize>)>,
+    /// Super-packets that could not be cut (malformed, or more segments than a batch holds).
+    pub split_errors: u64,
+    /// Writes the kernel refused.
+    pub write_errors: u64,
+}
+
+impl TunPort {
+    /// Slots with `headroom` before and `tailroom` after each packet.
+    pub fn new(tun: Tun, headroom: usize, tailroom: usize) -> Self {
+        let vnet = tun.offload() != Offload::None;
+        let slots = if vnet { OFFLOAD_SLOTS } else { BATCH };
+        debug_assert!(headroom >= VNET_HDR_LEN);
+        TunPort {
+            tun,
+            bufs: vec![vec![0u8; headroom + MAX_PACKET + tailroom]; slots],
+            lens: vec![0; slots],
+            headroom,
+            vnet,
+            coalescer: Coalescer::new(),
+            packets: Vec::with_capacity(BATCH),
+            split_errors: 0,
+            write_errors: 0,
+        }
+    }
+
+    /// Reads up to a batch of packets (super-packets already cut into segments, checksums
+    /// complete). `None` when the device is gone (EBADFD / EIO / ENODEV: deleted under us).
+    pub fn read_batch(&mut self) -> Option<usize> {
+        let (mut n, mut reads) = (0, 0);
+        let reserve = if self.vnet { MAX_SEGMENTS } else { 1 };
+        while reads < BATCH && self.bufs.len() - n >= reserve {
+            let start = if self.vnet { self.headroom - VNET_HDR_LEN } else { self.headroom };
+            let got = match self.tun.recv(&mut self.bufs[n][start..self.headroom + MAX_PACKET]) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return None,
+            };
+            reads += 1;
+            if !self.vnet {
+                self.lens[n] = got;
+                n += 1;
+                continue;
+            }
+            let hdr = VirtioNetHdr::parse(&self.bufs[n][start..]).filter(|_| got >= VNET_HDR_LEN);
+            let Some(hdr) = hdr else {
+                self.split_errors += 1;
+                continue;
+            };
+            match offload::split(&hdr, &mut self.bufs[n..], self.headroom, got - VNET_HDR_LEN, &mut self.lens[n..]) {
+                Ok(segments) => n += segments,
+                Err(_) => self.split_errors += 1,
+            }
+        }
+        Some(n)
+    }
+
+    /// Writes decrypted packets `bufs[slot][range]` to the device, merging TCP runs when the
+    /// device takes super-packets. Returns the first error (the others are counted).
+    pub fn write_packets<B: AsMut<[u8]> + AsRef<[u8]>>(
+        &mut self,
+        bufs: &mut [B],
+        packets: impl Iterator<Item = (usize, Range<usize>)>,
+    ) -> Option<io::Error> {
+        let mut first_error = None;
+        if !self.vnet {
+            for (slot, range) in packets {
+                if let Err(e) = self.tun.send(&bufs[slot].as_ref()[range]) {
+                    self.write_errors += 1;
+                    first_error.get_or_insert(e);
+                }
+            }
+            return first_error;
+        }
+        self.packets.clear();
+        self.packets.extend(packets);
+        self.coalescer.coalesce(bufs, &self.packets);
+        let followers = self.coalescer.followers();
+        for w in self.coalescer.writes() {
+            let vnet = w.vnet.to_bytes();
+            let mut iov = [IoSlice::new(&[]); MAX_COALESCED_SEGMENTS + 2];
+            iov[0] = IoSlice::new(&vnet);
+            iov[1] = IoSlice::new(&bufs[w.slot].as_ref()[w.range.clone()]);
+            let mut k = 2;
+            for (slot, range) in &followers[w.followers.clone()] {
+                iov[k] = IoSlice::new(&bufs[*slot].as_ref()[range.clone()]);
+                k += 1;
+            }
+            if let Err(e) = self.tun.send_vectored(&iov[..k]) {
+                self.write_errors += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error
+    }
+
+    /// Writes one complete packet (an ICMP answer, say).
+    pub fn write_one(&self, packet: &[u8]) -> io::Result<usize> {
+        if self.vnet {
+            let vnet = VirtioNetHdr::NONE.to_bytes();
+            self.tun.send_vectored(&[IoSlice::new(&vnet), IoSlice::new(packet)])
+        } else {
+            self.tun.send(packet)
+        }
+    }
+}
