@@ -10,6 +10,10 @@
 //!   `Engine::encapsulate_batch` (`engine_x32`, `engine_x64`: cryptokey routing included);
 //! * `decapsulate_batch/*`: `Engine::decapsulate_batch`, 32 and 64 datagrams per call (the
 //!   protocol has no batch decapsulation of its own; the engine adds the inbound source check).
+//! * `*_batch/pod_x32`, `pod_x64`: the pod path, `PodEngine::encapsulate_pod_batch` and
+//!   `decapsulate_pod_batch` (VXLAN built around the pod packet, then WireGuard, in one buffer).
+//!   SIZE is the pod packet; what is sealed is 50 bytes more (outer IPv4, UDP, VXLAN, Ethernet).
+//!   The bench's pod MTU is 1420 so that the 1420-byte row carries a 1420-byte pod packet.
 //!
 //! The batch groups count throughput in packets (criterion's "elem/s"). The interleaved summary
 //! that follows (`VXWG_BENCH_SUMMARY`, below) gives every case in nanoseconds per packet and as a
@@ -23,8 +27,13 @@ use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
 use criterion::{criterion_group, BatchSize, BenchmarkId, Criterion, Throughput};
 use rand_core::OsRng;
+use vxwg::dataplane::engine::pod::{
+    PodConfig, PodEngine, PodIcmp, PodIncoming, PodOutgoing, RemoteVtep, POD_HEADROOM, POD_TAILROOM,
+};
 use vxwg::dataplane::engine::{Engine, Incoming, Outgoing};
 use vxwg::dataplane::route::IpNet;
+use vxwg::dataplane::wire::ethernet::EthernetAddress;
+use vxwg::dataplane::wire::vxlan::Vni;
 use vxwg::dataplane::wireguard::aead::{Aead, RingChaCha, RustCryptoChaCha};
 use vxwg::dataplane::wireguard::{
     Device, DeviceConfig, Encapsulated, PeerConfig, PeerId, Received, HEADROOM, TAILROOM,
@@ -214,6 +223,111 @@ impl EngineBatch {
     }
 }
 
+/// Batches of `size`-byte pod packets (10.42.1.5 -> 10.42.2.7, UDP, DF) from pod engine A to pod
+/// engine B: VTEPs 10.0.0.1 and 10.0.0.2, pod CIDRs 10.42.1.0/24 and 10.42.2.0/24.
+struct PodBatch {
+    a: PodEngine,
+    b: PodEngine,
+    now: Instant,
+    packet: Vec<u8>,
+    bufs: Vec<Vec<u8>>,
+    lens: Vec<usize>,
+    out: Vec<PodOutgoing>,
+    icmp: Vec<PodIcmp>,
+    sealed: Vec<Vec<u8>>,
+    sealed_lens: Vec<usize>,
+    srcs: Vec<SocketAddr>,
+    incoming: Vec<PodIncoming>,
+}
+
+impl PodBatch {
+    /// The pod MTU of both engines: the largest size in [`SIZES`], so every row fits.
+    const POD_MTU: u32 = 1420;
+
+    fn new(size: usize, batch: usize) -> Self {
+        let EnginePair { a, b, now } = engine_pair();
+        let mac = |last: u8| EthernetAddress([2, 0, 0, 0, 0, last]);
+        let config = |last: u8, ip: &str| PodConfig {
+            vni: Vni::new(1).unwrap(),
+            local_vtep_mac: mac(last),
+            local_vtep_ip: ip.parse().unwrap(),
+            dst_port: 8472,
+            pod_mtu: Self::POD_MTU,
+            clamp_mss: false,
+        };
+        let mut a = PodEngine::new(a, config(0xa, "10.0.0.1")).unwrap();
+        let mut b = PodEngine::new(b, config(0xb, "10.0.0.2")).unwrap();
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        a.insert_route(net("10.42.2.0/24"), RemoteVtep { vtep_ip: "10.0.0.2".parse().unwrap(), vtep_mac: mac(0xb) })
+            .unwrap();
+        b.insert_route(net("10.42.1.0/24"), RemoteVtep { vtep_ip: "10.0.0.1".parse().unwrap(), vtep_mac: mac(0xa) })
+            .unwrap();
+        let mut packet = ipv4_packet(size);
+        packet[6] = 0x40; // DF, no fragment offset, as pods send
+        packet[7] = 0;
+        packet[9] = 17;
+        packet[12..16].copy_from_slice(&[10, 42, 1, 5]);
+        packet[16..20].copy_from_slice(&[10, 42, 2, 7]);
+        PodBatch {
+            a,
+            b,
+            now,
+            packet,
+            bufs: vec![vec![0u8; POD_HEADROOM + size + POD_TAILROOM]; batch],
+            lens: vec![size; batch],
+            out: Vec::with_capacity(batch),
+            icmp: Vec::new(),
+            sealed: Vec::new(),
+            sealed_lens: Vec::new(),
+            srcs: vec![A_ADDR.parse().unwrap(); batch],
+            incoming: Vec::with_capacity(batch),
+        }
+    }
+
+    fn batch(&self) -> usize {
+        self.bufs.len()
+    }
+
+    /// One `encapsulate_pod_batch` call on a fresh copy of the pod packet in every buffer.
+    fn encapsulate(&mut self) -> usize {
+        let size = self.packet.len();
+        for buf in self.bufs.iter_mut() {
+            buf[POD_HEADROOM..POD_HEADROOM + size].copy_from_slice(&self.packet);
+        }
+        self.out.clear();
+        self.a.encapsulate_pod_batch(&mut self.bufs, &self.lens, self.now, &mut self.out, &mut self.icmp);
+        assert_eq!(self.out.len(), self.batch(), "every pod packet of the batch is sealed: {:?}", self.a.stats());
+        self.out.len()
+    }
+
+    /// Seals `calls` batches (untimed) for [`PodBatch::decapsulate`].
+    fn prepare(&mut self, calls: usize) {
+        self.sealed.clear();
+        self.sealed_lens.clear();
+        for _ in 0..calls {
+            self.encapsulate();
+            for o in &self.out {
+                self.sealed.push(self.bufs[o.slot][o.range.clone()].to_vec());
+                self.sealed_lens.push(o.range.len());
+            }
+        }
+    }
+
+    /// Decrypts and unwraps everything [`PodBatch::prepare`] sealed, one `decapsulate_pod_batch`
+    /// call per batch; returns how many pod packets were delivered.
+    fn decapsulate(&mut self) -> usize {
+        let batch = self.batch();
+        let mut delivered = 0;
+        for (msgs, lens) in self.sealed.chunks_mut(batch).zip(self.sealed_lens.chunks(batch)) {
+            self.incoming.clear();
+            self.b.decapsulate_pod_batch(msgs, lens, &self.srcs[..msgs.len()], self.now, &mut self.incoming);
+            delivered += self.incoming.len();
+        }
+        assert_eq!(delivered, self.sealed.len(), "every sealed pod packet is delivered: {:?}", self.b.stats());
+        delivered
+    }
+}
+
 fn bt_pair() -> (Tunn, Tunn) {
     let (ka, kb) = (x25519::StaticSecret::from([1u8; 32]), x25519::StaticSecret::from([2u8; 32]));
     let (pa, pb) = (x25519::PublicKey::from(&ka), x25519::PublicKey::from(&kb));
@@ -355,9 +469,60 @@ fn encapsulate_batch(c: &mut Criterion) {
             g.bench_with_input(BenchmarkId::new(format!("engine_x{batch}"), size), &size, |b, _| {
                 b.iter(|| black_box(engine.encapsulate()))
             });
+            let mut pod = PodBatch::new(size, batch);
+            g.bench_with_input(BenchmarkId::new(format!("pod_x{batch}"), size), &size, |b, _| {
+                b.iter(|| black_box(pod.encapsulate()))
+            });
         }
     }
     g.finish();
+}
+
+/// A batch path with a sender and a receiver: [`EngineBatch`] or [`PodBatch`].
+trait BatchPath {
+    /// Packets per call.
+    fn batch(&self) -> usize;
+    /// Seals `calls` batches (untimed) for [`BatchPath::decapsulate`].
+    fn prepare(&mut self, calls: usize);
+    /// Opens everything prepared, one call per batch; returns the packets delivered.
+    fn decapsulate(&mut self) -> usize;
+}
+
+impl BatchPath for EngineBatch {
+    fn batch(&self) -> usize {
+        EngineBatch::batch(self)
+    }
+    fn prepare(&mut self, calls: usize) {
+        EngineBatch::prepare(self, calls)
+    }
+    fn decapsulate(&mut self) -> usize {
+        EngineBatch::decapsulate(self)
+    }
+}
+
+impl BatchPath for PodBatch {
+    fn batch(&self) -> usize {
+        PodBatch::batch(self)
+    }
+    fn prepare(&mut self, calls: usize) {
+        PodBatch::prepare(self, calls)
+    }
+    fn decapsulate(&mut self) -> usize {
+        PodBatch::decapsulate(self)
+    }
+}
+
+/// Criterion's `iter_custom` for the receive side: each timed call opens one batch sealed
+/// (untimed) just before it.
+fn time_receive(path: &mut impl BatchPath, iters: u64) -> Duration {
+    let mut timed = Duration::ZERO;
+    for _ in 0..iters {
+        path.prepare(1);
+        let t = Instant::now();
+        black_box(path.decapsulate());
+        timed += t.elapsed();
+    }
+    timed
 }
 
 fn decapsulate_batch(c: &mut Criterion) {
@@ -367,17 +532,11 @@ fn decapsulate_batch(c: &mut Criterion) {
             g.throughput(Throughput::Elements(batch as u64));
             let mut engine = EngineBatch::new(size, batch);
             g.bench_with_input(BenchmarkId::new(format!("engine_x{batch}"), size), &size, |b, _| {
-                // Each timed call decrypts one batch sealed (untimed) just before it.
-                b.iter_custom(|iters| {
-                    let mut timed = Duration::ZERO;
-                    for _ in 0..iters {
-                        engine.prepare(1);
-                        let t = Instant::now();
-                        black_box(engine.decapsulate());
-                        timed += t.elapsed();
-                    }
-                    timed
-                })
+                b.iter_custom(|iters| time_receive(&mut engine, iters))
+            });
+            let mut pod = PodBatch::new(size, batch);
+            g.bench_with_input(BenchmarkId::new(format!("pod_x{batch}"), size), &size, |b, _| {
+                b.iter_custom(|iters| time_receive(&mut pod, iters))
             });
         }
     }
@@ -429,10 +588,10 @@ mod interleaved {
     }
 
     /// Nanoseconds per packet to decrypt about BLOCK packets sealed (untimed) just before.
-    fn time_decapsulate(engine: &mut EngineBatch) -> f64 {
-        engine.prepare(BLOCK / engine.batch());
+    fn time_decapsulate(path: &mut impl BatchPath) -> f64 {
+        path.prepare(BLOCK / path.batch());
         let t = Instant::now();
-        let delivered = engine.decapsulate();
+        let delivered = path.decapsulate();
         t.elapsed().as_nanos() as f64 / delivered as f64
     }
 
@@ -447,7 +606,8 @@ mod interleaved {
     pub fn summary() {
         println!(
             "\ninterleaved medians ({ROUNDS} rounds of {BLOCK} packets; ns per packet; ratio = median of per-round \
-             ratios to the first column, the AEAD floor; dev/eng xN = Device/Engine batch of N per call)"
+             ratios to the first column, the AEAD floor; dev/eng/pod xN = Device/Engine/PodEngine batch of N per \
+             call, pod: SIZE is the pod packet, 50 bytes less than what is sealed)"
         );
         let a_addr: SocketAddr = A_ADDR.parse().unwrap();
         for size in SIZES {
@@ -462,6 +622,7 @@ mod interleaved {
             let mut bt_out = vec![0u8; size + 64];
             let (mut dev32, mut dev64) = (DeviceBatch::new(size, 32), DeviceBatch::new(size, 64));
             let (mut eng32, mut eng64) = (EngineBatch::new(size, 32), EngineBatch::new(size, 64));
+            let mut pod64 = PodBatch::new(size, 64);
             run(
                 "encapsulate",
                 size,
@@ -488,6 +649,7 @@ mod interleaved {
                     ("dev x64", Box::new(|| time_batches(64, || dev64.encapsulate()))),
                     ("eng x32", Box::new(|| time_batches(32, || eng32.encapsulate()))),
                     ("eng x64", Box::new(|| time_batches(64, || eng64.encapsulate()))),
+                    ("pod x64", Box::new(|| time_batches(64, || pod64.encapsulate()))),
                     (
                         "boringtun",
                         Box::new(|| {
@@ -506,6 +668,7 @@ mod interleaved {
             let mut pair = vx_pair();
             let (mut bta, mut btb) = bt_pair();
             let (mut eng32, mut eng64) = (EngineBatch::new(size, 32), EngineBatch::new(size, 64));
+            let mut pod64 = PodBatch::new(size, 64);
             let mut open_floor_msgs: Vec<Vec<u8>> = Vec::new();
             let floor_open = RingChaCha::new(&[9; 32]);
             let mut floor_counter = 0u64;
@@ -563,6 +726,7 @@ mod interleaved {
                     ),
                     ("eng x32", Box::new(|| time_decapsulate(&mut eng32))),
                     ("eng x64", Box::new(|| time_decapsulate(&mut eng64))),
+                    ("pod x64", Box::new(|| time_decapsulate(&mut pod64))),
                     (
                         "boringtun",
                         Box::new(|| {
