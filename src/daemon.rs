@@ -19,7 +19,7 @@ use vxwg::control::uapi::{self, DeviceSnapshot, DeviceUpdate, PeerSnapshot, Requ
 use vxwg::dataplane::engine::pod::{
     Delivery, PodConfig, PodEngine, PodIcmp, PodIncoming, PodOutgoing, POD_HEADROOM, POD_TAILROOM,
 };
-use vxwg::dataplane::engine::{Engine, Incoming, Outgoing, HEADROOM, TAILROOM};
+use vxwg::dataplane::engine::{Datagram, Engine, Incoming, Outgoing, HEADROOM, TAILROOM};
 use vxwg::dataplane::io::netlink::Netlink;
 use vxwg::dataplane::io::poll::wait_readable;
 use vxwg::dataplane::io::{RecvMeta, UdpSocket, BATCH};
@@ -49,8 +49,8 @@ pub struct Daemon {
     socket_path: PathBuf,
     signals: UnixStream,
     udp_bufs: Vec<Vec<u8>>,
-    udp_lens: Vec<usize>,
-    udp_srcs: Vec<std::net::SocketAddr>,
+    /// The datagrams of the last receive (several per buffer with UDP GRO).
+    datagrams: Vec<Datagram>,
     udp_meta: Vec<RecvMeta>,
     outgoing: Vec<Outgoing>,
     incoming: Vec<Incoming>,
@@ -121,7 +121,7 @@ impl Daemon {
     /// Creates the TUN device and the UAPI socket; nothing is configured yet.
     pub fn create(name: &str) -> anyhow::Result<Daemon> {
         let tun = packet_io::create_tun(name).with_context(|| format!("creating TUN device {name}"))?;
-        let udp = UdpSocket::bind(DEFAULT_PORT).context("binding the UDP socket")?;
+        let udp = bind_udp(DEFAULT_PORT).context("binding the UDP socket")?;
         let listen_port = udp.local_port()?;
         std::fs::create_dir_all(SOCKET_DIR).with_context(|| format!("creating {SOCKET_DIR}"))?;
         let socket_path = Path::new(SOCKET_DIR).join(format!("{}.sock", tun.name()));
@@ -161,8 +161,7 @@ impl Daemon {
             socket_path,
             signals,
             udp_bufs: vec![vec![0u8; MAX_DATAGRAM]; BATCH],
-            udp_lens: vec![0; BATCH],
-            udp_srcs: vec![std::net::SocketAddr::from(([0, 0, 0, 0], 0)); BATCH],
+            datagrams: Vec::with_capacity(BATCH),
             udp_meta: vec![RecvMeta::default(); BATCH],
             outgoing: Vec::with_capacity(BATCH),
             incoming: Vec::with_capacity(BATCH),
@@ -362,20 +361,15 @@ impl Daemon {
         if self.private_key.is_none() {
             return Ok(());
         }
-        for i in 0..n {
-            self.udp_lens[i] = self.udp_meta[i].len;
-            self.udp_srcs[i] = self.udp_meta[i].src;
+        // With UDP GRO one buffer may hold a run of datagrams from one sender.
+        self.datagrams.clear();
+        for (slot, meta) in self.udp_meta[..n].iter().enumerate() {
+            self.datagrams.extend(meta.datagrams().map(|range| Datagram { slot, range, src: meta.src }));
         }
         if let (Some(pod), Dataplane::Pod(engine)) = (self.pod.as_mut(), &mut self.dp) {
             // VXLAN for our VTEP goes to the pod TUN, everything else to the host TUN.
             pod.incoming.clear();
-            engine.decapsulate_pod_batch(
-                &mut self.udp_bufs[..n],
-                &self.udp_lens[..n],
-                &self.udp_srcs[..n],
-                Instant::now(),
-                &mut pod.incoming,
-            );
+            engine.decapsulate_pod_datagrams(&mut self.udp_bufs, &self.datagrams, Instant::now(), &mut pod.incoming);
             let to = |d: Delivery| move |i: &&PodIncoming| i.delivery == d;
             let pods = pod.incoming.iter().filter(to(Delivery::Pod)).map(|i| (i.slot, i.range.clone()));
             if let Some(e) = pod.port.write_packets(&mut self.udp_bufs, pods) {
@@ -388,10 +382,9 @@ impl Daemon {
             return Ok(());
         }
         self.incoming.clear();
-        self.dp.engine_mut().decapsulate_batch(
-            &mut self.udp_bufs[..n],
-            &self.udp_lens[..n],
-            &self.udp_srcs[..n],
+        self.dp.engine_mut().decapsulate_datagrams(
+            &mut self.udp_bufs,
+            &self.datagrams,
             Instant::now(),
             &mut self.incoming,
         );
@@ -527,6 +520,10 @@ impl Daemon {
             "drops": drops,
             "pod": pod,
             "control": self.control.as_ref().map(|c| c.status_json()),
+            "offload": {
+                "tun": self.tun.offload_status(),
+                "pod_tun": self.pod.as_ref().map(|p| p.port.offload_status()),
+            },
         })
         .to_string()
     }
@@ -568,7 +565,7 @@ impl Daemon {
         }
         let new_udp = match update.listen_port {
             Some(port) if port != self.listen_port => {
-                Some(UdpSocket::bind(port).map_err(|e| (EADDRINUSE, format!("listen_port {port}: {e}")))?)
+                Some(bind_udp(port).map_err(|e| (EADDRINUSE, format!("listen_port {port}: {e}")))?)
             }
             _ => None,
         };
@@ -671,6 +668,16 @@ fn pod_status(p: &PodEngine) -> serde_json::Value {
             "pod_source_not_allowed": s.pod_source_not_allowed,
         },
     })
+}
+
+/// The WireGuard socket, taking runs of datagrams per receive (UDP GRO) where the kernel offers
+/// it and the offloads are on.
+fn bind_udp(port: u16) -> io::Result<UdpSocket> {
+    let udp = UdpSocket::bind(port)?;
+    if packet_io::offload_wanted() {
+        udp.enable_gro();
+    }
+    Ok(udp)
 }
 
 fn log(name: &str, msg: &str) {

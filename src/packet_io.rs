@@ -60,6 +60,12 @@ pub struct TunPort {
     pub split_errors: u64,
     /// Writes the kernel refused.
     pub write_errors: u64,
+    /// Super-packets read and the segments they were cut into.
+    pub super_packets: u64,
+    pub segments_cut: u64,
+    /// Writes that merged several segments, and how many segments they carried.
+    pub merged_writes: u64,
+    pub merged_segments: u64,
 }
 
 impl TunPort {
@@ -78,6 +84,10 @@ impl TunPort {
             packets: Vec::with_capacity(BATCH),
             split_errors: 0,
             write_errors: 0,
+            super_packets: 0,
+            segments_cut: 0,
+            merged_writes: 0,
+            merged_segments: 0,
         }
     }
 
@@ -106,7 +116,13 @@ impl TunPort {
                 continue;
             };
             match offload::split(&hdr, &mut self.bufs[n..], self.headroom, got - VNET_HDR_LEN, &mut self.lens[n..]) {
-                Ok(segments) => n += segments,
+                Ok(segments) => {
+                    if segments > 1 {
+                        self.super_packets += 1;
+                        self.segments_cut += segments as u64;
+                    }
+                    n += segments;
+                }
                 Err(_) => self.split_errors += 1,
             }
         }
@@ -144,12 +160,34 @@ impl TunPort {
                 iov[k] = IoSlice::new(&bufs[*slot].as_ref()[range.clone()]);
                 k += 1;
             }
+            if k > 2 {
+                self.merged_writes += 1;
+                self.merged_segments += k as u64 - 1;
+            }
             if let Err(e) = self.tun.send_vectored(&iov[..k]) {
                 self.write_errors += 1;
                 first_error.get_or_insert(e);
             }
         }
         first_error
+    }
+
+    /// The offload counters for `vxwg status --json`.
+    pub fn offload_status(&self) -> serde_json::Value {
+        serde_json::json!({
+            "mode": match self.tun.offload() {
+                Offload::None => "off",
+                Offload::HeaderOnly => "header-only",
+                Offload::Tso => "tso",
+                Offload::TsoUso => "tso+uso",
+            },
+            "super_packets": self.super_packets,
+            "segments_cut": self.segments_cut,
+            "merged_writes": self.merged_writes,
+            "merged_segments": self.merged_segments,
+            "split_errors": self.split_errors,
+            "write_errors": self.write_errors,
+        })
     }
 
     /// Writes one complete packet (an ICMP answer, say).

@@ -218,6 +218,19 @@ fn two_nodes(a_impl: Impl, b_impl: Impl) {
     ping(&nb, "100.64.7.1");
     tcp_transfer(&na, &nb, "100.64.7.2", 100);
     tcp_transfer(&nb, &na, "100.64.7.1", 20);
+    // vxwg's side of the transfers went through the offloads: the kernel handed over TCP
+    // super-packets that vxwg cut, and vxwg merged received segments into fewer TUN writes.
+    if a_impl == Impl::Vxwg {
+        let offload = &status_json(&na, &a.ifname)["offload"]["tun"];
+        assert_eq!(offload["mode"].as_str(), Some("tso+uso"), "{offload}");
+        assert!(offload["super_packets"].as_u64().unwrap() > 100, "{offload}");
+        assert_eq!(offload["split_errors"].as_u64(), Some(0), "{offload}");
+    }
+    if b_impl == Impl::Vxwg {
+        let offload = &status_json(&nb, &b.ifname)["offload"]["tun"];
+        assert!(offload["merged_writes"].as_u64().unwrap() > 100, "{offload}");
+        assert_eq!(offload["write_errors"].as_u64(), Some(0), "{offload}");
+    }
 }
 
 #[test]
@@ -769,6 +782,9 @@ fn pods_behind_two_vxwg_nodes_talk_over_vxlan_in_wireguard() {
     assert!(pod["l3_in"].as_u64().unwrap() >= 3, "{va}");
     assert!(pod["mss_clamped"].as_u64().unwrap() >= 1, "{va}");
     assert!(vb["pod"]["packets_in"].as_u64().unwrap() > 1000, "{vb}");
+    // Pod traffic takes the offloads too: super-packets cut on A, merged writes on B's pod TUN.
+    assert!(va["offload"]["pod_tun"]["super_packets"].as_u64().unwrap() > 10, "{va}");
+    assert!(vb["offload"]["pod_tun"]["merged_writes"].as_u64().unwrap() > 10, "{vb}");
     for v in [&va, &vb] {
         // (no_route may count the kernel's own chatter on the pod TUN, such as IPv6 MLD.)
         for reason in

@@ -50,6 +50,14 @@ pub struct Outgoing {
     pub dst: SocketAddr,
 }
 
+/// A received datagram: `bufs[slot][range]`, from `src`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    pub slot: usize,
+    pub range: Range<usize>,
+    pub src: SocketAddr,
+}
+
 /// A packet to deliver: `bufs[slot][range]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {
@@ -247,18 +255,49 @@ impl Engine {
         out: &mut Vec<Incoming>,
     ) {
         for (slot, ((buf, &len), &src)) in bufs.iter_mut().zip(lens).zip(srcs).enumerate() {
-            let buf = buf.as_mut();
-            let Some(datagram) = buf.get_mut(..len) else { continue };
-            let base = datagram.as_ptr() as usize;
-            if let Ok(Received::Packet { peer, packet }) = self.device.decapsulate(src, datagram, now) {
-                // Cryptokey routing, inbound: the inner source must be one this peer may use.
-                if ip_src(packet).and_then(|s| self.lookup(s)) != Some(peer) {
-                    self.stats.source_not_allowed += 1;
-                    continue;
-                }
-                let start = packet.as_ptr() as usize - base;
-                self.stats.packets_in += 1;
-                out.push(Incoming { slot, range: start..start + packet.len(), peer });
+            if let Some(datagram) = buf.as_mut().get_mut(..len) {
+                self.receive_one(slot, 0, datagram, src, now, out);
+            }
+        }
+    }
+
+    /// Decrypts `datagram` (at `offset` in batch slot `slot`) and, if it carried a packet from a
+    /// source its peer may use, appends it to `out`.
+    fn receive_one(
+        &mut self,
+        slot: usize,
+        offset: usize,
+        datagram: &mut [u8],
+        src: SocketAddr,
+        now: Instant,
+        out: &mut Vec<Incoming>,
+    ) {
+        let base = datagram.as_ptr() as usize;
+        if let Ok(Received::Packet { peer, packet }) = self.device.decapsulate(src, datagram, now) {
+            // Cryptokey routing, inbound: the inner source must be one this peer may use.
+            if ip_src(packet).and_then(|s| self.lookup(s)) != Some(peer) {
+                self.stats.source_not_allowed += 1;
+                return;
+            }
+            let start = offset + (packet.as_ptr() as usize - base);
+            self.stats.packets_in += 1;
+            out.push(Incoming { slot, range: start..start + packet.len(), peer });
+        }
+    }
+
+    /// As [`Engine::decapsulate_batch`], for datagrams anywhere in the buffers: `bufs[d.slot][d.range]`
+    /// came from `d.src` (several may share a buffer, as UDP GRO hands them over). The ranges in
+    /// `out` are positions in the same buffers.
+    pub fn decapsulate_datagrams<B: AsMut<[u8]>>(
+        &mut self,
+        bufs: &mut [B],
+        datagrams: &[Datagram],
+        now: Instant,
+        out: &mut Vec<Incoming>,
+    ) {
+        for d in datagrams {
+            if let Some(datagram) = bufs.get_mut(d.slot).and_then(|b| b.as_mut().get_mut(d.range.clone())) {
+                self.receive_one(d.slot, d.range.start, datagram, d.src, now, out);
             }
         }
     }

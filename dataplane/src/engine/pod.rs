@@ -26,7 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use super::Engine;
+use super::{Datagram, Engine};
 use crate::mtu::{self, Family, SizeVerdict};
 use crate::route::{AllowedIps, IpNet};
 use crate::vxlan::{self, HEADROOM_V4, HEADROOM_V6};
@@ -640,6 +640,26 @@ impl PodEngine {
             let Some(datagram) = buf.as_mut().get_mut(..len) else { continue };
             if let Ok(Some(incoming)) = self.decapsulate_pod(src, datagram, now) {
                 out.push(PodIncoming { slot, ..incoming });
+            }
+        }
+    }
+
+    /// As [`PodEngine::decapsulate_pod_batch`], for datagrams anywhere in the buffers (several
+    /// may share one, as UDP GRO hands them over); ranges in `out` are positions in the buffers.
+    pub fn decapsulate_pod_datagrams<B: AsMut<[u8]>>(
+        &mut self,
+        bufs: &mut [B],
+        datagrams: &[Datagram],
+        now: Instant,
+        out: &mut Vec<PodIncoming>,
+    ) {
+        for d in datagrams {
+            let Some(datagram) = bufs.get_mut(d.slot).and_then(|b| b.as_mut().get_mut(d.range.clone())) else {
+                continue;
+            };
+            if let Ok(Some(incoming)) = self.decapsulate_pod(d.src, datagram, now) {
+                let range = d.range.start + incoming.range.start..d.range.start + incoming.range.end;
+                out.push(PodIncoming { slot: d.slot, range, ..incoming });
             }
         }
     }
