@@ -439,3 +439,63 @@ fn a_hung_member_is_noticed_and_left() {
     assert_eq!(set, pairs(&[("node-a", "a2")]));
     assert_ne!(b.endpoint(), endpoints[0], "b left the hung member");
 }
+
+#[test]
+fn an_outage_is_reported_on_every_call_and_the_source_recovers_after_it() {
+    if !etcd_available() {
+        return;
+    }
+    let mut cluster = EtcdCluster::start(3);
+    let endpoints = cluster.endpoints();
+    let ttl = Duration::from_secs(2);
+    let mut a = connect(&endpoints, ttl);
+    let mut b = connect(&endpoints, LONG_TTL);
+    a.publish(&doc("node-a", "a")).unwrap();
+    wait_for(&mut b, Duration::from_secs(5), |set| set == pairs(&[("node-a", "a")]));
+    let lease = a.lease_id();
+
+    // Every member down for longer than a's lease TTL.
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    let down = Instant::now();
+    let mut calls = 0;
+    while down.elapsed() < 2 * ttl {
+        for source in [&mut a, &mut b] {
+            let err = source.next(Duration::from_millis(200)).expect_err("no member answers");
+            calls += 1;
+            let text = err.to_string();
+            assert!(endpoints.iter().any(|e| text.contains(e.as_str())), "names an endpoint: {text}");
+        }
+    }
+    println!("outage: {calls} calls, each an error (e.g. {})", b.next(Duration::ZERO).unwrap_err());
+
+    // Two of three members back (a quorum): both sources reconnect, stop reporting errors, and
+    // a's record is in the set again. (etcd extends every lease when a new leader takes over, so
+    // a's lease may have outlived the outage; if it lapsed, a takes a new one and puts the record
+    // back.)
+    cluster.restart(0);
+    cluster.restart(1);
+    cluster.wait_healthy(Duration::from_secs(30)).expect("quorum back");
+    let back = Instant::now();
+    // What b handed out last, before the outage; it changes only if the set did.
+    let mut seen = pairs(&[("node-a", "a")]);
+    let mut healthy = false;
+    while !(healthy && seen == pairs(&[("node-a", "a")]) && a.lease_id().is_some())
+        && back.elapsed() < Duration::from_secs(15)
+    {
+        let a_ok = a.next(Duration::from_millis(100)).is_ok();
+        let b_next = b.next(Duration::from_millis(100));
+        healthy = a_ok && b_next.is_ok();
+        if let Ok(Some(docs)) = b_next {
+            seen = as_pairs(&docs);
+        }
+    }
+    println!("recovered {:?} after the quorum was back (lease kept: {})", back.elapsed(), a.lease_id() == lease);
+    assert!(healthy, "sources did not recover");
+    assert_eq!(seen, pairs(&[("node-a", "a")]));
+    // The store itself holds the record, as a node joining now reads it.
+    let mut c = connect(&endpoints, LONG_TTL);
+    assert_eq!(as_pairs(&c.next(Duration::from_secs(5)).unwrap().expect("first set")), pairs(&[("node-a", "a")]));
+    assert!(b.next(Duration::from_millis(200)).expect("healthy again").is_none());
+}

@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
@@ -70,19 +71,20 @@ impl fmt::Display for EtcdCall {
     }
 }
 
-/// What went wrong talking to etcd; each names the endpoint and the call.
-#[derive(Debug, thiserror::Error)]
+/// What went wrong talking to etcd; each names the endpoint and the call. Cheap to clone, so the
+/// source can report the failure it is in on every call until it recovers.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EtcdError {
     #[error("etcd source needs at least one endpoint")]
     NoEndpoints,
     #[error("etcd source: cannot start its async runtime: {0}")]
-    Runtime(#[source] std::io::Error),
+    Runtime(#[source] Arc<std::io::Error>),
     #[error("etcd {endpoint}: {call} failed: {source}")]
     Failed {
         endpoint: String,
         call: EtcdCall,
         #[source]
-        source: etcd_client::Error,
+        source: Arc<etcd_client::Error>,
     },
     #[error("etcd {endpoint}: {call} got no answer within {after:?}")]
     TimedOut { endpoint: String, call: EtcdCall, after: Duration },
@@ -121,7 +123,10 @@ impl EtcdSource {
         if endpoints.is_empty() {
             return Err(EtcdError::NoEndpoints);
         }
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EtcdError::Runtime)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| EtcdError::Runtime(Arc::new(e)))?;
         let mut state = State::new(endpoints.to_vec(), prefix, lease_ttl);
         runtime.block_on(state.first_contact())?;
         Ok(EtcdSource { runtime, state })
@@ -129,9 +134,9 @@ impl EtcdSource {
 
     /// Blocks up to `timeout`; returns the whole document set under the prefix (keys relative to
     /// it) when it differs from what the previous call returned (the first call always returns it),
-    /// `Ok(None)` if nothing changed. Keeps the lease alive meanwhile. An error means no endpoint
-    /// could be used for the whole `timeout`; the last good set stays valid and the next call
-    /// carries on.
+    /// `Ok(None)` if etcd answers and nothing changed. Keeps the lease alive meanwhile. While no
+    /// endpoint works, every call returns the failure in force (also while it waits out a
+    /// backoff); the last set handed out stays the best knowledge, and later calls carry on.
     pub fn next_documents(&mut self, timeout: Duration) -> Result<Option<Vec<Document>>, EtcdError> {
         let deadline = Instant::now() + timeout;
         self.runtime.block_on(self.state.next(deadline))
@@ -310,6 +315,8 @@ struct State {
     view: View,
     backoff: Backoff,
     retry_at: Option<Instant>,
+    /// The last call's failure, until a call succeeds.
+    failure: Option<EtcdError>,
 }
 
 /// Runs `fut` for at most [`CALL_TIMEOUT`], mapping both ways of failing to an [`EtcdError`].
@@ -320,7 +327,9 @@ async fn call<T>(
 ) -> Result<T, EtcdError> {
     match tokio::time::timeout(CALL_TIMEOUT, fut).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(source)) => Err(EtcdError::Failed { endpoint: endpoint.to_string(), call: what, source }),
+        Ok(Err(source)) => {
+            Err(EtcdError::Failed { endpoint: endpoint.to_string(), call: what, source: Arc::new(source) })
+        }
         Err(_) => Err(EtcdError::TimedOut { endpoint: endpoint.to_string(), call: what, after: CALL_TIMEOUT }),
     }
 }
@@ -329,12 +338,11 @@ async fn call<T>(
 /// client's own error when opening a keepalive stream gets TTL 0 back.
 fn is_lease_not_found(err: &EtcdError) -> bool {
     match err {
-        EtcdError::Failed { source: etcd_client::Error::GRpcStatus(status), .. } => {
-            status.message().contains("requested lease not found")
-        }
-        EtcdError::Failed { source: etcd_client::Error::LeaseKeepAliveError(message), .. } => {
-            message.contains("lease not found")
-        }
+        EtcdError::Failed { source, .. } => match source.as_ref() {
+            etcd_client::Error::GRpcStatus(status) => status.message().contains("requested lease not found"),
+            etcd_client::Error::LeaseKeepAliveError(message) => message.contains("lease not found"),
+            _ => false,
+        },
         _ => false,
     }
 }
@@ -362,6 +370,7 @@ impl State {
             view: View::new(prefix),
             backoff,
             retry_at: None,
+            failure: None,
         }
     }
 
@@ -376,7 +385,8 @@ impl State {
 
     /// Gives up on the connection in use: the next attempt goes to the next endpoint, after a
     /// pause if every endpoint has now failed in a row. The view must be re-ranged.
-    fn fail(&mut self) {
+    fn fail(&mut self, error: EtcdError) {
+        self.failure = Some(error);
         self.conn = None;
         self.view.synced = false;
         self.current = (self.current + 1) % self.endpoints.len();
@@ -384,22 +394,23 @@ impl State {
         self.retry_at = (!wait.is_zero()).then(|| Instant::now() + wait);
     }
 
+    fn succeeded(&mut self) {
+        self.failure = None;
+        self.backoff.succeeded();
+    }
+
     async fn first_contact(&mut self) -> Result<(), EtcdError> {
-        let mut last = None;
         for _ in 0..self.endpoints.len() {
             match self.ensure_lease().await {
                 Ok(()) => {
-                    self.backoff.succeeded();
+                    self.succeeded();
                     self.retry_at = None;
                     return Ok(());
                 }
-                Err(e) => {
-                    last = Some(e);
-                    self.fail();
-                }
+                Err(e) => self.fail(e),
             }
         }
-        Err(last.unwrap_or(EtcdError::NoEndpoints))
+        Err(self.failure.clone().unwrap_or(EtcdError::NoEndpoints))
     }
 
     async fn connection(&mut self) -> Result<&mut Connection, EtcdError> {
@@ -481,7 +492,7 @@ impl State {
             return Err(EtcdError::Failed {
                 endpoint,
                 call: EtcdCall::LeaseKeepAlive,
-                source: etcd_client::Error::LeaseKeepAliveError("the keepalive stream ended".into()),
+                source: Arc::new(etcd_client::Error::LeaseKeepAliveError("the keepalive stream ended".into())),
             });
         };
         // etcd answers an unknown (expired) lease with TTL 0.
@@ -518,21 +529,17 @@ impl State {
     }
 
     async fn publish(&mut self, doc: &Document) -> Result<(), EtcdError> {
-        let mut last = None;
         for _ in 0..self.endpoints.len() {
             match self.try_publish(doc).await {
                 Ok(()) => {
                     self.published.insert(doc.key.clone(), doc.bytes.clone());
-                    self.backoff.succeeded();
+                    self.succeeded();
                     return Ok(());
                 }
-                Err(e) => {
-                    last = Some(e);
-                    self.fail();
-                }
+                Err(e) => self.fail(e),
             }
         }
-        Err(last.unwrap_or(EtcdError::NoEndpoints))
+        Err(self.failure.clone().unwrap_or(EtcdError::NoEndpoints))
     }
 
     async fn try_publish(&mut self, doc: &Document) -> Result<(), EtcdError> {
@@ -636,12 +643,13 @@ impl State {
         match message {
             Ok(Some(response)) => self.on_watch(&endpoint, response),
             Ok(None) => Err(EtcdError::WatchEnded { endpoint }),
-            Err(source) => Err(EtcdError::Failed { endpoint, call: EtcdCall::Watch, source }),
+            Err(source) => Err(EtcdError::Failed { endpoint, call: EtcdCall::Watch, source: Arc::new(source) }),
         }
     }
 
+    /// `Ok(None)` only while etcd answers; while failing (also when waiting out a backoff), the
+    /// failure in force.
     async fn next(&mut self, deadline: Instant) -> Result<Option<Vec<Document>>, EtcdError> {
-        let mut last_error = None;
         loop {
             if let Some(docs) = self.view.take_change() {
                 return Ok(Some(docs));
@@ -649,24 +657,18 @@ impl State {
             if let Some(at) = self.retry_at {
                 tokio::time::sleep_until(at.min(deadline).into()).await;
                 if at > deadline {
-                    return last_error.map_or(Ok(None), Err);
+                    return self.failure.clone().map_or(Ok(None), Err);
                 }
                 self.retry_at = None;
             }
             match self.step(deadline).await {
-                Ok(()) => {
-                    self.backoff.succeeded();
-                    last_error = None;
-                }
-                Err(e) => {
-                    last_error = Some(e);
-                    self.fail();
-                }
+                Ok(()) => self.succeeded(),
+                Err(e) => self.fail(e),
             }
             if Instant::now() >= deadline {
                 return match self.view.take_change() {
                     Some(docs) => Ok(Some(docs)),
-                    None => last_error.map_or(Ok(None), Err),
+                    None => self.failure.clone().map_or(Ok(None), Err),
                 };
             }
         }

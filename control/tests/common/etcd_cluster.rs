@@ -3,7 +3,8 @@
 //! on drop, also when a test panics (then each member's log is printed, since that is where
 //! etcd's side of a failure shows).
 
-use std::fs::{self, File};
+use std::ffi::OsString;
+use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -29,7 +30,25 @@ struct Member {
     client_url: String,
     data_dir: PathBuf,
     log: PathBuf,
+    args: Vec<OsString>,
     process: Option<Child>,
+}
+
+impl Member {
+    /// Runs etcd with this member's flags, its output appended to its log file.
+    fn spawn(&mut self) -> Result<(), String> {
+        let out = OpenOptions::new().create(true).append(true).open(&self.log).map_err(|e| format!("log file: {e}"))?;
+        let err = out.try_clone().map_err(|e| format!("log file: {e}"))?;
+        let process = Command::new("etcd")
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot run etcd: {e}"))?;
+        self.process = Some(process);
+        Ok(())
+    }
 }
 
 pub struct EtcdCluster {
@@ -91,34 +110,54 @@ impl EtcdCluster {
         for i in 0..size {
             let client_url = format!("http://127.0.0.1:{}", ports[2 * i]);
             let data_dir = self.dir.join(&names[i]);
-            let log = self.dir.join(format!("{}.log", names[i]));
-            let out = File::create(&log).expect("create the member's log file");
-            let err = out.try_clone().expect("clone the log file handle");
-            let process = Command::new("etcd")
-                .args(["--name", &names[i]])
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-                .args(["--listen-peer-urls", &peer_urls[i], "--initial-advertise-peer-urls", &peer_urls[i]])
-                .args(["--initial-cluster", &initial_cluster, "--initial-cluster-token", &token])
-                .args(["--initial-cluster-state", "new"])
+            let mut args: Vec<OsString> = Vec::new();
+            for arg in [
+                "--name",
+                &names[i],
+                "--listen-client-urls",
+                &client_url,
+                "--advertise-client-urls",
+                &client_url,
+                "--listen-peer-urls",
+                &peer_urls[i],
+                "--initial-advertise-peer-urls",
+                &peer_urls[i],
+                "--initial-cluster",
+                &initial_cluster,
+                "--initial-cluster-token",
+                &token,
+                "--initial-cluster-state",
+                "new",
                 // Faster elections than the defaults (100/1000 ms): a killed member's absence is
                 // settled quickly. Fine on loopback.
-                .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .map_err(|e| format!("cannot run etcd: {e}"))?;
-            self.members.push(Member { name: names[i].clone(), client_url, data_dir, log, process: Some(process) });
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
+                "--data-dir",
+            ] {
+                args.push(arg.into());
+            }
+            args.push(data_dir.clone().into());
+            let log = self.dir.join(format!("{}.log", names[i]));
+            let mut member = Member { name: names[i].clone(), client_url, data_dir, log, args, process: None };
+            member.spawn()?;
+            self.members.push(member);
         }
-        self.wait_ready(Duration::from_secs(30))
+        self.wait_healthy(Duration::from_secs(30))
     }
 
-    /// Every member reports itself healthy (it has a leader and serves reads).
-    fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
+    /// Starts member `index` again after [`EtcdCluster::kill`], on its data directory (etcd then
+    /// ignores the initial-cluster flags and rejoins). Does not wait for it.
+    pub fn restart(&mut self, index: usize) {
+        assert!(self.members[index].process.is_none(), "member {index} is running");
+        self.members[index].spawn().unwrap_or_else(|e| panic!("restart member {index}: {e}"));
+    }
+
+    /// Every running member reports itself healthy (it has a leader and serves reads).
+    pub fn wait_healthy(&mut self, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
-        for member in &mut self.members {
+        for member in self.members.iter_mut().filter(|m| m.process.is_some()) {
             while !healthy(&member.client_url) {
                 if let Some(Ok(Some(status))) = member.process.as_mut().map(Child::try_wait) {
                     return Err(format!("etcd member {} exited early: {status}", member.name));
