@@ -25,6 +25,8 @@ const TARGETS: &[(&str, Target)] = &[
     ("vxlan_decapsulate", fuzzing::pod::vxlan_decapsulate),
     ("neighbour_answers", fuzzing::pod::neighbour_answers),
     ("mtu_handling", fuzzing::pod::mtu_handling),
+    ("tun_split", fuzzing::offload::tun_split),
+    ("tun_coalesce", fuzzing::offload::tun_coalesce),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -153,4 +155,14 @@ fn neighbour_answers() {
 #[test]
 fn mtu_handling() {
     replay("mtu_handling");
+}
+
+#[test]
+fn tun_split() {
+    replay("tun_split");
+}
+
+#[test]
+fn tun_coalesce() {
+    replay("tun_coalesce");
 }
