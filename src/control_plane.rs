@@ -3,8 +3,8 @@
 //!
 //! The control thread publishes this node's signed record (re-signed every `refresh_secs`, valid
 //! for `record_ttl_secs`), takes the document set from the source whenever it changes, and
-//! rebuilds the netmap twice a second (records expire and handshakes go stale with no document
-//! changing). When the netmap differs from the last one handed over, it is put in a one-slot
+//! rebuilds the netmap when its inputs change: the documents, the set of stale peers, or the clock
+//! passing the next certificate or record expiry. When the netmap differs from the last one handed over, it is put in a one-slot
 //! mailbox (a newer netmap replaces an unread one) and a byte on a socket pair wakes the daemon
 //! loop. The loop never waits on the source: it takes the newest netmap, applies the difference
 //! to the engine ([`EngineSync`]) and to the kernel's routes ([`RouteSync`]), and once a second
@@ -37,8 +37,9 @@ use crate::routesync::RouteSync;
 /// vxwg's own UAPI request for `vxwg routes` (answered with one line of JSON and a blank line).
 pub const ROUTES_REQUEST: &str = "vxwg_routes=1\n\n";
 
-/// How often the thread rebuilds the netmap when no document changed.
-const REBUILD_EVERY: Duration = Duration::from_millis(500);
+/// The longest the thread blocks in the source: how soon it sees `stop`, a stale-set change or
+/// an expiry.
+const WAIT_AT_MOST: Duration = Duration::from_millis(500);
 /// How often the loop reports stale peers and reconciles kernel routes.
 const TICK_EVERY: Duration = Duration::from_secs(1);
 /// How long to wait before publishing again after a failed publish.
@@ -292,7 +293,7 @@ impl Drop for ControlSide {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
-            // The thread checks `stop` at least every REBUILD_EVERY, then withdraws our record.
+            // The thread checks `stop` at least every WAIT_AT_MOST, then withdraws our record.
             let _ = t.join();
         }
     }
@@ -334,10 +335,28 @@ struct Publisher {
 impl Publisher {
     /// The document for our record, valid from `now` for `ttl` (0: already expired, a withdrawal).
     fn document(&self, now: SystemTime, ttl: Duration) -> Document {
-        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let secs = unix_secs(now);
         let record = NodeRecord { issued_at: secs, expires: secs + ttl.as_secs(), ..self.template.clone() };
         Document { key: record_key(&self.template.name), bytes: record.sign(&self.key).to_json() }
     }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The first moment after `now` (unix seconds) at which a certificate or record in `netmap`
+/// expires, changing the netmap with no document changing.
+fn next_expiry_of(netmap: &Netmap, now: u64) -> Option<u64> {
+    netmap
+        .nodes
+        .iter()
+        .flat_map(|n| [Some(n.cert.not_after), n.record.as_ref().map(|r| r.expires)])
+        .flatten()
+        // At the expiry second and the one after: right whether expiry counts from `>=` or `>`.
+        .flat_map(|t| [t, t.saturating_add(1)])
+        .filter(|t| *t > now)
+        .min()
 }
 
 /// Where a node's record is stored (file name or etcd key below the prefix).
@@ -362,6 +381,12 @@ impl Worker {
         let mut next_publish = Instant::now();
         let mut publish_error: Option<String> = None;
         let mut last: Option<Netmap> = None;
+        // Building verifies every signature (about 0.2 s for 2,000 documents; benches/control.rs),
+        // so the netmap is rebuilt only when its inputs change: the documents, the stale set, or
+        // the clock passing the next certificate or record expiry.
+        let mut dirty = false;
+        let mut built_with: BTreeSet<Key> = BTreeSet::new();
+        let mut next_expiry: Option<u64> = None;
         let mut logged_rejections: Vec<String> = Vec::new();
         while !self.shared.stop.load(Ordering::SeqCst) {
             if Instant::now() >= next_publish {
@@ -382,10 +407,11 @@ impl Worker {
                     }
                 }
             }
-            let wait = REBUILD_EVERY.min(next_publish.saturating_duration_since(Instant::now()));
+            let wait = WAIT_AT_MOST.min(next_publish.saturating_duration_since(Instant::now()));
             match self.source.next(wait) {
                 Ok(Some(d)) => {
                     docs = Some(d);
+                    dirty = true;
                     self.set_source_error(None);
                 }
                 Ok(None) => {}
@@ -397,7 +423,15 @@ impl Worker {
             }
             let Some(docs) = &docs else { continue };
             let stale = self.shared.stale.lock().map(|s| s.clone()).unwrap_or_default();
-            let netmap = build(&self.trust, &self.node, docs, SystemTime::now(), &|k| stale.contains(k));
+            let now = SystemTime::now();
+            let expired = next_expiry.is_some_and(|t| unix_secs(now) >= t);
+            if !(dirty || expired || stale != built_with) {
+                continue;
+            }
+            let netmap = build(&self.trust, &self.node, docs, now, &|k| stale.contains(k));
+            dirty = false;
+            next_expiry = next_expiry_of(&netmap, unix_secs(now));
+            built_with = stale;
             if last.as_ref() == Some(&netmap) {
                 continue;
             }
