@@ -557,12 +557,25 @@ impl State {
         }
     }
 
+    /// Revokes the lease through the first endpoint that answers.
     async fn revoke(&mut self) -> Result<(), EtcdError> {
-        let Some(lease) = self.lease.take() else { return Ok(()) };
-        let endpoint = self.endpoint().to_string();
-        let conn = self.connection().await?;
-        call(&endpoint, EtcdCall::LeaseRevoke, conn.client.lease_revoke(lease.id)).await?;
-        Ok(())
+        let Some(id) = self.lease.as_ref().map(|l| l.id) else { return Ok(()) };
+        for _ in 0..self.endpoints.len() {
+            let endpoint = self.endpoint().to_string();
+            let revoked = match self.connection().await {
+                Ok(conn) => call(&endpoint, EtcdCall::LeaseRevoke, conn.client.lease_revoke(id)).await.map(drop),
+                Err(e) => Err(e),
+            };
+            match revoked {
+                // Already gone counts as revoked.
+                Err(e) if !is_lease_not_found(&e) => self.fail(e),
+                _ => {
+                    self.lease = None;
+                    return Ok(());
+                }
+            }
+        }
+        Err(self.failure.clone().unwrap_or(EtcdError::NoEndpoints))
     }
 
     /// Loads the prefix and starts a watch right after the revision it was read at. The range is
@@ -793,6 +806,18 @@ mod tests {
     fn lease_ttl_rounds_up_to_whole_seconds() {
         assert_eq!(State::new(vec!["x".into()], "/", Duration::from_millis(2500)).ttl_seconds(), 3);
         assert_eq!(State::new(vec!["x".into()], "/", Duration::ZERO).ttl_seconds(), 1);
+    }
+
+    #[test]
+    fn a_source_error_names_the_endpoint_and_the_call() {
+        let err = EtcdError::TimedOut {
+            endpoint: "http://10.0.0.1:2379".into(),
+            call: EtcdCall::Put,
+            after: Duration::from_secs(2),
+        };
+        assert_eq!(err.to_string(), "etcd http://10.0.0.1:2379: put got no answer within 2s");
+        let source: SourceError = err.into();
+        assert_eq!(source.to_string(), "etcd http://10.0.0.1:2379 put: no answer within 2s");
     }
 
     #[test]
