@@ -31,8 +31,8 @@
 //! `iperf3 -c 100.64.20.2 -t SECONDS -J [case options]` from A against `iperf3 -s -1 -B
 //! 100.64.20.2` in B and reads `end.sum_received`. Each round runs every selected case, and within
 //! a case every contender in turn (vxwg, wireguard-go, boringtun, then the bare veth pair as
-//! context; the pod case has its own two contenders), for ROUNDS rounds, so drift on the shared
-//! machine hits all of them alike. The summary gives, per case, the median, min and max per
+//! context; the pod case has its own two contenders; the order rotates by one each round), for
+//! ROUNDS rounds, so drift on the shared machine hits all of them alike. The summary gives, per case, the median, min and max per
 //! contender and its median receive-buffer drops, then the ratios of the medians vxwg/peer with
 //! the throughput issue's targets next to them.
 //!
@@ -1173,7 +1173,19 @@ fn main() {
     let mut results: Vec<Vec<Measured>> = slots.iter().map(|_| Vec::new()).collect();
     let mut failures: Vec<Vec<String>> = vec![Vec::new(); slots.len()];
     'rounds: for round in 1..=rounds {
-        for (i, &(case, c)) in slots.iter().enumerate() {
+        // Within each case the contenders take turns at going first, round after round, so no
+        // one always runs right after the same neighbour.
+        let mut order = Vec::with_capacity(slots.len());
+        for &case in &cases {
+            let mut of_case: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].0 == case).collect();
+            if !of_case.is_empty() {
+                let by = (round as usize - 1) % of_case.len();
+                of_case.rotate_left(by);
+            }
+            order.extend(of_case);
+        }
+        for i in order {
+            let (case, c) = slots[i];
             if STOP.load(Ordering::Relaxed) {
                 break 'rounds;
             }
