@@ -569,3 +569,72 @@ fn documents_round_trip_through_their_envelope() {
     assert_eq!(format_mac(&[2, 0, 10, 255, 0, 1]), "02:00:0a:ff:00:01");
     assert!(parse_mac("02:00:0a:ff:00").is_err() && parse_mac("02:00:0a:ff:00:+1").is_err());
 }
+
+#[test]
+fn cached_builds_equal_fresh_builds_and_recheck_changed_bytes() {
+    let (f, mut docs) = three();
+    let mut cache = VerifyCache::default();
+    let trust = f.trust();
+    let first = build_cached(&mut cache, &trust, "a", &docs, at(NOW), &never_stale);
+    assert_eq!(first, build_a(&f, &docs));
+    assert_eq!(cache.len(), docs.len());
+    // Same bytes, later time: expiry is checked again, not cached.
+    let later = build_cached(&mut cache, &trust, "a", &docs, at(NOW + 61), &never_stale);
+    assert!(later.rejections.iter().all(|r| matches!(r.reason, RejectReason::RecordExpired { .. })));
+    assert_eq!(later.rejections.len(), 3);
+    // A document tampered with after it was cached is verified afresh and refused.
+    let mut envelope = Envelope::parse(&docs[4].bytes).unwrap();
+    envelope.payload =
+        String::from_utf8(envelope.payload).unwrap().replace("10.42.2.0/24", "10.42.0.0/16").into_bytes();
+    docs[4].bytes = envelope.to_json();
+    let tampered = build_cached(&mut cache, &trust, "a", &docs, at(NOW), &never_stale);
+    assert!(matches!(rejection(&tampered, "b.record.json"), RejectReason::BadSignature { .. }));
+    assert_eq!(tampered, build_a(&f, &docs));
+    // Documents no longer present are forgotten.
+    docs.truncate(3);
+    build_cached(&mut cache, &trust, "a", &docs, at(NOW), &never_stale);
+    assert_eq!(cache.len(), 3);
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes, and valid documents with bytes flipped, truncated or payload bytes
+        /// changed, never panic and never add a peer beyond the valid fleet.
+        #[test]
+        fn mutated_documents(
+            garbage in proptest::collection::vec(any::<u8>(), 0..300),
+            which in 0usize..7,
+            at_frac in 0.0f64..1.0,
+            flip in 1u8..=255,
+            truncate in any::<bool>(),
+        ) {
+            let (f, mut docs) = three();
+            docs.push(Document { key: "garbage.json".into(), bytes: garbage });
+            let target = &mut docs[which];
+            let original = target.bytes.clone();
+            let at = ((target.bytes.len() - 1) as f64 * at_frac) as usize;
+            if truncate {
+                target.bytes.truncate(at);
+            } else {
+                target.bytes[at] ^= flip;
+            }
+            let netmap = build_a(&f, &docs);
+            let peers = intent(&netmap).peers;
+            prop_assert!(peers.len() <= 2);
+            for key in peers.keys() {
+                prop_assert!(*key == f.wg("b") || *key == f.wg("c"));
+            }
+            // Changing a document's bytes either leaves its meaning intact (e.g. JSON whitespace
+            // or escape-equivalent base64 padding) or gets it rejected.
+            let meaning_kept = Envelope::open(&docs[which].bytes).ok().map(|(e, p)| (e.kind, e.signer, p))
+                == Envelope::open(&original).ok().map(|(e, p)| (e.kind, e.signer, p));
+            let rejected = netmap.rejections.iter().any(|r| r.key == docs[which].key);
+            prop_assert!(meaning_kept || rejected, "a changed document was accepted with a new meaning");
+        }
+    }
+}

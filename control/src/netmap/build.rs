@@ -3,7 +3,7 @@
 //! primary for each prefix several nodes advertise. Sans-IO and deterministic: the same documents,
 //! `now` and staleness always give the same, sorted netmap.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use core::fmt;
@@ -125,6 +125,76 @@ pub fn build(
     now: SystemTime,
     stale: &dyn Fn(&Key) -> bool,
 ) -> Netmap {
+    build_cached(&mut VerifyCache::default(), trust, self_name, docs, now, stale)
+}
+
+/// A parsed and verified document, or why it is not one.
+type Opened = Result<(Envelope, Payload), RejectReason>;
+
+/// Signature checks already done, by exact document bytes. Verifying is most of the cost of a
+/// build (an Ed25519 verification per document), and a control loop rebuilds with the same
+/// documents over and over as time passes; the result for given bytes never changes, so it is
+/// kept. Trust, expiry and policy are checked again on every build.
+#[derive(Debug, Default)]
+pub struct VerifyCache {
+    /// Document bytes -> (generation last seen, verification result).
+    entries: HashMap<Vec<u8>, (u64, Opened)>,
+    generation: u64,
+}
+
+impl VerifyCache {
+    /// Parses and verifies `bytes`, or returns the remembered result.
+    fn open(&mut self, bytes: &[u8]) -> Opened {
+        let generation = self.generation;
+        if let Some((seen, result)) = self.entries.get_mut(bytes) {
+            *seen = generation;
+            return result.clone();
+        }
+        let result = Envelope::open(bytes);
+        self.entries.insert(bytes.to_vec(), (generation, result.clone()));
+        result
+    }
+
+    /// Forgets documents that were not part of the last build.
+    fn end_build(&mut self) {
+        let generation = self.generation;
+        self.entries.retain(|_, (seen, _)| *seen == generation);
+        self.generation += 1;
+    }
+
+    /// How many documents are remembered.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// [`build`], reusing the signature checks in `cache` from earlier builds: the same netmap as
+/// [`build`], much cheaper when few documents changed. Keep one cache per control loop.
+pub fn build_cached(
+    cache: &mut VerifyCache,
+    trust: &Trust,
+    self_name: &str,
+    docs: &[Document],
+    now: SystemTime,
+    stale: &dyn Fn(&Key) -> bool,
+) -> Netmap {
+    let netmap = build_inner(cache, trust, self_name, docs, now, stale);
+    cache.end_build();
+    netmap
+}
+
+fn build_inner(
+    cache: &mut VerifyCache,
+    trust: &Trust,
+    self_name: &str,
+    docs: &[Document],
+    now: SystemTime,
+    stale: &dyn Fn(&Key) -> bool,
+) -> Netmap {
     let now = unix_secs(now);
     let mut rejections = Vec::new();
     let mut reject = |key: &str, node: Option<&str>, reason: RejectReason| {
@@ -135,7 +205,7 @@ pub fn build(
     let mut records: Vec<(&str, VerifyingKey, NodeRecord)> = Vec::new();
     let mut policies: Vec<(&str, Policy)> = Vec::new();
     for doc in docs {
-        let (envelope, payload) = match Envelope::open(&doc.bytes) {
+        let (envelope, payload) = match cache.open(&doc.bytes) {
             Ok(opened) => opened,
             Err(reason) => {
                 reject(&doc.key, None, reason);
@@ -181,30 +251,30 @@ pub fn build(
     }
     // One WireGuard key or overlay address claimed by two nodes: neither counts, since either
     // could be the operator's mistake and AllowedIPs cannot be shared.
+    let mut by_key: BTreeMap<Key, Vec<usize>> = BTreeMap::new();
+    let mut by_address: BTreeMap<IpAddr, Vec<usize>> = BTreeMap::new();
+    for (i, (_, cert)) in winners.iter().enumerate() {
+        by_key.entry(cert.wireguard_key).or_default().push(i);
+        for address in cert.addresses.iter().collect::<BTreeSet<_>>() {
+            by_address.entry(*address).or_default().push(i);
+        }
+    }
     let mut refused = BTreeSet::new();
-    for (i, (key, cert)) in winners.iter().enumerate() {
-        for (j, (_, other)) in winners.iter().enumerate() {
-            if i == j {
-                continue;
+    let key_clashes = by_key.values().map(|claimants| (claimants, None));
+    let address_clashes = by_address.iter().map(|(address, claimants)| (claimants, Some(*address)));
+    for (claimants, address) in key_clashes.chain(address_clashes).filter(|(c, _)| c.len() > 1) {
+        for &i in claimants {
+            if !refused.insert(i) {
+                continue; // one reason per certificate is enough
             }
-            if cert.wireguard_key == other.wireguard_key {
-                reject(
-                    key,
-                    Some(&cert.name),
-                    RejectReason::DuplicateKey { key: cert.wireguard_key, other: other.name.clone() },
-                );
-                refused.insert(i);
-                break;
-            }
-            if let Some(address) = cert.addresses.iter().find(|a| other.addresses.contains(a)) {
-                reject(
-                    key,
-                    Some(&cert.name),
-                    RejectReason::DuplicateAddress { address: *address, other: other.name.clone() },
-                );
-                refused.insert(i);
-                break;
-            }
+            let (key, cert) = &winners[i];
+            let other =
+                winners[claimants.iter().copied().find(|&j| j != i).expect("two or more claimants")].1.name.clone();
+            let reason = match address {
+                None => RejectReason::DuplicateKey { key: cert.wireguard_key, other },
+                Some(address) => RejectReason::DuplicateAddress { address, other },
+            };
+            reject(key, Some(&cert.name), reason);
         }
     }
     let winners: BTreeMap<String, (&str, NodeCert)> = winners
@@ -271,8 +341,9 @@ pub fn build(
 
 /// The decision for every route advertised in a live record.
 fn decide_routes(nodes: &[NodeView], policy: Option<&Policy>) -> Vec<RouteDecision> {
-    let addresses: Vec<(IpAddr, &str)> =
+    let mut addresses: Vec<(IpAddr, &str)> =
         nodes.iter().flat_map(|n| n.cert.addresses.iter().map(move |a| (*a, n.name()))).collect();
+    addresses.sort();
     let mut routes = Vec::new();
     for node in nodes {
         let Some(record) = &node.record else { continue };
@@ -309,7 +380,8 @@ fn decide_routes(nodes: &[NodeView], policy: Option<&Policy>) -> Vec<RouteDecisi
     routes.into_iter().map(|r| r.0).collect()
 }
 
-/// Whether the policy lets `node` advertise `prefix`.
+/// Whether the policy lets `node` advertise `prefix`; `addresses` is every node's overlay
+/// addresses, sorted.
 fn approve(
     policy: Option<&Policy>,
     prefix: &IpNet,
@@ -323,7 +395,10 @@ fn approve(
         return Err(NotApproved::TagNotAllowed { approver: first.prefix, tags: first.tags.clone() });
     }
     // A subnet route must never take over another node's overlay address.
-    if let Some((address, owner)) = addresses.iter().find(|(a, owner)| *owner != node.name() && prefix.contains(*a)) {
+    // `addresses` is sorted, so the ones inside the prefix are one run starting at its network address.
+    let first = addresses.partition_point(|(a, _)| *a < prefix.addr());
+    let mut inside = addresses[first..].iter().take_while(|(a, _)| prefix.contains(*a));
+    if let Some((address, owner)) = inside.find(|(_, owner)| *owner != node.name()) {
         return Err(NotApproved::CoversNodeAddress { address: *address, node: (*owner).to_owned() });
     }
     Ok(())

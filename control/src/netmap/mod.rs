@@ -15,7 +15,9 @@ mod intent;
 mod reject;
 mod signing;
 
-pub use build::{build, covers, Netmap, NodeView, NotApproved, RouteDecision, RouteState, Trust};
+pub use build::{
+    build, build_cached, covers, Netmap, NodeView, NotApproved, RouteDecision, RouteState, Trust, VerifyCache,
+};
 pub use document::{
     check_name, format_mac, parse_mac, Acl, AutoApprover, Document, Envelope, Kind, NodeCert, NodeRecord, Payload,
     Policy,
