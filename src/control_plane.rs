@@ -236,6 +236,7 @@ impl ControlSide {
             "netmap_age_secs": age,
             "netmaps_applied": self.applied,
             "held": self.held,
+            "policy_version": netmap.and_then(|(n, _)| n.policy.as_ref()).map(|p| p.version),
             "peers": self.engine.current().peers.len(),
             "routes_approved": netmap.map_or(0, |(n, _)| n.routes.iter().filter(|r| matches!(r.state, RouteState::Approved { .. })).count()),
             "rejections": netmap.map_or(0, |(n, _)| n.rejections.len()),

@@ -97,6 +97,10 @@ pub fn status(ifname: &str, json: bool) -> anyhow::Result<()> {
             Some(age) => println!("  netmap: built {age} s ago, {} applied so far", c["netmaps_applied"]),
             None => println!("  netmap: none yet"),
         }
+        match c["policy_version"].as_u64() {
+            Some(v) => println!("  policy version {v}"),
+            None => println!("  no valid policy: nothing approved, no peers (fail closed)"),
+        }
         println!(
             "  {} peers, {} approved routes, {} rejected documents (vxwg routes {ifname})",
             c["peers"], c["routes_approved"], c["rejections"]
