@@ -638,3 +638,30 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn wildcard_acls_and_ipv6_routes() {
+    let (mut f, mut docs) = three();
+    let policy = Policy {
+        version: 5,
+        issued_at: NOW,
+        auto_approvers: vec![AutoApprover { prefix: net("fd00:42::/48"), tags: vec!["tag:k8s".into()] }],
+        acls: vec![Acl { src: "*".into(), dst: vec!["*".into()] }],
+    };
+    docs.push(doc("policy-v5.json".into(), policy.sign(&f.operator)));
+    docs.retain(|d| d.key != "b.record.json");
+    docs.push(f.record("b", &["fd00:42:0:2::/64", "fd00:43::/64", "10.42.2.0/24"]));
+    let netmap = build_a(&f, &docs);
+    assert_eq!(route(&netmap, "fd00:42:0:2::/64", "b"), &RouteState::Approved { primary: true });
+    assert_eq!(route(&netmap, "fd00:43::/64", "b"), &RouteState::NotApproved(NotApproved::NoApprover));
+    assert_eq!(
+        route(&netmap, "10.42.2.0/24", "b"),
+        &RouteState::NotApproved(NotApproved::NoApprover),
+        "v5 replaced v1"
+    );
+    let intent = intent(&netmap);
+    assert_eq!(intent.peers.len(), 2);
+    assert_eq!(intent.peers[&f.wg("b")].routes, vec![net("fd00:42:0:2::/64")]);
+    assert!(!covers(&net("10.0.0.0/8"), &net("::/0")) && !covers(&net("::/0"), &net("10.0.0.0/8")));
+    assert!(covers(&net("::/0"), &net("fd00::/8")) && !covers(&net("fd00::/8"), &net("::/0")));
+}
