@@ -347,4 +347,57 @@ mod tests {
         assert!(sync.stale_peers(&e, t0 + Duration::from_secs(200), after).is_empty());
         assert_eq!(sync.stale_peers(&e, t0 + Duration::from_secs(211), after), BTreeSet::from([a.public_key]));
     }
+
+    #[test]
+    fn with_the_pod_path_routes_become_pod_routes_to_the_vtep() {
+        use crate::dataplane::engine::pod::PodConfig;
+        use crate::dataplane::wire::vxlan::Vni;
+        let config = PodConfig {
+            vni: Vni::new(1).unwrap(),
+            local_vtep_mac: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            local_vtep_ip: "100.64.0.1".parse().unwrap(),
+            dst_port: 8472,
+            pod_mtu: 1370,
+            clamp_mss: true,
+        };
+        let mut pod = PodEngine::new(engine(), config).unwrap();
+        let mut sync = EngineSync::new(Vec::new(), None);
+        let a = peer("a", 2, &["10.42.2.0/24"]);
+        let mut plain = peer("b", 3, &["10.42.3.0/24"]);
+        plain.vtep_mac = None;
+        let now = Instant::now();
+        let r = sync.apply(intent(&[a.clone(), plain.clone()]), Target::Pod(&mut pod), now, SystemTime::now());
+        assert_eq!((r.added.len(), r.pod_routes_changed), (2, 1), "{r:?}");
+        let ida = pod.engine().device().peer_by_key(&a.public_key.0).unwrap();
+        let idb = pod.engine().device().peer_by_key(&plain.public_key.0).unwrap();
+        // a: its route is a pod route to its VTEP; its AllowedIPs hold its overlay address only.
+        let (net, remote) = pod.routes().lookup("10.42.2.9".parse().unwrap()).unwrap();
+        assert_eq!(net, "10.42.2.0/24".parse().unwrap());
+        assert_eq!(
+            remote,
+            RemoteVtep { vtep_ip: "100.64.0.2".parse().unwrap(), vtep_mac: EthernetAddress([2, 0, 0, 0, 0, 2]) }
+        );
+        assert_eq!(pod.engine().allowed_ips(ida), vec!["100.64.0.2/32".parse().unwrap()]);
+        // b has no VTEP MAC: plain L3, its route in its AllowedIPs.
+        assert_eq!(pod.engine().route("10.42.3.9".parse().unwrap()), Some(idb));
+        assert!(pod.routes().lookup("10.42.3.9".parse().unwrap()).is_none());
+        let routes = sync.kernel_routes(Some("100.64.0.1".parse().unwrap()));
+        assert_eq!(routes.get(&"10.42.2.0/24".parse().unwrap()), Some(&Via::Pods));
+        assert_eq!(routes.get(&"10.42.3.0/24".parse().unwrap()), Some(&Via::Tunnel));
+        assert_eq!(routes.get(&"100.64.0.2/32".parse().unwrap()), Some(&Via::Tunnel));
+
+        // a's route moves to a new prefix: the old pod route goes, the new one comes.
+        let mut a2 = a.clone();
+        a2.routes = vec!["10.42.4.0/24".parse().unwrap()];
+        a2.allowed_ips = vec!["10.42.4.0/24".parse().unwrap(), "100.64.0.2/32".parse().unwrap()];
+        let r = sync.apply(intent(&[a2, plain]), Target::Pod(&mut pod), now, SystemTime::now());
+        assert_eq!((r.updated.len(), r.pod_routes_changed), (1, 2), "{r:?}");
+        assert!(pod.routes().lookup("10.42.2.9".parse().unwrap()).is_none());
+        assert!(pod.routes().lookup("10.42.4.9".parse().unwrap()).is_some());
+        assert_eq!(pod.engine().device().peer_by_key(&a.public_key.0), Some(ida), "same peer, updated in place");
+        // a gone: its pod route too.
+        sync.apply(Intent::default(), Target::Pod(&mut pod), now, SystemTime::now());
+        assert!(pod.routes().is_empty());
+        assert_eq!(pod.engine().device().peer_ids().count(), 0);
+    }
 }

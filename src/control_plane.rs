@@ -152,14 +152,17 @@ impl ControlSide {
         self.wake.as_raw_fd()
     }
 
-    /// Called by the daemon loop on every wake-up: applies a waiting netmap, and once a second
-    /// reports stale peers to the thread and reconciles the kernel's routes.
-    pub fn poll(&mut self, ifname: &str, dp: &mut Dataplane) {
-        let mut drain = [0u8; 64];
-        while matches!(self.wake.read(&mut drain), Ok(n) if n > 0) {}
-        let waiting = self.shared.mailbox.lock().map(|mut m| m.take()).unwrap_or(None);
-        if let Some(built) = waiting {
-            self.take(ifname, built, dp);
+    /// Called by the daemon loop on every wake-up (`woken`: [`ControlSide::wake_fd`] was
+    /// readable): applies a waiting netmap, and once a second reports stale peers to the thread
+    /// and reconciles the kernel's routes. Costs a clock read when there is nothing to do.
+    pub fn poll(&mut self, ifname: &str, dp: &mut Dataplane, woken: bool) {
+        if woken {
+            let mut drain = [0u8; 64];
+            while matches!(self.wake.read(&mut drain), Ok(n) if n > 0) {}
+            let waiting = self.shared.mailbox.lock().map(|mut m| m.take()).unwrap_or(None);
+            if let Some(built) = waiting {
+                self.take(ifname, built, dp);
+            }
         }
         if self.last_tick.elapsed() >= TICK_EVERY {
             self.last_tick = Instant::now();

@@ -186,7 +186,7 @@ impl Daemon {
                 .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now).min(Duration::from_secs(1)));
             // poll(2) ignores a negative descriptor: no pod TUN, no readiness.
             let pod_fd = self.pod.as_ref().map_or(-1, |p| p.port.tun.raw_fd());
-            let [tun, udp, uapi, sig, pod, _control] = wait_readable(
+            let [tun, udp, uapi, sig, pod, netmap] = wait_readable(
                 [
                     self.tun.tun.raw_fd(),
                     self.udp.raw_fd(),
@@ -227,7 +227,7 @@ impl Daemon {
                 self.dp.handle_timeout(Instant::now());
             }
             if let Some(control) = self.control.as_mut() {
-                control.poll(&self.name, &mut self.dp);
+                control.poll(&self.name, &mut self.dp, netmap.readable);
             }
             self.flush_control();
             self.refresh_mtu();
