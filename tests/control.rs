@@ -165,13 +165,18 @@ struct Daemon<'a> {
 
 impl<'a> Daemon<'a> {
     fn start(ns: &'a Netns, netmap: &Netmap, spec: &Spec) -> Daemon<'a> {
+        Self::start_with(ns, netmap, spec, "")
+    }
+
+    /// As [`Daemon::start`], with `extra` TOML tables (such as `[vxlan]`) after `[control]`.
+    fn start_with(ns: &'a Netns, netmap: &Netmap, spec: &Spec, extra: &str) -> Daemon<'a> {
         let dir = std::env::temp_dir().join(format!("vxwg-ctlcfg-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("private.key"), &spec.wg.0).unwrap();
         std::fs::write(dir.join("signing.key"), spec.signing.to_base64()).unwrap();
         let routes: Vec<String> = spec.routes.iter().map(|r| format!("{r:?}")).collect();
         let toml = format!(
-            "private_key_file = \"private.key\"\nlisten_port = 41641\naddresses = [\"{}/32\"]\n[control]\nnode = \"{}\"\noperator_key = \"{}\"\nsigning_key_file = \"signing.key\"\nsource = \"file\"\npath = \"{}\"\nadvertise_endpoints = [\"{}\"]\nadvertise_routes = [{}]\nrecord_ttl_secs = {RECORD_TTL}\nrefresh_secs = {REFRESH}\n",
+            "private_key_file = \"private.key\"\nlisten_port = 41641\naddresses = [\"{}/32\"]\n[control]\nnode = \"{}\"\noperator_key = \"{}\"\nsigning_key_file = \"signing.key\"\nsource = \"file\"\npath = \"{}\"\nadvertise_endpoints = [\"{}\"]\nadvertise_routes = [{}]\nrecord_ttl_secs = {RECORD_TTL}\nrefresh_secs = {REFRESH}\n{extra}",
             spec.overlay,
             spec.name,
             netmap.operator.public().to_base64(),
@@ -207,8 +212,9 @@ impl<'a> Daemon<'a> {
         start.elapsed()
     }
 
+    /// Table 52 (empty before the first route creates it).
     fn table(&self) -> String {
-        self.ns.exec("ip route show table 52")
+        String::from_utf8_lossy(&self.ns.try_exec("ip route show table 52").stdout).into_owned()
     }
 
     fn routes_json(&self) -> serde_json::Value {
@@ -486,4 +492,49 @@ fn ha_subnet_route_fails_over_to_the_standby_when_the_primary_dies() {
         .find(|p| p["public_key"] == b.wg.1.as_str())
         .unwrap_or_else(|| panic!("hb is a peer: {status:#}"));
     assert!(via_b["allowed_ips"].as_array().unwrap().iter().any(|n| n == "10.42.0.0/16"), "{status:#}");
+}
+
+#[test]
+fn with_the_pod_path_approved_pod_cidrs_travel_as_vxlan_to_the_advertising_vtep() {
+    if !require(&["ip", "wg", "ping", "sysctl"]) {
+        return;
+    }
+    let lan = Lan::new();
+    let (na, nb) = (lan.join("pa", "10.201.0.1"), lan.join("pb", "10.201.0.2"));
+    let pod_a = pod_behind(&na, "ppa", "10.42.1.1", "10.42.1.2");
+    let pod_b = pod_behind(&nb, "ppb", "10.42.2.1", "10.42.2.2");
+    let netmap = Netmap::new();
+    let router = ["tag:node", "tag:router"];
+    let a = Spec::new("pa", "100.64.43.1", "10.201.0.1", &["10.42.1.0/24"], &router);
+    let b = Spec::new("pb", "100.64.43.2", "10.201.0.2", &["10.42.2.0/24"], &router);
+    netmap.certify(&a);
+    netmap.certify(&b);
+    netmap.policy();
+    let vxlan = |mac: &str, pods: &str| format!("[vxlan]\nvtep_mac = \"{mac}\"\npod_cidrs = [\"{pods}\"]\n");
+    let da = Daemon::start_with(&na, &netmap, &a, &vxlan("02:00:00:00:43:01", "10.42.1.0/24"));
+    let db = Daemon::start_with(&nb, &netmap, &b, &vxlan("02:00:00:00:43:02", "10.42.2.0/24"));
+    // The pod TUN's default name: IFNAME cut to 10 characters, then -pods.
+    let pods_a = format!("{}-pods", da.ifname.chars().take(10).collect::<String>());
+    da.wait_for(10, "pb's pod CIDR routed into the pod TUN", || {
+        da.table().contains(&format!("10.42.2.0/24 dev {pods_a}"))
+    });
+    let table = da.table();
+    assert!(table.contains(&format!("100.64.43.2 dev {}", da.ifname)), "the VTEP address stays on the tunnel: {table}");
+    assert!(!table.contains("10.42.1.0"), "its own pod CIDR is not routed to a peer: {table}");
+
+    // Pod to pod, both ways, as VXLAN inside WireGuard.
+    db.wait_for(10, "pod a reaches pod b", || pod_a.try_exec("ping -c 1 -W 1 10.42.2.2").status.success());
+    assert!(pod_b.try_exec("ping -c 1 -W 1 10.42.1.2").status.success(), "pod b reaches pod a");
+    let status = da.status_json();
+    let pod = &status["pod"];
+    let route = pod["routes"].as_array().unwrap().iter().find(|r| r["cidr"] == "10.42.2.0/24");
+    let route = route.unwrap_or_else(|| panic!("pod route to pb's VTEP: {status:#}"));
+    assert_eq!(
+        (route["vtep_ip"].as_str(), route["vtep_mac"].as_str()),
+        (Some("100.64.43.2"), Some("02:00:00:00:43:02"))
+    );
+    assert!(pod["packets_out"].as_u64().unwrap() >= 1 && pod["packets_in"].as_u64().unwrap() >= 1, "{status:#}");
+    // pb's AllowedIPs hold its overlay address only: the pod CIDR is a pod route, not L3.
+    let peer = &status["peers"][0];
+    assert_eq!(peer["allowed_ips"], serde_json::json!(["100.64.43.2/32"]), "{status:#}");
 }
