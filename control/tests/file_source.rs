@@ -65,7 +65,8 @@ fn delivers_the_set_on_change_and_only_then() {
     let started = Instant::now();
     source.publish(&doc).unwrap();
     let set = source.next(Duration::from_secs(2)).unwrap().expect("changed");
-    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+    // The source polls every 100 ms; a generous bound keeps a loaded machine from failing this.
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     assert_eq!(keys(&set), ["a.cert.json", "bb.cert.json"]);
     assert_eq!(set[1], doc);
     let leftovers: Vec<_> = std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name()).collect();
