@@ -499,3 +499,62 @@ fn an_outage_is_reported_on_every_call_and_the_source_recovers_after_it() {
     assert_eq!(as_pairs(&c.next(Duration::from_secs(5)).unwrap().expect("first set")), pairs(&[("node-a", "a")]));
     assert!(b.next(Duration::from_millis(200)).expect("healthy again").is_none());
 }
+
+/// A network namespace for one test, with loopback up; deleted on drop.
+struct TestNetns {
+    name: String,
+}
+
+impl TestNetns {
+    fn new(tag: &str) -> TestNetns {
+        let name = format!("vxwg-{tag}-{}", std::process::id());
+        let ok = |args: &[&str]| {
+            let status = std::process::Command::new("ip").args(args).status().expect("run ip");
+            assert!(status.success(), "ip {args:?}");
+        };
+        ok(&["netns", "add", &name]);
+        let ns = TestNetns { name };
+        ok(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &str) {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend(args.split_whitespace());
+        let status = std::process::Command::new("ip").args(&full).status().expect("run ip");
+        assert!(status.success(), "ip {full:?}");
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// The harness can put a cluster inside a namespace (for vxwg nodes in other namespaces to reach):
+/// it comes up there, survives a member's death and takes it back.
+#[test]
+fn a_cluster_runs_inside_a_network_namespace() {
+    if !etcd_available() {
+        return;
+    }
+    if !is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI must run as root");
+        eprintln!("skipped: needs root for a network namespace");
+        return;
+    }
+    let ns = TestNetns::new("etcdns");
+    // An address of the namespace alone (on its loopback); a test would put it on a bridge.
+    ns.ip("addr add 10.77.0.1/32 dev lo");
+    let mut cluster = EtcdCluster::start_in_netns(3, &ns.name, "10.77.0.1");
+    assert_eq!(cluster.endpoints(), ["http://10.77.0.1:2379", "http://10.77.0.1:2381", "http://10.77.0.1:2383"]);
+    cluster.kill(0);
+    cluster.wait_healthy(Duration::from_secs(15)).expect("two members stay healthy");
+    cluster.restart(0);
+    cluster.wait_healthy(Duration::from_secs(15)).expect("the restarted member rejoins");
+}

@@ -1,7 +1,9 @@
-//! A real etcd cluster for tests: `etcd` processes on 127.0.0.1, free ports picked at start, one
-//! data directory each under a temp directory named with the pid. Everything is killed and removed
-//! on drop, also when a test panics (then each member's log is printed, since that is where
-//! etcd's side of a failure shows).
+//! A real etcd cluster for tests: `etcd` processes on 127.0.0.1 with free ports picked at start
+//! ([`EtcdCluster::start`]), or inside a network namespace the test made, on an address of that
+//! namespace ([`EtcdCluster::start_in_netns`], for vxwg nodes in other namespaces to reach over a
+//! veth or bridge). One data directory each under a temp directory named with the pid. Everything
+//! is killed and removed on drop, also when a test panics (then each member's log is printed,
+//! since that is where etcd's side of a failure shows).
 
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
@@ -30,6 +32,8 @@ struct Member {
     client_url: String,
     data_dir: PathBuf,
     log: PathBuf,
+    /// The namespace etcd runs in (`ip netns exec`, which execs etcd under the same pid).
+    netns: Option<String>,
     args: Vec<OsString>,
     process: Option<Child>,
 }
@@ -39,7 +43,15 @@ impl Member {
     fn spawn(&mut self) -> Result<(), String> {
         let out = OpenOptions::new().create(true).append(true).open(&self.log).map_err(|e| format!("log file: {e}"))?;
         let err = out.try_clone().map_err(|e| format!("log file: {e}"))?;
-        let process = Command::new("etcd")
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "etcd"]);
+                c
+            }
+            None => Command::new("etcd"),
+        };
+        let process = command
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(out)
@@ -49,11 +61,30 @@ impl Member {
         self.process = Some(process);
         Ok(())
     }
+
+    fn healthy(&self) -> bool {
+        match &self.netns {
+            Some(ns) => healthy_in_netns(ns, &self.client_url),
+            None => healthy(&self.client_url),
+        }
+    }
 }
 
 pub struct EtcdCluster {
     dir: PathBuf,
     members: Vec<Member>,
+}
+
+/// Where the members listen: a namespace (none: the test's own) and an address in it.
+struct Placement<'a> {
+    netns: Option<&'a str>,
+    host: &'a str,
+}
+
+const HEALTH_REQUEST: &str = "GET /health HTTP/1.1\r\nHost: etcd\r\nConnection: close\r\n\r\n";
+
+fn health_answer_ok(answer: &str) -> bool {
+    answer.starts_with("HTTP/1.1 200") && answer.contains(r#""health":"true""#)
 }
 
 /// etcd's `/health` on the client URL (plain HTTP/1.1 next to gRPC): true once the member has a
@@ -64,13 +95,26 @@ fn healthy(client_url: &str) -> bool {
     };
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return false };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
+    if stream.write_all(HEALTH_REQUEST.as_bytes()).is_err() {
         return false;
     }
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200") && answer.contains(r#""health":"true""#)
+    health_answer_ok(&answer)
+}
+
+/// [`healthy`] for a member inside namespace `ns`, which this process can't reach: bash's
+/// /dev/tcp run there does the request.
+fn healthy_in_netns(ns: &str, client_url: &str) -> bool {
+    let Some((host, port)) = client_url.strip_prefix("http://").and_then(|a| a.rsplit_once(':')) else {
+        return false;
+    };
+    let script = format!("exec 3<>/dev/tcp/{host}/{port} && printf '{HEALTH_REQUEST}' >&3 && cat <&3");
+    let output = Command::new("ip")
+        .args(["netns", "exec", ns, "timeout", "3", "bash", "-c", &script])
+        .stderr(Stdio::null())
+        .output();
+    output.is_ok_and(|o| health_answer_ok(&String::from_utf8_lossy(&o.stdout)))
 }
 
 /// Ports the kernel hands out for port 0, released just before etcd binds them.
@@ -81,8 +125,21 @@ fn free_ports(n: usize) -> Vec<u16> {
 }
 
 impl EtcdCluster {
-    /// Starts `size` members and waits until they have elected a leader and answer reads.
+    /// Starts `size` members on 127.0.0.1 and waits until they have elected a leader and answer
+    /// reads.
     pub fn start(size: usize) -> EtcdCluster {
+        Self::start_at(size, Placement { netns: None, host: "127.0.0.1" })
+    }
+
+    /// Starts `size` members inside namespace `netns` (made by the test, with `host` assigned to
+    /// one of its interfaces and up), on ports 2379 + 2i (client) and 2380 + 2i (peer): the
+    /// namespace is fresh, so they are free. The client URLs are reachable only from there and
+    /// from namespaces routed to it.
+    pub fn start_in_netns(size: usize, netns: &str, host: &str) -> EtcdCluster {
+        Self::start_at(size, Placement { netns: Some(netns), host })
+    }
+
+    fn start_at(size: usize, placement: Placement<'_>) -> EtcdCluster {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         // A port taken between picking and binding makes a member exit: then try fresh ports.
         let mut last_failure = String::new();
@@ -92,7 +149,7 @@ impl EtcdCluster {
             let _ = fs::remove_dir_all(&dir);
             fs::create_dir_all(&dir).expect("create the cluster's temp directory");
             let mut cluster = EtcdCluster { dir, members: Vec::new() };
-            match cluster.launch(size, n) {
+            match cluster.launch(size, n, &placement) {
                 Ok(()) => return cluster,
                 Err(why) => last_failure = format!("{why}\n{}", cluster.logs()),
             }
@@ -100,15 +157,19 @@ impl EtcdCluster {
         panic!("etcd cluster did not start: {last_failure}");
     }
 
-    fn launch(&mut self, size: usize, n: usize) -> Result<(), String> {
-        let ports = free_ports(2 * size);
+    fn launch(&mut self, size: usize, n: usize, placement: &Placement<'_>) -> Result<(), String> {
+        let host = placement.host;
+        let ports: Vec<u16> = match placement.netns {
+            Some(_) => (0..2 * size).map(|i| 2379 + i as u16).collect(),
+            None => free_ports(2 * size),
+        };
         let token = format!("vxwg-test-{}-{n}", std::process::id());
         let names: Vec<String> = (0..size).map(|i| format!("m{i}")).collect();
-        let peer_urls: Vec<String> = (0..size).map(|i| format!("http://127.0.0.1:{}", ports[2 * i + 1])).collect();
+        let peer_urls: Vec<String> = (0..size).map(|i| format!("http://{host}:{}", ports[2 * i + 1])).collect();
         let initial_cluster: Vec<String> = names.iter().zip(&peer_urls).map(|(n, u)| format!("{n}={u}")).collect();
         let initial_cluster = initial_cluster.join(",");
         for i in 0..size {
-            let client_url = format!("http://127.0.0.1:{}", ports[2 * i]);
+            let client_url = format!("http://{host}:{}", ports[2 * i]);
             let data_dir = self.dir.join(&names[i]);
             let mut args: Vec<OsString> = Vec::new();
             for arg in [
@@ -140,7 +201,8 @@ impl EtcdCluster {
             }
             args.push(data_dir.clone().into());
             let log = self.dir.join(format!("{}.log", names[i]));
-            let mut member = Member { name: names[i].clone(), client_url, data_dir, log, args, process: None };
+            let netns = placement.netns.map(str::to_string);
+            let mut member = Member { name: names[i].clone(), client_url, data_dir, log, netns, args, process: None };
             member.spawn()?;
             self.members.push(member);
         }
@@ -158,7 +220,7 @@ impl EtcdCluster {
     pub fn wait_healthy(&mut self, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
         for member in self.members.iter_mut().filter(|m| m.process.is_some()) {
-            while !healthy(&member.client_url) {
+            while !member.healthy() {
                 if let Some(Ok(Some(status))) = member.process.as_mut().map(Child::try_wait) {
                     return Err(format!("etcd member {} exited early: {status}", member.name));
                 }
