@@ -23,6 +23,7 @@ use vxwg::dataplane::engine::{Datagram, Engine, Incoming, Outgoing, HEADROOM, TA
 use vxwg::dataplane::io::netlink::Netlink;
 use vxwg::dataplane::io::poll::wait_readable;
 use vxwg::dataplane::io::{RecvMeta, UdpSocket, BATCH};
+use vxwg::dataplane::mtu;
 use vxwg::dataplane::wireguard::{Device, DeviceConfig, PeerConfig, Transmit};
 
 /// vxwg's own request on the UAPI socket (answered with one line of JSON and a blank line).
@@ -106,6 +107,10 @@ struct PodSide {
     out: Vec<PodOutgoing>,
     icmp: Vec<PodIcmp>,
     incoming: Vec<PodIncoming>,
+    /// Per peer: the underlay path MTU last read and the pod MTU it allows.
+    paths: std::collections::HashMap<vxwg::dataplane::wireguard::PeerId, (u32, u32)>,
+    /// When the paths were last read; a send refused as too big asks for a read at once.
+    paths_checked: Option<Instant>,
 }
 
 /// Removes the UAPI socket when the daemon ends, however it ends.
@@ -231,6 +236,7 @@ impl Daemon {
             }
             self.flush_control();
             self.refresh_mtu();
+            self.refresh_path_mtus();
         }
     }
 
@@ -278,6 +284,8 @@ impl Daemon {
                 out: Vec::with_capacity(BATCH),
                 icmp: Vec::new(),
                 incoming: Vec::with_capacity(BATCH),
+                paths: Default::default(),
+                paths_checked: None,
             });
         }
         let setup = InterfaceSetup::apply(&self.name, config, &prefixes, pod_ifname.as_deref())?;
@@ -285,6 +293,33 @@ impl Daemon {
             self.control = Some(crate::control_plane::ControlSide::start(&self.name, config, pod_ifname.as_deref())?);
         }
         Ok(setup)
+    }
+
+    /// Pod path: holds pod packets to each peer to what its underlay path carries, as the kernel
+    /// knows it (route MTU, lowered by ICMP it received), read every 2 s and at once after a send
+    /// was refused as too big.
+    fn refresh_path_mtus(&mut self) {
+        let (Some(pod), Dataplane::Pod(engine)) = (self.pod.as_mut(), &mut self.dp) else { return };
+        if pod.paths_checked.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+            return;
+        }
+        pod.paths_checked = Some(Instant::now());
+        let device = engine.engine().device();
+        let peers: Vec<_> = device.peer_ids().filter_map(|id| Some((id, device.peer_endpoint(id)?))).collect();
+        pod.paths.retain(|id, _| peers.iter().any(|(p, _)| p == id));
+        for (id, endpoint) in peers {
+            let Ok(path) = vxwg::dataplane::io::udp::path_mtu(endpoint, self.fwmark.unwrap_or(0)) else { continue };
+            if pod.paths.get(&id).is_some_and(|&(known, _)| known == path) {
+                continue;
+            }
+            let family = if endpoint.is_ipv4() { mtu::Family::V4 } else { mtu::Family::V6 };
+            let pod_mtu = engine.set_path_mtu(id, path, family);
+            if pod.paths.insert(id, (path, pod_mtu)).is_some_and(|(_, before)| before != pod_mtu)
+                || pod_mtu < engine.config().pod_mtu
+            {
+                log(&self.name, &format!("path to {endpoint}: MTU {path}, pod MTU {pod_mtu}"));
+            }
+        }
     }
 
     /// Pads to the interface's MTU as it is now (checked once a second).
@@ -341,6 +376,10 @@ impl Daemon {
         engine.encapsulate_pod_batch(&mut port.bufs[..n], &port.lens[..n], Instant::now(), &mut pod.out, &mut pod.icmp);
         let msgs = pod.out.iter().map(|o| (&port.bufs[o.slot][o.range.clone()], o.dst));
         if let Err(e) = self.udp.send_batch(msgs) {
+            if e.raw_os_error() == Some(EMSGSIZE) {
+                // The path shrank under us: read it again now rather than in up to 2 s.
+                pod.paths_checked = None;
+            }
             log(&self.name, &format!("send: {e}"));
         }
         for icmp in &pod.icmp {
@@ -508,7 +547,7 @@ impl Daemon {
         }
         let pod = match &self.dp {
             Dataplane::L3(_) => serde_json::Value::Null,
-            Dataplane::Pod(p) => pod_status(p),
+            Dataplane::Pod(p) => pod_status(p, self.pod.as_ref().map(|s| &s.paths)),
         };
         serde_json::json!({
             "interface": self.name,
@@ -634,15 +673,32 @@ impl Daemon {
 }
 
 /// The pod path in `vxwg status --json`: the VTEP, its routes and counters.
-fn pod_status(p: &PodEngine) -> serde_json::Value {
+fn pod_status(
+    p: &PodEngine,
+    paths: Option<&std::collections::HashMap<vxwg::dataplane::wireguard::PeerId, (u32, u32)>>,
+) -> serde_json::Value {
     let c = p.config();
     let s = p.stats();
+    let device = p.engine().device();
+    let paths: Vec<_> = paths
+        .into_iter()
+        .flatten()
+        .map(|(&id, &(path_mtu, pod_mtu))| {
+            serde_json::json!({
+                "public_key": Key(device.peer_public_key(id).unwrap_or_default()).to_base64(),
+                "endpoint": device.peer_endpoint(id).map(|e| e.to_string()),
+                "path_mtu": path_mtu,
+                "pod_mtu": pod_mtu,
+            })
+        })
+        .collect();
     serde_json::json!({
         "vni": c.vni.get(),
         "port": c.dst_port,
         "vtep_ip": c.local_vtep_ip.to_string(),
         "vtep_mac": c.local_vtep_mac.to_string(),
         "pod_mtu": c.pod_mtu,
+        "paths": paths,
         "routes": p.routes().iter().map(|(net, r)| serde_json::json!({
             "cidr": net.to_string(), "vtep_ip": r.vtep_ip.to_string(), "vtep_mac": r.vtep_mac.to_string(),
         })).collect::<Vec<_>>(),
@@ -679,6 +735,9 @@ fn bind_udp(port: u16) -> io::Result<UdpSocket> {
     }
     Ok(udp)
 }
+
+/// Linux's EMSGSIZE: a datagram too big for the path (DF is always set on the outer packet).
+const EMSGSIZE: i32 = 90;
 
 fn log(name: &str, msg: &str) {
     eprintln!("vxwg[{name}]: {msg}");

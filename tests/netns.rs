@@ -697,6 +697,90 @@ fn start_with_config<'a>(ns: &'a Netns, ifname: &str, keys: &(String, String), d
     }
 }
 
+/// Two vxwg nodes with the pod path: A (VTEP 100.64.17.1, pods 10.42.1.0/24) and B (VTEP
+/// 100.64.17.2, pods 10.42.2.0/24) over `underlay()`, started and with their pod routes in place.
+struct PodPair<'a> {
+    a: Node<'a>,
+    b: Node<'a>,
+    pod_a: String,
+    _dirs: (RemoveDir, RemoveDir),
+}
+
+impl<'a> PodPair<'a> {
+    fn start(na: &'a Netns, nb: &'a Netns) -> PodPair<'a> {
+        let (ka, kb) = (keypair(), keypair());
+        let side_a = PodSide { overlay: "100.64.17.1", mac: "02:00:00:00:17:01", pods: "10.42.1.0/24" };
+        let side_b = PodSide { overlay: "100.64.17.2", mac: "02:00:00:00:17:02", pods: "10.42.2.0/24" };
+        let a_dir = config_dir(&ka.0, &pod_config(&side_a, &side_b, &kb.1, "10.201.0.2", ""));
+        let b_dir = config_dir(&kb.0, &pod_config(&side_b, &side_a, &ka.1, "10.201.0.1", ""));
+        let dirs = (RemoveDir(a_dir.clone()), RemoveDir(b_dir.clone()));
+        let (ia, ib) = (ifname(), ifname());
+        let (pod_a, pod_b) = (pod_ifname(&ia), pod_ifname(&ib));
+        let a = start_with_config(na, &ia, &ka, &a_dir);
+        let b = start_with_config(nb, &ib, &kb, &b_dir);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(na.try_exec(&format!("ip route show table 52 | grep -q 'dev {pod_a}'")).status.success()
+            && nb.try_exec(&format!("ip route show table 52 | grep -q 'dev {pod_b}'")).status.success())
+        {
+            assert!(Instant::now() < deadline, "pod routes did not appear");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PodPair { a, b, pod_a, _dirs: dirs }
+    }
+}
+
+/// Per-peer path MTU: the underlay between two pod nodes shrinks from 1500 to 1400 under a
+/// running mesh. vxwg reads the smaller path from the kernel, lowers that peer's pod MTU to
+/// 1400 - 60 - 50 = 1290, and answers a larger DF packet itself with frag-needed carrying 1290,
+/// which the sending pod's kernel learns; TCP then completes over the smaller path.
+#[test]
+fn pod_mtu_follows_a_shrinking_underlay_path() {
+    if !require(&["ip", "wg", "ping", "python3", "sysctl"]) {
+        return;
+    }
+    let (na, nb) = underlay();
+    let pa = pod_behind(&na, "pa", "10.42.1.1", "10.42.1.2");
+    let pb = pod_behind(&nb, "pb", "10.42.2.1", "10.42.2.2");
+    let pair = PodPair::start(&na, &nb);
+    let (ia, ib) = (pair.a.ifname.clone(), pair.b.ifname.clone());
+    // The configured pod MTU (1420 - 50) passes while the underlay is 1500.
+    ping(&pa, "10.42.2.2");
+    let full = pa.try_exec("ping -c 1 -W 3 -M do -s 1342 10.42.2.2");
+    assert!(full.status.success(), "1370 passes: {}", String::from_utf8_lossy(&full.stdout));
+
+    // The underlay path shrinks (both ends of the veth, as a smaller link in between would).
+    for ns in [&na, &nb] {
+        let veth = ns.exec("ip -o link show type veth | awk -F': ' '$2 ~ /^vx/ {print $2}' | cut -d@ -f1");
+        ns.exec(&format!("ip link set {} mtu 1400", veth.trim()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let va = status_json(&na, &ia);
+        if va["pod"]["paths"][0]["pod_mtu"].as_u64() == Some(1290) {
+            assert_eq!(va["pod"]["paths"][0]["path_mtu"].as_u64(), Some(1400), "{va}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "pod MTU not lowered: {va}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // 1300 with DF: vxwg answers (the pod TUN still says 1370) with frag-needed carrying 1290;
+    // the pod's kernel learns it, so the next attempt fails locally with the same MTU.
+    let first = pa.try_exec("ping -c 1 -W 3 -M do -s 1272 10.42.2.2");
+    let second = pa.try_exec("ping -c 1 -W 3 -M do -s 1272 10.42.2.2");
+    let said = format!("{}{}", String::from_utf8_lossy(&first.stdout), String::from_utf8_lossy(&second.stderr));
+    let said = said + &String::from_utf8_lossy(&second.stdout);
+    assert!(!first.status.success() && !second.status.success(), "{said}");
+    assert!(said.contains("mtu = 1290") || said.contains("mtu=1290"), "frag-needed carried 1290: {said}");
+    assert!(status_json(&na, &ia)["pod"]["too_big"].as_u64().unwrap() >= 1);
+    // What fits the smaller path passes, and TCP completes over it (both directions).
+    let fits = pa.try_exec("ping -c 1 -W 3 -M do -s 1262 10.42.2.2");
+    assert!(fits.status.success(), "1290 passes: {}", String::from_utf8_lossy(&fits.stdout));
+    tcp_transfer(&pa, &pb, "10.42.2.2", 20);
+    tcp_transfer(&pb, &pa, "10.42.1.2", 5);
+    assert_eq!(status_json(&nb, &ib)["pod"]["paths"][0]["pod_mtu"].as_u64(), Some(1290));
+}
+
 /// Removes a config directory on drop, even when the test panics.
 struct RemoveDir(std::path::PathBuf);
 
@@ -729,23 +813,8 @@ fn pods_behind_two_vxwg_nodes_talk_over_vxlan_in_wireguard() {
     let pa = pod_behind(&na, "pa", "10.42.1.1", "10.42.1.2");
     let pb = pod_behind(&nb, "pb", "10.42.2.1", "10.42.2.2");
     let vxwg = env!("CARGO_BIN_EXE_vxwg");
-    let (ka, kb) = (keypair(), keypair());
-    let side_a = PodSide { overlay: "100.64.17.1", mac: "02:00:00:00:17:01", pods: "10.42.1.0/24" };
-    let side_b = PodSide { overlay: "100.64.17.2", mac: "02:00:00:00:17:02", pods: "10.42.2.0/24" };
-    let a_dir = config_dir(&ka.0, &pod_config(&side_a, &side_b, &kb.1, "10.201.0.2", ""));
-    let b_dir = config_dir(&kb.0, &pod_config(&side_b, &side_a, &ka.1, "10.201.0.1", ""));
-    let _cleanup = (RemoveDir(a_dir.clone()), RemoveDir(b_dir.clone()));
-    let (ia, ib) = (ifname(), ifname());
-    let (pod_a, pod_b) = (pod_ifname(&ia), pod_ifname(&ib));
-    let mut a = start_with_config(&na, &ia, &ka, &a_dir);
-    let mut b = start_with_config(&nb, &ib, &kb, &b_dir);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(na.try_exec(&format!("ip route show table 52 | grep -q 'dev {pod_a}'")).status.success()
-        && nb.try_exec(&format!("ip route show table 52 | grep -q 'dev {pod_b}'")).status.success())
-    {
-        assert!(Instant::now() < deadline, "pod routes did not appear");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let PodPair { mut a, mut b, _dirs, pod_a, .. } = PodPair::start(&na, &nb);
+    let (ia, ib) = (a.ifname.clone(), b.ifname.clone());
     // The pod TUN: up, at the pod MTU (1420 - 50 of VXLAN over IPv4 VTEPs), and the remote pod
     // CIDR routed into it in vxwg's table; the overlay address stays on the WireGuard TUN.
     let link = na.exec(&format!("ip link show {pod_a}"));

@@ -518,3 +518,34 @@ fn icmp_answers_are_rate_limited() {
     assert_eq!(s.icmp.len(), 10);
     assert_eq!(s.icmp.iter().map(|i| i.slot).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_smaller_path_to_one_peer_lowers_its_pod_mtu_and_answers_with_it() {
+    let mut p = pair(false);
+    assert_eq!(p.pod_mtu, 1370);
+    // The kernel now says the path to B carries 1400-byte datagrams: 1400 - 60 - 50 = 1290.
+    assert_eq!(p.a.pod.set_path_mtu(p.a.peer, 1400, Family::V4), 1290);
+    assert_eq!(p.a.pod.pod_mtu_for(p.a.peer), 1290);
+    // 1290 fits, and its datagram fits the smaller path exactly.
+    let s = send(&mut p.a, &mut p.b, &[udp4([10, 42, 1, 5], [10, 42, 2, 7], 1290, true)], p.now);
+    assert_eq!(s.delivered.len(), 1);
+    assert_eq!(s.out[0].range.len(), 1400 - 20 - 8, "WireGuard payload of a 1400-byte IPv4 datagram");
+    // 1291 with DF: frag-needed carrying the path's pod MTU, not the configured one.
+    let s = send(&mut p.a, &mut p.b, &[udp4([10, 42, 1, 5], [10, 42, 2, 7], 1291, true)], p.now);
+    assert!(s.out.is_empty() && s.delivered.is_empty());
+    let icmp = &s.icmp[0].packet[20..];
+    assert_eq!((icmp[0], icmp[1]), (3, 4));
+    assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1290, "next-hop MTU of the smaller path");
+    // Without DF: fragments of at most 1290.
+    let s = send(&mut p.a, &mut p.b, &[udp4([10, 42, 1, 5], [10, 42, 2, 7], 2000, false)], p.now);
+    assert_eq!(s.delivered.len(), 2);
+    assert!(s.delivered.iter().all(|(_, f)| f.len() <= 1290));
+    // SYNs to that peer are clamped to the smaller MTU: 1290 - 40.
+    let s = send(&mut p.a, &mut p.b, &[syn4([10, 42, 1, 5], [10, 42, 2, 7], 1460)], p.now);
+    let tcp = &s.delivered[0].1[20..];
+    assert_eq!(u16::from_be_bytes([tcp[22], tcp[23]]), 1250);
+    // The path grows back (or is larger than needed): the configured pod MTU again, never more.
+    assert_eq!(p.a.pod.set_path_mtu(p.a.peer, 9000, Family::V4), 1370);
+    let s = send(&mut p.a, &mut p.b, &[udp4([10, 42, 1, 5], [10, 42, 2, 7], 1370, true)], p.now);
+    assert_eq!(s.delivered.len(), 1);
+}

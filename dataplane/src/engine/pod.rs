@@ -406,6 +406,9 @@ pub struct PodEngine {
     pending: VecDeque<Transmit>,
     icmp_tokens: u32,
     icmp_refill: Option<Instant>,
+    /// Per peer (by [`PeerId::index`]): the pod MTU its underlay path allows, when it is below
+    /// the configured one (0: the configured one).
+    path_pod_mtu: Vec<u32>,
 }
 
 impl PodEngine {
@@ -429,6 +432,7 @@ impl PodEngine {
             pending: VecDeque::new(),
             icmp_tokens: ICMP_BURST,
             icmp_refill: None,
+            path_pod_mtu: Vec::new(),
         })
     }
 
@@ -463,6 +467,35 @@ impl PodEngine {
             return Err(PodConfigError::MixedFamilies { local: self.config.local_vtep_ip, remote: remote.vtep_ip });
         }
         Ok(self.routes.insert(net, remote))
+    }
+
+    /// Records the underlay path MTU towards `peer` (as the kernel measured it: `IP_MTU` on a
+    /// socket connected to its endpoint, or ICMP-driven PMTU discovery), so that pod packets to
+    /// it are held to what fits that path: the configured pod MTU, or less when the path is
+    /// smaller. Returns the pod MTU now in force for the peer.
+    pub fn set_path_mtu(&mut self, peer: PeerId, underlay_mtu: u32, underlay: Family) -> u32 {
+        let vtep = Family::of(self.config.local_vtep_ip);
+        let fits = mtu::pod_mtu(underlay_mtu, underlay, vtep).unwrap_or_else(|e| e.mtu.max(mtu::IPV4_MIN_MTU));
+        let i = peer.index();
+        if self.path_pod_mtu.len() <= i {
+            self.path_pod_mtu.resize(i + 1, 0);
+        }
+        self.path_pod_mtu[i] = if fits < self.config.pod_mtu { fits } else { 0 };
+        // WireGuard pads to 16 but never past the tunnel MTU: cap it at this path's, so a pod
+        // packet of exactly the pod MTU still fits the path after padding.
+        let tunnel = mtu::tunnel_mtu(underlay_mtu, underlay).unwrap_or(mtu::IPV4_MIN_MTU) as usize;
+        let cap = (tunnel < self.engine.device().mtu()).then_some(tunnel);
+        self.engine.device_mut().set_peer_path_mtu(peer, cap);
+        self.pod_mtu_for(peer)
+    }
+
+    /// The pod MTU in force for packets to `peer`: the configured one, or less if its path is
+    /// smaller (see [`PodEngine::set_path_mtu`]).
+    pub fn pod_mtu_for(&self, peer: PeerId) -> u32 {
+        match self.path_pod_mtu.get(peer.index()) {
+            Some(&m) if m != 0 => m,
+            _ => self.config.pod_mtu,
+        }
     }
 
     /// Removes pod CIDR `net`.
@@ -513,10 +546,11 @@ impl PodEngine {
         let dst = ip_addr(packet, false).ok_or(PodDrop::Malformed)?;
         let (net, remote) = self.routes.lookup_key(dst).ok_or(PodDrop::NoRoute)?;
         let peer = self.engine.route(remote.vtep_ip).ok_or(PodDrop::NoPeer)?;
-        let mtu = self.config.pod_mtu as usize;
+        let pod_mtu = self.pod_mtu_for(peer);
+        let mtu = pod_mtu as usize;
         if self.config.clamp_mss {
             let family = if matches!(dst, Key::V4(_)) { Family::V4 } else { Family::V6 };
-            if mtu::clamp_tcp_mss(packet, mtu::max_mss(self.config.pod_mtu, family)) {
+            if mtu::clamp_tcp_mss(packet, mtu::max_mss(pod_mtu, family)) {
                 self.stats.mss_clamped += 1;
             }
         }
@@ -548,15 +582,21 @@ impl PodEngine {
                     Err(_) => Err(PodDrop::TooBigSilent),
                 }
             }
-            SizeVerdict::FragmentV4 => self.fragment(packet, remote, peer, now),
+            SizeVerdict::FragmentV4 => self.fragment(packet, mtu, remote, peer, now),
             SizeVerdict::Malformed => Err(PodDrop::Malformed),
         }
     }
 
     /// Splits an IPv4 packet without DF at the inner layer and encrypts each fragment into a
     /// copy queued for [`PodEngine::poll_transmit`]. Rare path: copies and allocates.
-    fn fragment(&mut self, packet: &[u8], remote: RemoteVtep, peer: PeerId, now: Instant) -> Result<(), PodDrop> {
-        let mtu = self.config.pod_mtu as usize;
+    fn fragment(
+        &mut self,
+        packet: &[u8],
+        mtu: usize,
+        remote: RemoteVtep,
+        peer: PeerId,
+        now: Instant,
+    ) -> Result<(), PodDrop> {
         let mut fragments = mtu::Fragmenter::new(packet, mtu).map_err(|_| PodDrop::Malformed)?;
         self.stats.fragmented += 1;
         let end = POD_HEADROOM + mtu;

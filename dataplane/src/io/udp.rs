@@ -330,6 +330,29 @@ impl UdpSocket {
     }
 }
 
+/// The path MTU the kernel knows towards `dst`: the route's MTU, lowered by any ICMP
+/// fragmentation-needed / packet-too-big it has received for that destination. Read as
+/// `IP_MTU`/`IPV6_MTU` from a socket connected to `dst` (nothing is sent), carrying `mark` so
+/// that policy routing picks the route the tunnel's own packets take.
+pub fn path_mtu(dst: SocketAddr, mark: u32) -> io::Result<u32> {
+    let domain = if dst.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let s = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
+    if mark != 0 {
+        set_int_opt(s.as_raw_fd(), libc::SO_MARK, mark as libc::c_int)?;
+    }
+    s.connect(&SockAddr::from(dst))?;
+    let (level, opt) =
+        if dst.is_ipv4() { (libc::IPPROTO_IP, libc::IP_MTU) } else { (libc::IPPROTO_IPV6, libc::IPV6_MTU) };
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into a live c_int.
+    let rc = unsafe { libc::getsockopt(s.as_raw_fd(), level, opt, (&mut v as *mut libc::c_int).cast(), &mut len) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    u32::try_from(v).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("path MTU {v}")))
+}
+
 /// How [`UdpSocket::send_chunk`] ended.
 enum ChunkOutcome {
     Complete,
@@ -526,6 +549,14 @@ mod tests {
         assert_eq!(got, msgs, "every datagram, in order, at its size");
         // Over loopback a GSO send reaches a GRO socket whole.
         assert!(coalesced > 0, "some receives held several datagrams");
+    }
+
+    #[test]
+    fn path_mtu_reads_the_route_mtu() {
+        // Loopback's MTU (65536, capped at IPv4's largest datagram) is what a socket connected to
+        // 127.0.0.1 reports.
+        let lo = std::fs::read_to_string("/sys/class/net/lo/mtu").unwrap().trim().parse::<u32>().unwrap();
+        assert_eq!(path_mtu(SocketAddr::from(([127, 0, 0, 1], 9)), 0).unwrap(), lo.min(65_535));
     }
 
     #[test]

@@ -187,11 +187,11 @@ impl VirtioNetHdr {
 fn split_refuses_bad_input_without_panicking() {
     let sup = tcp_super(false, &payload(4000), 5, 0x10);
     let mut bufs = slots(2, 2000);
-    let big = &mut vec![vec![0u8; HEADROOM + sup.len()]];
-    big[0][HEADROOM..].copy_from_slice(&sup);
+    let mut big = vec![0u8; HEADROOM + sup.len()];
+    big[HEADROOM..].copy_from_slice(&sup);
     let mut lens = [0usize; 4];
     // Too few buffers: 4000 / 1000 needs 4.
-    bufs[0] = big[0].clone();
+    bufs[0] = big;
     assert_eq!(
         split(&tso_hdr(false, 1000, 20), &mut bufs, HEADROOM, sup.len(), &mut lens),
         Err(SplitError::NoRoom { needed: 4, room: 2 })
@@ -207,12 +207,12 @@ fn split_refuses_bad_input_without_panicking() {
 
 /// Puts segments into datagram-like buffers (16 bytes of something before each, as after
 /// decryption) and coalesces them.
-fn coalesce_segments(segs: &[Vec<u8>]) -> (Coalescer, Vec<Vec<u8>>, Vec<(usize, std::ops::Range<usize>)>) {
+fn coalesce_segments(segs: &[Vec<u8>]) -> (Coalescer, Vec<Vec<u8>>) {
     let mut bufs: Vec<Vec<u8>> = segs.iter().map(|s| [vec![0xee; 16], s.clone()].concat()).collect();
     let packets: Vec<_> = segs.iter().enumerate().map(|(i, s)| (i, 16..16 + s.len())).collect();
     let mut c = Coalescer::new();
     c.coalesce(&mut bufs, &packets);
-    (c, bufs, packets)
+    (c, bufs)
 }
 
 /// What the kernel receives for one write: the head and its followers' payloads.
@@ -230,7 +230,7 @@ fn split_then_coalesce_gives_back_the_super_packet() {
         let ip_len = if v6 { 40 } else { 20 };
         let sup = tcp_super(v6, &payload(20_000), 42, 0x18);
         let segs = split_all(&tso_hdr(v6, 1380, ip_len), &sup);
-        let (c, bufs, _) = coalesce_segments(&segs);
+        let (c, bufs) = coalesce_segments(&segs);
         assert_eq!(c.writes().len(), 1, "one flow, in order: one write");
         let w = &c.writes()[0];
         assert_eq!(w.vnet, tso_hdr(v6, 1380, ip_len));
@@ -259,7 +259,7 @@ fn flows_interleave_gaps_split_groups_and_order_holds_per_flow() {
     // a0 b0 a1 b1 a3 (a2 lost) b2 a2 (late)
     let order = [&a[0], &b[0], &a[1], &b[1], &a[3], &b[2], &a[2]];
     let segs: Vec<Vec<u8>> = order.iter().map(|s| (*s).clone()).collect();
-    let (c, bufs, _) = coalesce_segments(&segs);
+    let (c, bufs) = coalesce_segments(&segs);
     let summary: Vec<(usize, usize)> = c.writes().iter().map(|w| (w.slot, w.followers.len())).collect();
     // a0+a1 merged; b0+b1+b2 merged; a3 alone (gap); a2 alone after it.
     assert_eq!(summary, [(0, 1), (1, 2), (4, 0), (6, 0)]);
@@ -295,7 +295,7 @@ fn non_mergeable_packets_are_written_alone_in_order() {
         u
     };
     let all = vec![segs[0].clone(), segs[1].clone(), udp, fin, segs[2].clone()];
-    let (c, _, _) = coalesce_segments(&all);
+    let (c, _) = coalesce_segments(&all);
     let summary: Vec<(usize, usize)> = c.writes().iter().map(|w| (w.slot, w.followers.len())).collect();
     assert_eq!(summary, [(0, 1), (2, 0), (3, 0), (4, 0)]);
     assert_eq!(c.writes()[1].vnet, VirtioNetHdr::NONE);
@@ -308,7 +308,7 @@ fn coalescing_stops_at_the_ipv4_length_limit_and_segment_cap() {
     let mut segs = split_all(&tso_hdr(false, 1000, 20), &tcp_super(false, &data[..60_000], 0, 0x10));
     segs.extend(split_all(&tso_hdr(false, 1000, 20), &tcp_super(false, &data[60_000..], 60_000, 0x10)));
     assert_eq!(segs.len(), 90);
-    let (c, bufs, _) = coalesce_segments(&segs);
+    let (c, bufs) = coalesce_segments(&segs);
     let mut joined = Vec::new();
     for w in c.writes() {
         let p = assemble(&c, &bufs, w);
@@ -330,7 +330,7 @@ proptest::proptest! {
         let segs = split_all(&hdr, &sup);
         proptest::prop_assert_eq!(segs.len(), len.div_ceil(usize::from(gso)));
         for s in &segs { assert_valid(s, 6); }
-        let (c, bufs, _) = coalesce_segments(&segs);
+        let (c, bufs) = coalesce_segments(&segs);
         let mut joined = Vec::new();
         for w in c.writes() {
             let p = assemble(&c, &bufs, w);

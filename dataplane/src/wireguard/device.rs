@@ -206,6 +206,14 @@ impl Device {
         self.shared.mtu = mtu;
     }
 
+    /// Caps padding for one peer at `mtu` (the tunnel MTU its underlay path allows, when that is
+    /// below the device's), so a full-size packet to it still fits the path; `None` lifts the cap.
+    pub fn set_peer_path_mtu(&mut self, id: PeerId, mtu: Option<usize>) {
+        if let Some(peer) = self.peers.get_mut(id.index()).and_then(Option::as_mut) {
+            peer.path_mtu = mtu;
+        }
+    }
+
     /// Adds a peer.
     pub fn add_peer(&mut self, config: PeerConfig) -> Result<PeerId, PeerError> {
         if self.by_key.contains_key(&config.public_key) {
@@ -391,7 +399,7 @@ impl Device {
         now: Instant,
     ) -> Result<Encapsulated, SendError> {
         let peer = self.peers.get_mut(id.index()).and_then(Option::as_mut).ok_or(SendError::UnknownPeer)?;
-        let padded = padded_len(payload_len, self.shared.mtu);
+        let padded = padded_len(payload_len, peer.padding_mtu(self.shared.mtu));
         let needed = DATA_HEADER_LEN + padded + TAG_LEN;
         if buf.len() < needed {
             return Err(SendError::BufferTooSmall { needed, actual: buf.len() });
@@ -437,7 +445,7 @@ impl Device {
             return Ok(None);
         }
         let dst = peer.endpoint.ok_or(SendError::NoEndpoint)?;
-        let mtu = self.shared.mtu;
+        let mtu = peer.padding_mtu(self.shared.mtu);
         let keypair = peer.current.as_deref_mut().expect("checked above");
         let (mut bytes, mut any_data, mut too_small) = (0u64, false, None);
         for (slot, (buf, &len)) in bufs.iter_mut().zip(lens).enumerate() {
@@ -785,7 +793,7 @@ fn send_staged(peer: &mut Peer, id: PeerId, sh: &mut Shared, now: Instant) {
         return;
     };
     while let Some(packet) = peer.staged.pop_front() {
-        let padded = padded_len(packet.len(), sh.mtu);
+        let padded = padded_len(packet.len(), peer.padding_mtu(sh.mtu));
         let mut buf = vec![0u8; DATA_HEADER_LEN + padded + TAG_LEN];
         buf[DATA_HEADER_LEN..DATA_HEADER_LEN + packet.len()].copy_from_slice(&packet);
         let len = seal_for_peer(peer, id, sh, &mut buf, packet.len(), padded, now);

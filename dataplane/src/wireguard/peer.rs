@@ -83,9 +83,16 @@ pub(crate) struct Peer {
     pub sent_lastminute_handshake: bool,
     pub need_another_keepalive: bool,
     pub stats: PeerStats,
+    /// The tunnel MTU of this peer's path when it is below the device's (caps padding).
+    pub path_mtu: Option<usize>,
 }
 
 impl Peer {
+    /// The MTU padding is capped at for this peer: the device's, or its smaller path's.
+    pub fn padding_mtu(&self, device_mtu: usize) -> usize {
+        self.path_mtu.map_or(device_mtu, |m| m.min(device_mtu))
+    }
+
     pub fn new(keys: PeerKeys, cookie: CookieState, config: &PeerConfig) -> Self {
         Self {
             keys,
@@ -105,6 +112,7 @@ impl Peer {
             sent_lastminute_handshake: false,
             need_another_keepalive: false,
             stats: PeerStats::default(),
+            path_mtu: None,
         }
     }
 
