@@ -3,9 +3,11 @@
 //! and alternating within each round:
 //! * `tcp` (`tunnel/tcp_single_stream`): one TCP stream, Gbit/s received;
 //! * `tcp4` (`tunnel/tcp_4_streams`): `iperf3 -P 4`, Gbit/s received, all streams together;
-//! * `udp64` (`tunnel/udp_64_byte_packets`): `iperf3 -u -l 64 -b 0` (64-byte UDP payloads, no rate
-//!   limit), packets per second *delivered to the receiving iperf3* (its packet count minus its
-//!   lost packets, over its own elapsed time), not packets sent;
+//! * `udp64` (`tunnel/udp_64_byte_packets`): `iperf3 -u -l 64 -b 0 -w 4M` (64-byte UDP payloads,
+//!   no rate limit, 4 MB socket buffers at both iperf3 ends so that the receiving iperf3's own
+//!   socket is not the first to overflow; `VXWG_BENCH_UDP_WINDOW=SIZE` or `=default`), packets per
+//!   second *delivered to the receiving iperf3* (its bytes received over 64, over its own elapsed
+//!   time), not packets sent;
 //! * `pod` (`tunnel/pod_tcp_single_stream`): one TCP stream pod to pod (see below).
 //!
 //! For every run the bench also counts where packets were lost: the receiving node namespace's
@@ -145,7 +147,7 @@ impl Case {
         match self {
             Case::Tcp => "single-stream TCP",
             Case::Tcp4 => "4-stream TCP (iperf3 -P 4)",
-            Case::Udp64 => "64-byte UDP packet rate (iperf3 -u -l 64 -b 0), delivered to the receiver",
+            Case::Udp64 => "64-byte UDP packet rate (iperf3 -u -l 64 -b 0 -w 4M), delivered to the receiver",
             Case::Pod => "pod-to-pod single-stream TCP",
         }
     }
@@ -898,6 +900,13 @@ fn iperf(
     let t = seconds.to_string();
     let mut args = vec!["-c", server_ip, "-t", &t, "-J", "--connect-timeout", "5000"];
     args.extend_from_slice(case.iperf_args());
+    // 64-byte datagrams: iperf3's default socket buffers hold only a few hundred, and a receiving
+    // iperf3 descheduled for a moment on this shared machine would drop the rest and cap every
+    // contender alike; `-w` sets both ends' buffers.
+    let window = std::env::var("VXWG_BENCH_UDP_WINDOW").unwrap_or_else(|_| "4M".into());
+    if case == Case::Udp64 && window != "default" {
+        args.extend(["-w", window.as_str()]);
+    }
     let drops_before = (tx_dropped(nodes.0), rcvbuf_errors(nodes.1));
     let mut client = Reaper(Some(a.spawn(&iperf3, &args, &[], &json_path, &err_path)?));
     // Polled rather than waited for, so that Ctrl-C and a hung transfer end it.
