@@ -26,7 +26,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use vxwg::apply::{EngineSync, Target};
 use vxwg::control::keys::Key;
-use vxwg::control::netmap::{build, intent, Document, Intent, Netmap, NodeRecord, RouteState, SigningKey, Trust};
+use vxwg::control::netmap::{
+    build_cached, intent, Document, Intent, Netmap, NodeRecord, RouteState, SigningKey, Trust, VerifyCache,
+};
 use vxwg::control::source::{EtcdSource, FileSource, Source};
 use vxwg::dataplane::route::IpNet;
 
@@ -385,9 +387,10 @@ impl Worker {
         let mut next_publish = Instant::now();
         let mut publish_error: Option<String> = None;
         let mut last: Option<Netmap> = None;
-        // Building verifies every signature (about 0.2 s for 2,000 documents; benches/control.rs),
-        // so the netmap is rebuilt only when its inputs change: the documents, the stale set, or
-        // the clock passing the next certificate or record expiry.
+        // Signature checks are remembered by document bytes, so a rebuild verifies only what
+        // changed; still, the netmap is rebuilt only when its inputs change: the documents, the
+        // stale set, or the clock passing the next certificate or record expiry.
+        let mut cache = VerifyCache::default();
         let mut dirty = false;
         let mut built_with: BTreeSet<Key> = BTreeSet::new();
         let mut next_expiry: Option<u64> = None;
@@ -432,7 +435,7 @@ impl Worker {
             if !(dirty || expired || stale != built_with) {
                 continue;
             }
-            let netmap = build(&self.trust, &self.node, docs, now, &|k| stale.contains(k));
+            let netmap = build_cached(&mut cache, &self.trust, &self.node, docs, now, &|k| stale.contains(k));
             dirty = false;
             next_expiry = next_expiry_of(&netmap, unix_secs(now));
             built_with = stale;
