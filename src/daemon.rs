@@ -752,7 +752,9 @@ pub fn up(name: &str, foreground: bool, config_path: Option<&Path>) -> anyhow::R
     if foreground {
         let mut daemon = Daemon::create(name)?;
         let applied = match &config {
-            Some(c) => Some(daemon.configure(c)?),
+            // A failed configuration leaves nothing behind: the TUN and what netlink added go
+            // with their owners; the socket file is removed here (run() guards it from then on).
+            Some(c) => Some(daemon.configure(c).inspect_err(|_| drop(std::fs::remove_file(&daemon.socket_path)))?),
             None => None,
         };
         let result = daemon.run();

@@ -633,3 +633,34 @@ fn three_nodes_on_a_three_member_etcd_cluster_join_leave_and_survive_a_member_dy
     );
     assert!(da.pings("100.64.44.2"), "ea and eb untouched");
 }
+
+#[test]
+fn a_source_that_cannot_be_opened_fails_the_start_and_leaves_nothing_behind() {
+    if !require(&["ip"]) {
+        return;
+    }
+    let lan = Lan::new();
+    let na = lan.join("xa", "10.201.0.1");
+    let a = Spec::new("xa", "100.64.45.1", "10.201.0.1", &[], &["tag:node"]);
+    let dir = std::env::temp_dir().join(format!("vxwg-ctlbad-{}-{}", std::process::id(), unique()));
+    let _cleanup = RemoveDir(dir.clone());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("private.key"), &a.wg.0).unwrap();
+    std::fs::write(dir.join("signing.key"), a.signing.to_base64()).unwrap();
+    // Nothing listens there (inside the node's own namespace).
+    let toml = format!(
+        "private_key_file = \"private.key\"\naddresses = [\"100.64.45.1/32\"]\n[control]\nnode = \"xa\"\noperator_key = \"{}\"\nsigning_key_file = \"signing.key\"\nsource = \"etcd\"\nendpoints = [\"http://10.201.0.1:1\"]\n",
+        SigningKey::generate().unwrap().public().to_base64()
+    );
+    std::fs::write(dir.join("node.toml"), toml).unwrap();
+    let name = ifname();
+    let out = na.try_exec(&format!("{VXWG} up --foreground --config {} {name}", dir.join("node.toml").display()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started without its source");
+    assert!(err.contains("control.endpoints"), "the error names the field: {err}");
+    assert!(!na.try_exec(&format!("ip link show {name}")).status.success(), "no interface left behind");
+    assert!(!Path::new(&format!("/var/run/wireguard/{name}.sock")).exists(), "no socket left behind");
+    let table = na.try_exec("ip route show table 52");
+    assert!(String::from_utf8_lossy(&table.stdout).trim().is_empty(), "no routes left behind");
+    assert!(!na.exec("ip rule show").contains("lookup 52"), "no rule left behind");
+}
