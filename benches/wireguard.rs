@@ -15,12 +15,18 @@
 //!   SIZE is the pod packet; what is sealed is 50 bytes more (outer IPv4, UDP, VXLAN, Ethernet).
 //!   The bench's pod MTU is 1420 so that the 1420-byte row carries a 1420-byte pod packet.
 //!
+//! * `offload/split_tcp4`, `offload/coalesce_tcp4`: the TSO/GRO halves around the crypto. A TCP
+//!   super-packet of 44 segments of 1380 payload bytes (what a 1420-byte TUN carries) is cut by
+//!   `offload::split` (lengths, IPv4 header checksum and a full TCP checksum per segment), and the
+//!   44 segments are merged back by `offload::Coalescer` (one write planned).
+//!
 //! The batch groups count throughput in packets (criterion's "elem/s"). The interleaved summary
 //! that follows (`VXWG_BENCH_SUMMARY`, below) gives every case in nanoseconds per packet and as a
 //! ratio to the AEAD floor of the same size.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::{Tunn, TunnResult};
@@ -31,6 +37,7 @@ use vxwg::dataplane::engine::pod::{
     PodConfig, PodEngine, PodIcmp, PodIncoming, PodOutgoing, RemoteVtep, POD_HEADROOM, POD_TAILROOM,
 };
 use vxwg::dataplane::engine::{Engine, Incoming, Outgoing};
+use vxwg::dataplane::offload::{split, Coalescer, GsoType, VirtioNetHdr};
 use vxwg::dataplane::route::IpNet;
 use vxwg::dataplane::wire::ethernet::EthernetAddress;
 use vxwg::dataplane::wire::vxlan::Vni;
@@ -326,6 +333,91 @@ impl PodBatch {
         assert_eq!(delivered, self.sealed.len(), "every sealed pod packet is delivered: {:?}", self.b.stats());
         delivered
     }
+}
+
+/// Payload bytes per TCP segment through a 1420-byte tunnel (IPv4 and TCP headers of 20 each).
+const MSS: usize = 1380;
+/// Segments per super-packet: 60720 payload bytes, under the 64 KiB IPv4 limit.
+const SEGMENTS: usize = 44;
+
+/// A TCP/IPv4 super-packet as the TUN device hands it over with TSO, and the segments cut from it,
+/// for [`Offload::split`] and [`Offload::coalesce`] to repeat on.
+struct Offload {
+    hdr: VirtioNetHdr,
+    bufs: Vec<Vec<u8>>,
+    lens: Vec<usize>,
+    super_len: usize,
+    /// The headers of the super-packet, and those of its first segment after the split: each
+    /// operation starts from the state it expects, since both rewrite the first buffer's headers.
+    super_headers: [u8; 40],
+    segment_headers: [u8; 40],
+    packets: Vec<(usize, Range<usize>)>,
+    coalescer: Coalescer,
+}
+
+impl Offload {
+    fn new() -> Self {
+        let super_len = 40 + SEGMENTS * MSS;
+        let mut first = vec![0x5au8; HEADROOM + super_len + TAILROOM];
+        let p = &mut first[HEADROOM..HEADROOM + super_len];
+        p[..20].copy_from_slice(&[0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        p[2..4].copy_from_slice(&(super_len as u16).to_be_bytes());
+        // Ports 40000 -> 5201, sequence 1000, ack 1, data offset 5, ACK|PSH, window 512.
+        p[20..40].copy_from_slice(&[0x9c, 0x40, 0x14, 0x51, 0, 0, 3, 0xe8, 0, 0, 0, 1, 0x50, 0x18, 2, 0, 0, 0, 0, 0]);
+        let super_headers: [u8; 40] = p[..40].try_into().unwrap();
+        let mut bufs = vec![vec![0u8; HEADROOM + 40 + MSS + TAILROOM]; SEGMENTS];
+        bufs[0] = first;
+        let hdr = VirtioNetHdr {
+            flags: 1, // VIRTIO_NET_HDR_F_NEEDS_CSUM
+            gso_type: GsoType::TcpV4,
+            hdr_len: 40,
+            gso_size: MSS as u16,
+            csum_start: 20,
+            csum_offset: 16,
+        };
+        let mut o = Offload {
+            hdr,
+            bufs,
+            lens: vec![0; SEGMENTS],
+            super_len,
+            super_headers,
+            segment_headers: [0; 40],
+            packets: Vec::new(),
+            coalescer: Coalescer::new(),
+        };
+        o.split();
+        o.segment_headers = o.bufs[0][HEADROOM..HEADROOM + 40].try_into().unwrap();
+        o.packets = o.lens.iter().enumerate().map(|(slot, &len)| (slot, HEADROOM..HEADROOM + len)).collect();
+        o
+    }
+
+    /// Cuts the super-packet into [`SEGMENTS`] segments; returns how many.
+    fn split(&mut self) -> usize {
+        self.bufs[0][HEADROOM..HEADROOM + 40].copy_from_slice(&self.super_headers);
+        let n = split(&self.hdr, &mut self.bufs, HEADROOM, self.super_len, &mut self.lens).unwrap();
+        assert_eq!(n, SEGMENTS, "the super-packet is cut into every segment");
+        n
+    }
+
+    /// Plans the TUN writes for the segments; returns how many segments went into them.
+    fn coalesce(&mut self) -> usize {
+        self.bufs[0][HEADROOM..HEADROOM + 40].copy_from_slice(&self.segment_headers);
+        self.coalescer.coalesce(&mut self.bufs, &self.packets);
+        assert!(
+            self.coalescer.writes().len() == 1 && self.coalescer.followers().len() == SEGMENTS - 1,
+            "the segments merge into one write"
+        );
+        SEGMENTS
+    }
+}
+
+fn offload(c: &mut Criterion) {
+    let mut g = c.benchmark_group("offload");
+    g.throughput(Throughput::Elements(SEGMENTS as u64));
+    let mut o = Offload::new();
+    g.bench_function(BenchmarkId::new("split_tcp4", MSS), |b| b.iter(|| black_box(o.split())));
+    g.bench_function(BenchmarkId::new("coalesce_tcp4", MSS), |b| b.iter(|| black_box(o.coalesce())));
+    g.finish();
 }
 
 fn bt_pair() -> (Tunn, Tunn) {
@@ -752,10 +844,33 @@ mod interleaved {
                 ],
             );
         }
+
+        // The offloads around the crypto, per 1420-byte segment, against the seal of one.
+        let floor = RingChaCha::new(&[7; 32]);
+        let mut floor_buf = vec![0x5au8; 40 + MSS];
+        let mut counter = 0u64;
+        let (mut cut, mut merge) = (Offload::new(), Offload::new());
+        run(
+            "offload",
+            40 + MSS,
+            vec![
+                (
+                    "aead",
+                    Box::new(|| {
+                        time_block(|| {
+                            counter += 1;
+                            black_box(floor.seal_in_place(counter, &[], &mut floor_buf));
+                        })
+                    }),
+                ),
+                ("split", Box::new(|| time_batches(SEGMENTS, || cut.split()))),
+                ("coalesce", Box::new(|| time_batches(SEGMENTS, || merge.coalesce()))),
+            ],
+        );
     }
 }
 
-criterion_group!(benches, aead_floor, encapsulate, decapsulate, encapsulate_batch, decapsulate_batch);
+criterion_group!(benches, aead_floor, encapsulate, decapsulate, encapsulate_batch, decapsulate_batch, offload);
 
 fn main() {
     // `cargo bench --bench wireguard -- <filter>` runs only matching criterion benchmarks; the
