@@ -1,8 +1,8 @@
 //! The daemon side of `[control]`: a thread that owns the netmap source, and the part of the
 //! daemon loop that applies what it builds.
 //!
-//! The control thread publishes this node's signed record (re-signed every `refresh_secs`, valid
-//! for `record_ttl_secs`), takes the document set from the source whenever it changes, and
+//! The control thread publishes this node's signed record once the loop has applied the first
+//! netmap (re-signed every `refresh_secs`, valid for `record_ttl_secs`), takes the document set from the source whenever it changes, and
 //! rebuilds the netmap when its inputs change: the documents, the set of stale peers, or the clock
 //! passing the next certificate or record expiry. When the netmap differs from the last one handed over, it is put in a one-slot
 //! mailbox (a newer netmap replaces an unread one) and a byte on a socket pair wakes the daemon
@@ -44,6 +44,8 @@ pub const ROUTES_REQUEST: &str = "vxwg_routes=1\n\n";
 const WAIT_AT_MOST: Duration = Duration::from_millis(500);
 /// How often the loop reports stale peers and reconciles kernel routes.
 const TICK_EVERY: Duration = Duration::from_secs(1);
+/// How long the first publish waits for the first netmap to be applied.
+const FIRST_PUBLISH_WAIT: Duration = Duration::from_secs(2);
 /// How long to wait before publishing again after a failed publish.
 const PUBLISH_RETRY: Duration = Duration::from_secs(1);
 
@@ -64,6 +66,8 @@ struct Shared {
     /// The source's last error (cleared once it works again).
     source_error: Mutex<Option<String>>,
     stop: AtomicBool,
+    /// The loop has applied a netmap (so this node accepts its peers' handshakes).
+    applied: AtomicBool,
 }
 
 /// The control plane inside the daemon: the thread's handle, and what was applied.
@@ -227,6 +231,7 @@ impl ControlSide {
             }
         }
         self.applied += 1;
+        self.shared.applied.store(true, Ordering::SeqCst);
         self.netmap = Some((built.netmap, built.at));
     }
 
@@ -384,6 +389,7 @@ struct Worker {
 impl Worker {
     fn run(mut self) {
         let mut docs: Option<Vec<Document>> = None;
+        let started = Instant::now();
         let mut next_publish = Instant::now();
         let mut publish_error: Option<String> = None;
         let mut last: Option<Netmap> = None;
@@ -396,7 +402,11 @@ impl Worker {
         let mut next_expiry: Option<u64> = None;
         let mut logged_rejections: Vec<String> = Vec::new();
         while !self.shared.stop.load(Ordering::SeqCst) {
-            if Instant::now() >= next_publish {
+            // Our record goes out once our engine holds the peers it names (or after a while
+            // regardless): a peer that learns of us first would otherwise send a handshake we
+            // drop, and retry only after WireGuard's 5 s rekey timeout.
+            let ready = self.shared.applied.load(Ordering::SeqCst) || started.elapsed() >= FIRST_PUBLISH_WAIT;
+            if ready && Instant::now() >= next_publish {
                 match self.source.publish(&self.publisher.document(SystemTime::now(), self.publisher.ttl)) {
                     Ok(()) => {
                         if publish_error.take().is_some() {
@@ -414,7 +424,12 @@ impl Worker {
                     }
                 }
             }
-            let wait = WAIT_AT_MOST.min(next_publish.saturating_duration_since(Instant::now()));
+            let wait = if ready {
+                WAIT_AT_MOST.min(next_publish.saturating_duration_since(Instant::now()))
+            } else {
+                // Back soon to publish once the loop has applied the netmap.
+                Duration::from_millis(20)
+            };
             match self.source.next(wait) {
                 Ok(Some(d)) => {
                     docs = Some(d);

@@ -94,7 +94,7 @@ pub fn status(ifname: &str, json: bool) -> anyhow::Result<()> {
     if c.is_object() {
         println!("\ncontrol: node {} from {}", c["node"].as_str().unwrap_or("?"), c["source"].as_str().unwrap_or("?"));
         match c["netmap_age_secs"].as_u64() {
-            Some(age) => println!("  netmap: built {age} s ago, {} applied so far", c["netmaps_applied"]),
+            Some(age) => println!("  netmap: last changed {age} s ago, {} applied so far", c["netmaps_applied"]),
             None => println!("  netmap: none yet"),
         }
         match c["policy_version"].as_u64() {
