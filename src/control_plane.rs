@@ -88,6 +88,8 @@ pub struct ControlSide {
     stale_after: Duration,
     last_tick: Instant,
     applied: u64,
+    /// What reconciliation last failed to do (logged when it changes, not every second).
+    reconcile_failures: Vec<String>,
 }
 
 impl ControlSide {
@@ -150,6 +152,7 @@ impl ControlSide {
             stale_after: control.stale_after,
             last_tick: Instant::now(),
             applied: 0,
+            reconcile_failures: Vec::new(),
         })
     }
 
@@ -184,9 +187,11 @@ impl ControlSide {
                 for rule in &report.rules_restored {
                     log(ifname, &format!("{rule} was missing: put back"));
                 }
-                for e in &report.failed {
-                    log(ifname, &format!("route reconciliation: {e}"));
+                let failures: Vec<String> = report.failed.iter().map(|e| e.to_string()).collect();
+                for e in failures.iter().filter(|e| !self.reconcile_failures.contains(e)) {
+                    log(ifname, &format!("route reconciliation: {e} (retried every second)"));
                 }
+                self.reconcile_failures = failures;
             }
         }
     }
@@ -495,4 +500,68 @@ impl Worker {
 
 fn log(name: &str, msg: &str) {
     eprintln!("vxwg[{name}]: {msg}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vxwg::control::netmap::{build, Acl, NodeCert, Policy};
+
+    fn doc(key: &str, bytes: Vec<u8>) -> Document {
+        Document { key: key.into(), bytes }
+    }
+
+    /// A netmap for node "a" from: a policy (or not), a's certificate (or not), and b with a record.
+    fn netmap(with_policy: bool, with_self: bool) -> (Netmap, u64) {
+        let now = unix_secs(SystemTime::now());
+        let operator = SigningKey::generate().unwrap();
+        let mut docs = Vec::new();
+        if with_policy {
+            let acl = Acl { src: "*".into(), dst: vec!["*".into()] };
+            let policy = Policy { version: 1, issued_at: now, auto_approvers: vec![], acls: vec![acl] };
+            docs.push(doc("policy.json", policy.sign(&operator).to_json()));
+        }
+        for (name, n, not_after, expires) in [("a", 1u8, now + 500, now + 90), ("b", 2, now + 300, now + 60)] {
+            if name == "a" && !with_self {
+                continue;
+            }
+            let key = SigningKey::generate().unwrap();
+            let cert = NodeCert {
+                name: name.into(),
+                wireguard_key: Key([n; 32]),
+                node_key: key.public(),
+                addresses: vec![format!("100.64.0.{n}").parse().unwrap()],
+                tags: vec![],
+                not_after,
+            };
+            docs.push(doc(&format!("{name}.cert.json"), cert.sign(&operator).to_json()));
+            let record = NodeRecord {
+                name: name.into(),
+                endpoints: vec![],
+                routes: vec![],
+                vtep_mac: None,
+                issued_at: now,
+                expires,
+            };
+            docs.push(doc(&record_key(name), record.sign(&key).to_json()));
+        }
+        (build(&Trust { operator: operator.public() }, "a", &docs, SystemTime::now(), &|_| false), now)
+    }
+
+    #[test]
+    fn a_netmap_without_policy_or_own_certificate_cannot_replace_a_good_one() {
+        assert_eq!(unusable(&netmap(true, true).0), None);
+        assert!(unusable(&netmap(false, true).0).unwrap().contains("policy"));
+        assert!(unusable(&netmap(true, false).0).unwrap().contains("certificate for this node"));
+    }
+
+    #[test]
+    fn the_next_rebuild_is_at_the_first_expiry_and_the_second_after() {
+        let (netmap, now) = netmap(true, true);
+        // b's record expires first (now + 60).
+        assert_eq!(next_expiry_of(&netmap, now), Some(now + 60));
+        assert_eq!(next_expiry_of(&netmap, now + 60), Some(now + 61));
+        assert_eq!(next_expiry_of(&netmap, now + 61), Some(now + 90));
+        assert_eq!(next_expiry_of(&netmap, now + 1000), None);
+    }
 }
