@@ -294,6 +294,13 @@ fn three_nodes_join_and_leave_live_and_deleted_routes_come_back() {
     let mut da = Daemon::start(&na, &netmap, &a);
     let db = Daemon::start(&nb, &netmap, &b);
     da.wait_for(10, "ja reaches jb", || da.pings("100.64.40.2"));
+    let session = |d: &Daemon, key: &str| {
+        let status = d.status_json();
+        let peer = status["peers"].as_array().unwrap().iter().find(|p| p["public_key"] == key).cloned();
+        let peer = peer.unwrap_or_else(|| panic!("{key} is a peer: {status:#}"));
+        (peer["handshakes"].as_u64().unwrap(), peer["latest_handshake"].as_u64().unwrap())
+    };
+    let ja_jb = session(&da, &b.wg.1);
 
     // The third node joins: its record appears in the directory, and it is reachable from both.
     let mut dc = Daemon::start(&nc, &netmap, &c);
@@ -347,6 +354,8 @@ fn three_nodes_join_and_leave_live_and_deleted_routes_come_back() {
     assert!(!da.peers().contains(&c_public), "jc is no peer of ja any more");
     assert!(!da.pings("100.64.40.3"), "jc unreachable");
     assert!(da.pings("100.64.40.2"), "jb untouched");
+    // ja's session with jb went through jc's join, a route reconciliation and jc's leave as it was.
+    assert_eq!(session(&da, &b.wg.1), ja_jb, "ja's session with jb untouched (same handshake)");
 
     // A record deleted from the directory counts as gone too: jb's record removed (and jb stopped
     // first, so it cannot publish it again) takes jb out of ja's netmap.
