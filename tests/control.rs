@@ -673,3 +673,20 @@ fn a_source_that_cannot_be_opened_fails_the_start_and_leaves_nothing_behind() {
     assert!(String::from_utf8_lossy(&table.stdout).trim().is_empty(), "no routes left behind");
     assert!(!na.exec("ip rule show").contains("lookup 52"), "no rule left behind");
 }
+
+/// The shipped example policy is what `vxwg admin sign-policy` takes, and the result verifies.
+#[test]
+fn the_example_policy_signs_and_verifies_with_vxwg_admin() {
+    let dir = std::env::temp_dir().join(format!("vxwg-ctlpolicy-{}-{}", std::process::id(), unique()));
+    let _cleanup = RemoveDir(dir.clone());
+    let operator = sh(&format!("{VXWG} admin init --dir {}", dir.join("operator").display())).trim().to_string();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/control/policy.toml");
+    let out = dir.join("policy.json");
+    sh(&format!(
+        "{VXWG} admin sign-policy --operator-key {} --policy {example} --out {}",
+        dir.join("operator/operator.key").display(),
+        out.display()
+    ));
+    let inspected = sh(&format!("{VXWG} admin inspect --operator {operator} {}", out.display()));
+    assert!(inspected.contains("10.42.0.0/16") && inspected.contains("tag:k8s"), "{inspected}");
+}
