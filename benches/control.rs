@@ -200,7 +200,7 @@ fn main() {
     let t = Instant::now();
     let netmap = build(&trust, SELF, &docs, wall, &not_stale);
     assert_eq!(netmap.rejections.len(), 0, "{:?}", netmap.rejections.first());
-    let report = sync.apply(intent(&netmap), Target::L3(&mut engine), start, wall);
+    let report = sync.apply(intent(&netmap), Target::L3(&mut engine), wall);
     let initial = t.elapsed();
     assert_eq!(report.added.len(), PEERS);
 
@@ -245,7 +245,7 @@ fn main() {
         let t2 = Instant::now();
         let changes = diff(&current, &new);
         let t3 = Instant::now();
-        let report = sync.apply(new.clone(), Target::L3(&mut engine), now, wall);
+        let report = sync.apply(new.clone(), Target::L3(&mut engine), wall);
         let t4 = Instant::now();
         assert_eq!(changes.len(), 1, "exactly one peer changed");
         assert_eq!(report.updated, vec![nodes[changed].name.clone()]);

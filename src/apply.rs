@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use crate::control::keys::Key;
 use crate::control::netmap::{diff, Change, Intent, PeerIntent};
@@ -142,9 +142,9 @@ impl EngineSync {
         intent
     }
 
-    /// Makes the engine hold `intent`: only the peers [`diff`] names are touched. `now` and
-    /// `wall` are the monotonic and wall-clock times of the change.
-    pub fn apply(&mut self, intent: Intent, mut target: Target<'_>, now: Instant, wall: SystemTime) -> ApplyReport {
+    /// Makes the engine hold `intent`: only the peers [`diff`] names are touched. `wall` is the
+    /// wall-clock time of the change (a new peer's stale clock starts there).
+    pub fn apply(&mut self, intent: Intent, mut target: Target<'_>, wall: SystemTime) -> ApplyReport {
         let new = self.localize(intent);
         let changes = diff(&self.current, &new);
         let local_vtep = target.local_vtep();
@@ -200,7 +200,6 @@ impl EngineSync {
         if let Target::Pod(pod) = &mut target {
             report.pod_routes_changed = sync_pod_routes(pod, &new, local_vtep);
         }
-        let _ = now;
         self.current = new;
         report
     }
@@ -261,6 +260,7 @@ mod tests {
     use super::*;
     use crate::dataplane::wireguard::{Device, DeviceConfig};
     use rand_core::OsRng;
+    use std::time::Instant;
 
     fn engine() -> Engine {
         let key = Key::generate_private(&mut OsRng);
@@ -294,8 +294,7 @@ mod tests {
         let mut e = engine();
         let mut sync = EngineSync::new(vec!["10.99.0.0/16".parse().unwrap()], Some(Duration::from_secs(25)));
         let (a, b) = (peer("a", 2, &["10.42.0.0/16"]), peer("b", 3, &["10.99.0.0/16"]));
-        let now = Instant::now();
-        let r = sync.apply(intent(&[a.clone(), b.clone()]), Target::L3(&mut e), now, SystemTime::now());
+        let r = sync.apply(intent(&[a.clone(), b.clone()]), Target::L3(&mut e), SystemTime::now());
         assert_eq!((r.added.len(), r.errors.len()), (2, 0), "{r:?}");
         let ida = e.device().peer_by_key(&a.public_key.0).unwrap();
         let idb = e.device().peer_by_key(&b.public_key.0).unwrap();
@@ -314,7 +313,7 @@ mod tests {
         let mut b2 = b.clone();
         b2.routes.push("10.42.0.0/16".parse().unwrap());
         b2.allowed_ips.push("10.42.0.0/16".parse().unwrap());
-        let r = sync.apply(intent(&[a2, b2]), Target::L3(&mut e), now, SystemTime::now());
+        let r = sync.apply(intent(&[a2, b2]), Target::L3(&mut e), SystemTime::now());
         assert_eq!(r.updated.len(), 2, "{r:?}");
         assert_eq!(e.device().peer_by_key(&a.public_key.0), Some(ida));
         assert_eq!(e.route("10.42.1.1".parse().unwrap()), Some(idb));
@@ -322,15 +321,11 @@ mod tests {
 
         // Nothing changed: nothing done.
         let again = sync.current().clone();
-        assert!(sync.apply(again, Target::L3(&mut e), now, SystemTime::now()).is_empty());
+        assert!(sync.apply(again, Target::L3(&mut e), SystemTime::now()).is_empty());
 
         // b removed: its AllowedIPs go with it, a stays.
-        let r = sync.apply(
-            intent(&[sync.current().peers[&a.public_key].clone()]),
-            Target::L3(&mut e),
-            now,
-            SystemTime::now(),
-        );
+        let r =
+            sync.apply(intent(&[sync.current().peers[&a.public_key].clone()]), Target::L3(&mut e), SystemTime::now());
         assert_eq!(r.removed, vec!["b".to_string()]);
         assert_eq!(e.route("10.42.1.1".parse().unwrap()), None);
         assert_eq!(e.device().peer_ids().count(), 1);
@@ -342,7 +337,7 @@ mod tests {
         let mut sync = EngineSync::new(Vec::new(), None);
         let a = peer("a", 2, &[]);
         let t0 = SystemTime::now();
-        sync.apply(intent(std::slice::from_ref(&a)), Target::L3(&mut e), Instant::now(), t0);
+        sync.apply(intent(std::slice::from_ref(&a)), Target::L3(&mut e), t0);
         let after = Duration::from_secs(210);
         assert!(sync.stale_peers(&e, t0 + Duration::from_secs(200), after).is_empty());
         assert_eq!(sync.stale_peers(&e, t0 + Duration::from_secs(211), after), BTreeSet::from([a.public_key]));
@@ -365,8 +360,7 @@ mod tests {
         let a = peer("a", 2, &["10.42.2.0/24"]);
         let mut plain = peer("b", 3, &["10.42.3.0/24"]);
         plain.vtep_mac = None;
-        let now = Instant::now();
-        let r = sync.apply(intent(&[a.clone(), plain.clone()]), Target::Pod(&mut pod), now, SystemTime::now());
+        let r = sync.apply(intent(&[a.clone(), plain.clone()]), Target::Pod(&mut pod), SystemTime::now());
         assert_eq!((r.added.len(), r.pod_routes_changed), (2, 1), "{r:?}");
         let ida = pod.engine().device().peer_by_key(&a.public_key.0).unwrap();
         let idb = pod.engine().device().peer_by_key(&plain.public_key.0).unwrap();
@@ -390,13 +384,13 @@ mod tests {
         let mut a2 = a.clone();
         a2.routes = vec!["10.42.4.0/24".parse().unwrap()];
         a2.allowed_ips = vec!["10.42.4.0/24".parse().unwrap(), "100.64.0.2/32".parse().unwrap()];
-        let r = sync.apply(intent(&[a2, plain]), Target::Pod(&mut pod), now, SystemTime::now());
+        let r = sync.apply(intent(&[a2, plain]), Target::Pod(&mut pod), SystemTime::now());
         assert_eq!((r.updated.len(), r.pod_routes_changed), (1, 2), "{r:?}");
         assert!(pod.routes().lookup("10.42.2.9".parse().unwrap()).is_none());
         assert!(pod.routes().lookup("10.42.4.9".parse().unwrap()).is_some());
         assert_eq!(pod.engine().device().peer_by_key(&a.public_key.0), Some(ida), "same peer, updated in place");
         // a gone: its pod route too.
-        sync.apply(Intent::default(), Target::Pod(&mut pod), now, SystemTime::now());
+        sync.apply(Intent::default(), Target::Pod(&mut pod), SystemTime::now());
         assert!(pod.routes().is_empty());
         assert_eq!(pod.engine().device().peer_ids().count(), 0);
     }

@@ -220,7 +220,7 @@ impl ControlSide {
             Dataplane::L3(e) => Target::L3(e),
             Dataplane::Pod(p) => Target::Pod(p),
         };
-        let report = self.engine.apply(built.intent, target, Instant::now(), SystemTime::now());
+        let report = self.engine.apply(built.intent, target, SystemTime::now());
         for (what, names) in [("added", &report.added), ("removed", &report.removed), ("updated", &report.updated)] {
             if !names.is_empty() {
                 log(ifname, &format!("peers {what}: {}", names.join(", ")));
