@@ -513,6 +513,22 @@ fn ha_subnet_route_fails_over_to_the_standby_when_the_primary_dies() {
         .find(|p| p["public_key"] == b.wg.1.as_str())
         .unwrap_or_else(|| panic!("hb is a peer: {status:#}"));
     assert!(via_b["allowed_ips"].as_array().unwrap().iter().any(|n| n == "10.42.0.0/16"), "{status:#}");
+
+    // The former primary comes back: the choice is deterministic (lowest name among the live,
+    // non-stale routers), so it is primary again, and traffic flows through it.
+    drop(da);
+    let back = Daemon::start(&na, &netmap, &a);
+    dc.wait_for(10, "ha primary again", || {
+        let routes = dc.routes_json();
+        let primary = routes["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["prefix"] == "10.42.0.0/16" && r["node"] == "ha" && r["state"] == "primary");
+        primary
+    });
+    dc.wait_for(10, "traffic to 10.42.0.1 through ha again", || dc.pings("10.42.0.1"));
+    assert!(back.peers().contains(&c.wg.1));
 }
 
 #[test]
