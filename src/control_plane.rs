@@ -90,6 +90,10 @@ pub struct ControlSide {
     applied: u64,
     /// What reconciliation last failed to do (logged when it changes, not every second).
     reconcile_failures: Vec<String>,
+    /// The interface's addresses (`addresses`), checked against this node's certificate.
+    addresses: Vec<std::net::IpAddr>,
+    /// The certificate's overlay addresses last warned about.
+    warned_addresses: Option<Vec<std::net::IpAddr>>,
 }
 
 impl ControlSide {
@@ -153,6 +157,8 @@ impl ControlSide {
             last_tick: Instant::now(),
             applied: 0,
             reconcile_failures: Vec::new(),
+            addresses: config.addresses.iter().map(|a| a.addr()).collect(),
+            warned_addresses: None,
         })
     }
 
@@ -237,7 +243,28 @@ impl ControlSide {
         }
         self.applied += 1;
         self.shared.applied.store(true, Ordering::SeqCst);
+        self.check_own_addresses(ifname, &built.netmap);
         self.netmap = Some((built.netmap, built.at));
+    }
+
+    /// Warns (once per certificate) when this node's certificate names overlay addresses the
+    /// interface does not have: peers accept from us only what the certificate names.
+    fn check_own_addresses(&mut self, ifname: &str, netmap: &Netmap) {
+        let Some(me) = netmap.nodes.iter().find(|n| n.is_self) else { return };
+        let missing: Vec<_> = me.cert.addresses.iter().filter(|a| !self.addresses.contains(a)).copied().collect();
+        if missing.is_empty() || self.warned_addresses.as_ref() == Some(&me.cert.addresses) {
+            return;
+        }
+        let list: Vec<String> = missing.iter().map(|a| a.to_string()).collect();
+        log(
+            ifname,
+            &format!(
+                "this node's certificate names overlay address(es) {} that `addresses` does not put on {ifname}; \
+                 peers accept only the certificate's addresses from us",
+                list.join(", ")
+            ),
+        );
+        self.warned_addresses = Some(me.cert.addresses.clone());
     }
 
     /// `control` in `vxwg status --json`.
