@@ -112,7 +112,7 @@ impl ControlSide {
         wake_tx.set_nonblocking(true)?;
         let shared = Arc::new(Shared::default());
         let publisher = Publisher {
-            // The key moves to the thread; Config keeps its own copy for nothing else.
+            // The thread's own copy (a signing key is not Clone).
             key: SigningKey::from_base64(&control.signing_key.to_base64()).context("control.signing_key_file")?,
             template: NodeRecord {
                 name: control.node.clone(),

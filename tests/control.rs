@@ -338,6 +338,10 @@ fn three_nodes_join_and_leave_live_and_deleted_routes_come_back() {
             && na.exec("ip -4 rule show pref 5270").contains("lookup 52")
     });
     println!("reconcile: deleted routes and rule back after {:.0} ms", deleted.elapsed().as_secs_f64() * 1e3);
+    // Put back what was deleted, and nothing else (no spurious restores every second).
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = std::fs::read_to_string(&da.log).unwrap();
+    assert_eq!(log.matches("was missing: put back").count(), 3, "{log}");
     assert!(da.pings("100.64.40.3"));
 
     // The third node leaves (SIGTERM withdraws its record): gone from both, with its routes.
