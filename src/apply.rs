@@ -163,24 +163,17 @@ impl EngineSync {
                     report.removed.push(name);
                 }
                 Change::AddPeer(p) => {
-                    let l = layout(p, local_vtep);
-                    let config = PeerConfig {
-                        endpoint: p.endpoint,
-                        persistent_keepalive: self.keepalive,
-                        ..PeerConfig::new(p.public_key.0)
-                    };
-                    match engine.add_peer(config, &l.allowed_ips) {
-                        Ok(_) => {
-                            self.known_since.insert(p.public_key, wall);
-                            report.added.push(p.name.clone());
-                        }
-                        Err(e) => report.errors.push(format!("peer {}: {e}", p.name)),
+                    if self.add(engine, p, local_vtep, wall, &mut report) {
+                        report.added.push(p.name.clone());
                     }
                 }
                 Change::UpdatePeer { key, .. } => {
                     let (Some(was), Some(peer)) = (self.current.peers.get(key), new.peers.get(key)) else { continue };
                     let Some(id) = engine.device().peer_by_key(&key.0) else {
-                        report.errors.push(format!("peer {}: not in the engine", peer.name));
+                        // Removed behind our back (`wg set ... remove`): the netmap still wants it.
+                        if self.add(engine, peer, local_vtep, wall, &mut report) {
+                            report.added.push(peer.name.clone());
+                        }
                         continue;
                     };
                     // A peer that roamed keeps its roamed address until its record changes.
@@ -202,6 +195,32 @@ impl EngineSync {
         }
         self.current = new;
         report
+    }
+
+    /// Adds peer `p` to the engine; false (with the reason in `report`) if the engine refuses it.
+    fn add(
+        &mut self,
+        engine: &mut Engine,
+        p: &PeerIntent,
+        local_vtep: Option<IpAddr>,
+        wall: SystemTime,
+        report: &mut ApplyReport,
+    ) -> bool {
+        let config = PeerConfig {
+            endpoint: p.endpoint,
+            persistent_keepalive: self.keepalive,
+            ..PeerConfig::new(p.public_key.0)
+        };
+        match engine.add_peer(config, &layout(p, local_vtep).allowed_ips) {
+            Ok(_) => {
+                self.known_since.insert(p.public_key, wall);
+                true
+            }
+            Err(e) => {
+                report.errors.push(format!("peer {}: {e}", p.name));
+                false
+            }
+        }
     }
 
     /// The kernel routes the applied intent needs, and the link each goes through.
@@ -317,6 +336,18 @@ mod tests {
         assert_eq!(r.updated.len(), 2, "{r:?}");
         assert_eq!(e.device().peer_by_key(&a.public_key.0), Some(ida));
         assert_eq!(e.route("10.42.1.1".parse().unwrap()), Some(idb));
+        assert_eq!(e.route("100.64.0.2".parse().unwrap()), Some(ida));
+
+        // A peer removed behind our back (`wg set ... remove`) is added again at its next change.
+        e.remove_peer(ida);
+        let mut a3 = sync.current().peers[&a.public_key].clone();
+        a3.endpoint = Some("192.0.2.99:41641".parse().unwrap());
+        let mut both = sync.current().clone();
+        both.peers.insert(a.public_key, a3);
+        let r = sync.apply(both, Target::L3(&mut e), SystemTime::now());
+        assert_eq!(r.added, vec!["a".to_string()], "{r:?}");
+        let ida = e.device().peer_by_key(&a.public_key.0).unwrap();
+        assert_eq!(e.device().peer_endpoint(ida), Some("192.0.2.99:41641".parse().unwrap()));
         assert_eq!(e.route("100.64.0.2".parse().unwrap()), Some(ida));
 
         // Nothing changed: nothing done.
