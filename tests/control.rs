@@ -6,10 +6,6 @@
 //! only to addresses inside the test's namespaces.
 
 mod common;
-// The etcd harness of the control crate's tests (a real cluster, killed and removed on drop).
-#[path = "../control/tests/common/etcd_cluster.rs"]
-#[allow(dead_code)]
-mod etcd_cluster;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -17,8 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{ifname, keypair, require, sh, unique, Netns, RemoveDir};
 use vxwg::control::keys::Key;
-use vxwg::control::netmap::{Acl, AutoApprover, Document, NodeCert, NodeRecord, Policy, SigningKey};
-use vxwg::control::source::{EtcdSource, Source};
+use vxwg::control::netmap::{Acl, AutoApprover, NodeCert, NodeRecord, Policy, SigningKey};
 
 const VXWG: &str = env!("CARGO_BIN_EXE_vxwg");
 /// Short record lifetimes so a node that dies without withdrawing its record is dropped quickly.
@@ -578,89 +573,6 @@ fn with_the_pod_path_approved_pod_cidrs_travel_as_vxlan_to_the_advertising_vtep(
     // pb's AllowedIPs hold its overlay address only: the pod CIDR is a pod route, not L3.
     let peer = &status["peers"][0];
     assert_eq!(peer["allowed_ips"], serde_json::json!(["100.64.43.2/32"]), "{status:#}");
-}
-
-#[test]
-fn three_nodes_on_a_three_member_etcd_cluster_join_leave_and_survive_a_member_dying() {
-    if !require(&["ip", "wg", "ping"]) || !etcd_cluster::etcd_available() {
-        return;
-    }
-    let lan = Lan::new();
-    // etcd runs in the LAN namespace, on the bridge's own address.
-    lan.ns.exec("ip addr add 10.201.0.100/24 dev br0");
-    let mut cluster = etcd_cluster::EtcdCluster::start_in_netns(3, &lan.ns.name, "10.201.0.100");
-    let endpoints = cluster.endpoints();
-    let (na, nb, nc) = (lan.join("ea", "10.201.0.1"), lan.join("eb", "10.201.0.2"), lan.join("ec", "10.201.0.3"));
-    let operator = SigningKey::generate().unwrap();
-    let a = Spec::new("ea", "100.64.44.1", "10.201.0.1", &[], &["tag:node"]);
-    let b = Spec::new("eb", "100.64.44.2", "10.201.0.2", &[], &["tag:node"]);
-    let c = Spec::new("ec", "100.64.44.3", "10.201.0.3", &["10.43.4.0/24"], &["tag:node", "tag:router"]);
-    nc.exec("ip addr add 10.43.4.1/32 dev lo");
-    // The operator puts certificates and the policy (from inside the LAN namespace, where etcd is
-    // reachable; with a lease that outlives the test).
-    let prefix = format!("/vxwg-test-{}/", std::process::id());
-    let docs: Vec<Document> = [&a, &b, &c]
-        .iter()
-        .map(|s| Document {
-            key: format!("{}.cert.json", s.name),
-            bytes: s.cert(unix_now() + 86_400).sign(&operator).to_json(),
-        })
-        .chain([Document { key: "policy.json".into(), bytes: policy().sign(&operator).to_json() }])
-        .collect();
-    let (lan_ns, eps, pre) = (lan.ns.name.clone(), endpoints.clone(), prefix.clone());
-    std::thread::spawn(move || {
-        vxwg::dataplane::io::netns::enter(Path::new(&format!("/var/run/netns/{lan_ns}"))).unwrap();
-        let mut store = EtcdSource::connect(&eps, &pre, Duration::from_secs(3600)).unwrap();
-        for d in &docs {
-            store.publish(d).unwrap();
-        }
-    })
-    .join()
-    .expect("the operator's documents are in etcd");
-
-    let list: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
-    let source =
-        format!("source = \"etcd\"\nendpoints = [{}]\nprefix = \"{prefix}\"\nlease_ttl_secs = 3\n", list.join(", "));
-    let op = operator.public().to_base64();
-    let da = Daemon::launch(&na, &op, &a, &source, "");
-    let db = Daemon::launch(&nb, &op, &b, &source, "");
-    da.wait_for(10, "ea reaches eb", || da.pings("100.64.44.2"));
-
-    // Join: visible to the others in under a second, reachable soon after.
-    let mut dc = Daemon::launch(&nc, &op, &c, &source, "");
-    let started = Instant::now();
-    da.wait_for(1, "ea sees ec within 1 s", || da.peers().contains(&c.wg.1));
-    db.wait_for(1, "eb sees ec within 1 s", || db.peers().contains(&c.wg.1));
-    let visible = started.elapsed();
-    da.wait_for(3, "ea reaches ec", || da.pings("100.64.44.3"));
-    println!("etcd join: ec a peer of ea and eb {:.0} ms after its daemon was up", visible.as_secs_f64() * 1e3);
-    assert!(da.table().contains("10.43.4.0/24"), "ec's approved route: {}", da.table());
-    let status = da.status_json();
-    assert!(status["control"]["source"].as_str().unwrap().starts_with("etcd"), "{status:#}");
-
-    // One etcd member killed: nothing changes, the leases are kept alive through the others.
-    cluster.kill(0);
-    let killed = Instant::now();
-    std::thread::sleep(Duration::from_secs(5));
-    for d in [&da, &db] {
-        assert_eq!(d.peers().len(), 2, "{}: peers kept with a member down", d.ifname);
-    }
-    assert!(da.pings("100.64.44.3") && da.pings("10.43.4.1") && db.pings("100.64.44.1"));
-    assert!(da.status_json()["control"]["held"].is_null());
-
-    // ec dies without a word: its lease (3 s) lapses and it is removed from both, routes too.
-    let died = Instant::now();
-    dc.stop("KILL");
-    da.wait_for(10, "ec removed from ea after its lease expired", || {
-        !da.peers().contains(&c.wg.1) && !da.table().contains("10.43.4.0")
-    });
-    db.wait_for(10, "ec removed from eb", || !db.peers().contains(&c.wg.1));
-    println!(
-        "etcd: ec removed {:.1} s after SIGKILL (lease 3 s; {:.1} s after the member was killed)",
-        died.elapsed().as_secs_f64(),
-        killed.elapsed().as_secs_f64()
-    );
-    assert!(da.pings("100.64.44.2"), "ea and eb untouched");
 }
 
 #[test]
