@@ -22,25 +22,27 @@ pub fn offload_wanted() -> bool {
     std::env::var("VXWG_OFFLOAD").map_or(true, |v| v != "0")
 }
 
-/// Creates the TUN device `name`, with offloads unless they are turned off, and caps the
-/// segments per super-packet so that one always fits a batch.
+/// Packets the kernel may queue for a TUN device before dropping (its default is 500): enough
+/// to ride out the daemon being descheduled for a moment at small-packet rates.
+const TUN_QUEUE_LEN: u32 = 2048;
+
+/// Creates the TUN device `name`, with offloads unless they are turned off; caps the segments
+/// per super-packet so that one always fits a batch, and deepens the device's queue.
 pub fn create_tun(name: &str) -> io::Result<Tun> {
-    if !offload_wanted() {
-        return Tun::create(name);
-    }
-    let tun = Tun::create_with_offload(name)?;
-    if tun.offload() != Offload::None {
-        let capped = Netlink::open()
-            .and_then(|mut nl| {
-                let index = nl.link_index(tun.name())?;
-                nl.set_gso_max_segs(index, MAX_SEGMENTS as u32)
-            })
-            .is_ok();
-        if !capped {
-            // Not fatal: a super-packet of more segments than a batch holds is dropped and
-            // counted (`split_errors`), and TCP retransmits it.
-            eprintln!("vxwg[{}]: could not cap gso_max_segs; oversized super-packets will be dropped", tun.name());
+    let tun = if offload_wanted() { Tun::create_with_offload(name)? } else { Tun::create(name)? };
+    let vnet = tun.offload() != Offload::None;
+    let tuned = Netlink::open().and_then(|mut nl| {
+        let index = nl.link_index(tun.name())?;
+        nl.set_txqueuelen(index, TUN_QUEUE_LEN)?;
+        if vnet {
+            nl.set_gso_max_segs(index, MAX_SEGMENTS as u32)?;
         }
+        Ok(())
+    });
+    if let Err(e) = tuned {
+        // Not fatal: a shorter queue drops more under bursts, and a super-packet of more
+        // segments than a batch holds is dropped and counted (`split_errors`); TCP retransmits.
+        eprintln!("vxwg[{}]: tuning the TUN device: {e}", tun.name());
     }
     Ok(tun)
 }

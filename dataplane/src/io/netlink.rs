@@ -203,6 +203,7 @@ pub enum Op {
     SetLinkUp { index: u32, up: bool },
     SetMtu { index: u32, mtu: u32 },
     SetGsoMaxSegs { index: u32, segs: u32 },
+    SetTxQueueLen { index: u32, len: u32 },
     AddAddress { index: u32, addr: InterfaceAddress },
     DelAddress { index: u32, addr: InterfaceAddress },
     ListAddresses(u32),
@@ -223,6 +224,7 @@ impl fmt::Display for Op {
             Op::SetLinkUp { index, up } => write!(f, "set link #{index} {}", if *up { "up" } else { "down" }),
             Op::SetMtu { index, mtu } => write!(f, "set MTU {mtu} on link #{index}"),
             Op::SetGsoMaxSegs { index, segs } => write!(f, "set gso_max_segs {segs} on link #{index}"),
+            Op::SetTxQueueLen { index, len } => write!(f, "set txqueuelen {len} on link #{index}"),
             Op::AddAddress { index, addr } => write!(f, "add address {addr} to link #{index}"),
             Op::DelAddress { index, addr } => write!(f, "delete address {addr} from link #{index}"),
             Op::ListAddresses(i) => write!(f, "list addresses of link #{i}"),
@@ -403,6 +405,15 @@ impl Netlink {
         msg.header.index = index;
         msg.attributes.push(LinkAttribute::GsoMaxSegs(segs));
         self.ack(RouteNetlinkMessage::NewLink(msg), 0).map_err(|e| e.at(Op::SetGsoMaxSegs { index, segs }))
+    }
+
+    /// Sets the link's transmit queue length (`ip link set txqueuelen`): for a TUN device, how
+    /// many packets the kernel holds for the daemon before it drops.
+    pub fn set_txqueuelen(&mut self, index: u32, len: u32) -> Result<(), NetlinkError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::TxQueueLen(len));
+        self.ack(RouteNetlinkMessage::NewLink(msg), 0).map_err(|e| e.at(Op::SetTxQueueLen { index, len }))
     }
 
     /// Adds an address to the link (`ip addr add`); `Unchanged` if it is there already. The kernel

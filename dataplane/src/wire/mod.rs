@@ -56,25 +56,37 @@ pub(crate) fn check_len(buf: &[u8], needed: usize) -> Result<()> {
 pub mod checksum {
     use core::net::{Ipv4Addr, Ipv6Addr};
 
-    /// One's-complement sum of `data`, folded to 32 bits; combine with [`combine`] and [`finish`].
+    /// One's-complement sum of `data`, folded to 16 bits; combine with [`combine`] and [`finish`].
+    ///
+    /// One's-complement addition does not care about byte order (RFC 1071 section 2(B)): the
+    /// data is summed as native-endian 32-bit words into a 64-bit accumulator (no carries to
+    /// chase), folded, and byte-swapped once at the end on little-endian machines.
     pub fn sum(data: &[u8]) -> u32 {
         let mut acc: u64 = 0;
-        let mut chunks = data.chunks_exact(8);
+        let mut chunks = data.chunks_exact(32);
         for c in &mut chunks {
-            let v = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            acc += (v >> 48) + ((v >> 32) & 0xffff) + ((v >> 16) & 0xffff) + (v & 0xffff);
+            for w in c.chunks_exact(8) {
+                let v = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+                acc += (v & 0xffff_ffff) + (v >> 32);
+            }
         }
-        let mut rest = chunks.remainder().chunks_exact(2);
-        for c in &mut rest {
-            acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+        let mut words = chunks.remainder().chunks_exact(4);
+        for w in &mut words {
+            acc += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
+        }
+        let mut rest = words.remainder().chunks_exact(2);
+        for w in &mut rest {
+            acc += u64::from(u16::from_ne_bytes([w[0], w[1]]));
         }
         if let [last] = rest.remainder() {
-            acc += u64::from(*last) << 8;
+            // A trailing byte is the high half of a big-endian word padded with zero.
+            acc += u64::from(u16::from_ne_bytes([*last, 0]));
         }
-        while acc > 0xffff_ffff {
-            acc = (acc & 0xffff_ffff) + (acc >> 32);
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
         }
-        acc as u32
+        // Native order back to network order (a no-op on big-endian machines).
+        u32::from(u16::from_be(acc as u16))
     }
 
     /// Adds partial sums.
@@ -128,6 +140,32 @@ pub mod checksum {
         #[test]
         fn odd_length_pads_with_zero() {
             assert_eq!(sum(&[0x12, 0x34, 0x56]), 0x1234 + 0x5600);
+        }
+
+        /// The textbook sum: big-endian 16-bit words, carries folded.
+        fn reference(data: &[u8]) -> u16 {
+            let mut acc: u64 = 0;
+            for c in data.chunks(2) {
+                acc += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+            }
+            while acc > 0xffff {
+                acc = (acc & 0xffff) + (acc >> 16);
+            }
+            acc as u16
+        }
+
+        proptest::proptest! {
+            #[test]
+            fn matches_the_textbook_sum(data in proptest::collection::vec(proptest::num::u8::ANY, 0..3000)) {
+                proptest::prop_assert_eq!(finish(sum(&data)), !reference(&data));
+            }
+        }
+
+        #[test]
+        fn all_ones_and_all_zeros() {
+            assert_eq!(finish(sum(&[0u8; 1500])), 0xffff);
+            assert_eq!(finish(sum(&[0xffu8; 1500])), 0x0000);
+            assert_eq!(finish(sum(&[])), 0xffff);
         }
     }
 }
