@@ -8,46 +8,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::{ifname, keypair, require, sh, unique, Netns, RemoveDir};
-use vxwg::control::keys::Key;
-use vxwg::control::netmap::{Acl, AutoApprover, NodeCert, NodeRecord, Policy, SigningKey};
+use common::mesh::{policy, unix_now, Daemon, Lan, Spec, VXWG};
+use common::{ifname, require, sh, unique, Netns, RemoveDir};
+use vxwg::control::netmap::SigningKey;
 
-const VXWG: &str = env!("CARGO_BIN_EXE_vxwg");
 /// Short record lifetimes so a node that dies without withdrawing its record is dropped quickly.
 const RECORD_TTL: u64 = 6;
 const REFRESH: u64 = 2;
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// A LAN: a namespace holding a bridge; each node namespace joins it through a veth pair.
-struct Lan {
-    ns: Netns,
-}
-
-impl Lan {
-    fn new() -> Lan {
-        let ns = Netns::new("lan");
-        ns.exec("ip link add br0 type bridge && ip link set br0 up");
-        Lan { ns }
-    }
-
-    /// A node namespace on the LAN with underlay address `addr`/24.
-    fn join(&self, tag: &str, addr: &str) -> Netns {
-        let node = Netns::new(tag);
-        let n = unique();
-        let (inner, outer) =
-            (format!("cu{}x{n}", std::process::id() % 10000), format!("cl{}x{n}", std::process::id() % 10000));
-        sh(&format!("ip link add {inner} netns {} type veth peer name {outer} netns {}", node.name, self.ns.name));
-        node.exec(&format!("ip addr add {addr}/24 dev {inner} && ip link set {inner} up"));
-        self.ns.exec(&format!("ip link set {outer} master br0 && ip link set {outer} up"));
-        node
-    }
-}
 
 /// A pod namespace behind `node` holding `pod`/24, its default route via `gw` on the node (where
 /// forwarding is turned on).
@@ -59,68 +28,6 @@ fn pod_behind(node: &Netns, tag: &str, gw: &str, pod: &str) -> Netns {
     node.exec(&format!("ip addr add {gw}/24 dev {vn} && ip link set {vn} up && sysctl -qw net.ipv4.ip_forward=1"));
     ns.exec(&format!("ip addr add {pod}/24 dev {vp} && ip link set {vp} up && ip route add default via {gw}"));
     ns
-}
-
-/// One node of a test mesh: its keys, addresses and what it advertises.
-struct Spec {
-    name: String,
-    wg: (String, String),
-    signing: SigningKey,
-    overlay: String,
-    underlay: String,
-    routes: Vec<String>,
-    tags: Vec<String>,
-}
-
-impl Spec {
-    fn new(name: &str, overlay: &str, underlay: &str, routes: &[&str], tags: &[&str]) -> Spec {
-        Spec {
-            name: name.to_string(),
-            wg: keypair(),
-            signing: SigningKey::generate().unwrap(),
-            overlay: overlay.to_string(),
-            underlay: underlay.to_string(),
-            routes: routes.iter().map(|s| s.to_string()).collect(),
-            tags: tags.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    fn cert(&self, not_after: u64) -> NodeCert {
-        NodeCert {
-            name: self.name.clone(),
-            wireguard_key: Key::from_base64(&self.wg.1).unwrap(),
-            node_key: self.signing.public(),
-            addresses: vec![self.overlay.parse().unwrap()],
-            tags: self.tags.clone(),
-            not_after,
-        }
-    }
-
-    fn record(&self) -> NodeRecord {
-        let now = unix_now();
-        NodeRecord {
-            name: self.name.clone(),
-            endpoints: vec![format!("{}:41641", self.underlay).parse().unwrap()],
-            routes: self.routes.iter().map(|r| r.parse().unwrap()).collect(),
-            vtep_mac: None,
-            issued_at: now,
-            expires: now + 3600,
-        }
-    }
-}
-
-/// Nodes tagged `tag:node` reach each other; 10.42.0.0/16 and 10.43.0.0/16 may be advertised by
-/// `tag:router` nodes.
-fn policy() -> Policy {
-    Policy {
-        version: 1,
-        issued_at: unix_now(),
-        auto_approvers: ["10.42.0.0/16", "10.43.0.0/16"]
-            .iter()
-            .map(|p| AutoApprover { prefix: p.parse().unwrap(), tags: vec!["tag:router".into()] })
-            .collect(),
-        acls: vec![Acl { src: "tag:node".into(), dst: vec!["tag:node".into()] }],
-    }
 }
 
 /// The shared netmap directory, the operator key that signs certificates and the policy.
@@ -148,8 +55,10 @@ impl Netmap {
         self.write(&format!("{}.cert.json", spec.name), &spec.cert(unix_now() + 86_400).sign(&self.operator).to_json());
     }
 
+    /// Nodes tagged `tag:node` reach each other; 10.42.0.0/16 and 10.43.0.0/16 may be advertised
+    /// by `tag:router` nodes.
     fn policy(&self) {
-        self.write("policy.json", &policy().sign(&self.operator).to_json());
+        self.write("policy.json", &policy(&["10.42.0.0/16", "10.43.0.0/16"]).sign(&self.operator).to_json());
     }
 
     fn record_path(&self, node: &str) -> PathBuf {
@@ -157,105 +66,19 @@ impl Netmap {
     }
 }
 
-/// A `vxwg up --config` daemon in a namespace; killed on drop.
-struct Daemon<'a> {
-    ns: &'a Netns,
-    ifname: String,
-    child: Option<Child>,
-    log: PathBuf,
-    _cleanup: RemoveDir,
-}
-
 impl<'a> Daemon<'a> {
+    /// A node on `netmap`'s directory (the file source).
     fn start(ns: &'a Netns, netmap: &Netmap, spec: &Spec) -> Daemon<'a> {
         Self::start_with(ns, netmap, spec, "")
     }
 
     /// As [`Daemon::start`], with `extra` TOML tables (such as `[vxlan]`) after `[control]`.
     fn start_with(ns: &'a Netns, netmap: &Netmap, spec: &Spec, extra: &str) -> Daemon<'a> {
-        let source = format!("source = \"file\"\npath = \"{}\"\n", netmap.dir.display());
-        Self::launch(ns, &netmap.operator.public().to_base64(), spec, &source, extra)
-    }
-
-    /// A node whose `[control]` source is given by the `source` lines.
-    fn launch(ns: &'a Netns, operator: &str, spec: &Spec, source: &str, extra: &str) -> Daemon<'a> {
-        let dir = std::env::temp_dir().join(format!("vxwg-ctlcfg-{}-{}", std::process::id(), unique()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("private.key"), &spec.wg.0).unwrap();
-        std::fs::write(dir.join("signing.key"), spec.signing.to_base64()).unwrap();
-        let routes: Vec<String> = spec.routes.iter().map(|r| format!("{r:?}")).collect();
-        let toml = format!(
-            "private_key_file = \"private.key\"\nlisten_port = 41641\naddresses = [\"{}/32\"]\n[control]\nnode = \"{}\"\noperator_key = \"{operator}\"\nsigning_key_file = \"signing.key\"\n{source}advertise_endpoints = [\"{}\"]\nadvertise_routes = [{}]\nrecord_ttl_secs = {RECORD_TTL}\nrefresh_secs = {REFRESH}\n{extra}",
-            spec.overlay,
-            spec.name,
-            spec.underlay,
-            routes.join(", ")
+        let control = format!(
+            "source = \"file\"\npath = \"{}\"\nrecord_ttl_secs = {RECORD_TTL}\nrefresh_secs = {REFRESH}\n",
+            netmap.dir.display()
         );
-        std::fs::write(dir.join("node.toml"), toml).unwrap();
-        let ifname = ifname();
-        let log = dir.join("daemon.log");
-        let child = ns.spawn_logged(
-            &format!("{VXWG} up --foreground --config {} {ifname}", dir.join("node.toml").display()),
-            &log,
-        );
-        let d = Daemon { ns, ifname, child: Some(child), log, _cleanup: RemoveDir(dir) };
-        d.wait_for(10, "the UAPI socket", || Path::new(&format!("/var/run/wireguard/{}.sock", d.ifname)).exists());
-        d
-    }
-
-    /// Waits up to `secs` for `ok`, failing with the daemon's log.
-    #[track_caller]
-    fn wait_for(&self, secs: u64, what: &str, mut ok: impl FnMut() -> bool) -> Duration {
-        let start = Instant::now();
-        while !ok() {
-            assert!(
-                start.elapsed() < Duration::from_secs(secs),
-                "{what}: not within {secs} s; {} log:\n{}",
-                self.ifname,
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        start.elapsed()
-    }
-
-    /// Table 52 (empty before the first route creates it).
-    fn table(&self) -> String {
-        String::from_utf8_lossy(&self.ns.try_exec("ip route show table 52").stdout).into_owned()
-    }
-
-    fn routes_json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ns.exec(&format!("{VXWG} routes --json {}", self.ifname))).unwrap()
-    }
-
-    fn status_json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ns.exec(&format!("{VXWG} status --json {}", self.ifname))).unwrap()
-    }
-
-    fn peers(&self) -> Vec<String> {
-        self.ns.exec(&format!("wg show {} peers", self.ifname)).lines().map(str::to_string).collect()
-    }
-
-    fn pings(&self, addr: &str) -> bool {
-        self.ns.try_exec(&format!("ping -c 1 -W 1 {addr}")).status.success()
-    }
-
-    /// Sends `signal` and waits for the exit.
-    fn stop(&mut self, signal: &str) {
-        if let Some(mut c) = self.child.take() {
-            sh(&format!("kill -{signal} {}", c.id()));
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Daemon<'_> {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", self.ifname));
+        Self::launch(ns, &netmap.operator.public().to_base64(), spec, &control, extra)
     }
 }
 
@@ -274,7 +97,7 @@ fn three_nodes_join_and_leave_live_and_deleted_routes_come_back() {
     if !require(&["ip", "wg", "ping"]) {
         return;
     }
-    let lan = Lan::new();
+    let lan = Lan::new("lan", 'c', None);
     let (na, nb, nc) = (lan.join("ja", "10.201.0.1"), lan.join("jb", "10.201.0.2"), lan.join("jc", "10.201.0.3"));
     let netmap = Netmap::new();
     let a = Spec::new("ja", "100.64.40.1", "10.201.0.1", &[], &["tag:node"]);
@@ -374,7 +197,7 @@ fn forged_and_expired_documents_and_unapproved_routes_are_rejected_and_reported(
     if !require(&["ip", "wg", "ping"]) {
         return;
     }
-    let lan = Lan::new();
+    let lan = Lan::new("lan", 'c', None);
     let (na, nb) = (lan.join("ra", "10.201.0.1"), lan.join("rb", "10.201.0.2"));
     let netmap = Netmap::new();
     let a = Spec::new("ra", "100.64.41.1", "10.201.0.1", &[], &["tag:node"]);
@@ -468,7 +291,7 @@ fn ha_subnet_route_fails_over_to_the_standby_when_the_primary_dies() {
     if !require(&["ip", "wg", "ping", "sysctl"]) {
         return;
     }
-    let lan = Lan::new();
+    let lan = Lan::new("lan", 'c', None);
     let (na, nb, nc) = (lan.join("ha", "10.201.0.1"), lan.join("hb", "10.201.0.2"), lan.join("hc", "10.201.0.3"));
     // The same pod address behind each of the two routers.
     let _pa = pod_behind(&na, "hpa", "10.42.0.254", "10.42.0.1");
@@ -535,7 +358,7 @@ fn with_the_pod_path_approved_pod_cidrs_travel_as_vxlan_to_the_advertising_vtep(
     if !require(&["ip", "wg", "ping", "sysctl"]) {
         return;
     }
-    let lan = Lan::new();
+    let lan = Lan::new("lan", 'c', None);
     let (na, nb) = (lan.join("pa", "10.201.0.1"), lan.join("pb", "10.201.0.2"));
     let pod_a = pod_behind(&na, "ppa", "10.42.1.1", "10.42.1.2");
     let pod_b = pod_behind(&nb, "ppb", "10.42.2.1", "10.42.2.2");
@@ -580,7 +403,7 @@ fn a_source_that_cannot_be_opened_fails_the_start_and_leaves_nothing_behind() {
     if !require(&["ip"]) {
         return;
     }
-    let lan = Lan::new();
+    let lan = Lan::new("lan", 'c', None);
     let na = lan.join("xa", "10.201.0.1");
     let a = Spec::new("xa", "100.64.45.1", "10.201.0.1", &[], &["tag:node"]);
     let dir = std::env::temp_dir().join(format!("vxwg-ctlbad-{}-{}", std::process::id(), unique()));

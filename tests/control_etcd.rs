@@ -17,22 +17,20 @@ mod etcd_cluster;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{ifname, keypair, require, sh, unique, Netns, RemoveDir};
+use common::mesh::{policy, quoted, unix_now, Daemon, Lan, Spec};
+use common::{require, Netns};
 use etcd_cluster::{etcd_available, EtcdCluster};
-use vxwg::control::keys::Key;
-use vxwg::control::netmap::{Acl, AutoApprover, NodeCert, Policy, SigningKey};
+use vxwg::control::netmap::SigningKey;
 use vxwg::control::source::EtcdSource;
 use vxwg::dataplane::io::netns;
 
-const VXWG: &str = env!("CARGO_BIN_EXE_vxwg");
 const PREFIX: &str = "/vxwg/";
 /// The etcd host: the LAN bridge's own address, inside the LAN namespace.
 const ETCD_HOST: &str = "10.202.0.100";
@@ -41,38 +39,8 @@ const LEASE_TTL: u64 = 6;
 /// Records valid far longer than the lease, so only the lease can remove a killed node's record.
 const RECORD_TTL: u64 = 600;
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-/// A LAN: a namespace holding a bridge (which carries the etcd host address); each node namespace
-/// joins it through a veth pair.
-struct Lan {
-    ns: Netns,
-}
-
-impl Lan {
-    fn new() -> Lan {
-        let ns = Netns::new("elan");
-        ns.exec(&format!("ip link add br0 type bridge && ip addr add {ETCD_HOST}/24 dev br0 && ip link set br0 up"));
-        Lan { ns }
-    }
-
-    /// A node namespace on the LAN with underlay address `addr`/24.
-    fn join(&self, tag: &str, addr: &str) -> Netns {
-        let node = Netns::new(tag);
-        let n = unique();
-        let pid = std::process::id() % 10000;
-        let (inner, outer) = (format!("eu{pid}x{n}"), format!("el{pid}x{n}"));
-        sh(&format!("ip link add {inner} netns {} type veth peer name {outer} netns {}", node.name, self.ns.name));
-        node.exec(&format!("ip addr add {addr}/24 dev {inner} && ip link set {inner} up"));
-        self.ns.exec(&format!("ip link set {outer} master br0 && ip link set {outer} up"));
-        node
-    }
 }
 
 /// Runs `f` on a thread inside namespace `ns` (setns affects only that thread), for sockets that
@@ -219,146 +187,14 @@ impl Drop for Observer {
     }
 }
 
-/// One node: its keys, addresses and what it advertises.
-struct Spec {
-    name: String,
-    wg: (String, String),
-    signing: SigningKey,
-    overlay: String,
-    underlay: String,
-    routes: Vec<String>,
-    tags: Vec<String>,
-}
-
-impl Spec {
-    fn new(name: &str, overlay: &str, underlay: &str, routes: &[&str], tags: &[&str]) -> Spec {
-        Spec {
-            name: name.to_string(),
-            wg: keypair(),
-            signing: SigningKey::generate().unwrap(),
-            overlay: overlay.to_string(),
-            underlay: underlay.to_string(),
-            routes: routes.iter().map(|s| s.to_string()).collect(),
-            tags: tags.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    fn cert(&self) -> NodeCert {
-        NodeCert {
-            name: self.name.clone(),
-            wireguard_key: Key::from_base64(&self.wg.1).unwrap(),
-            node_key: self.signing.public(),
-            addresses: vec![self.overlay.parse().unwrap()],
-            tags: self.tags.clone(),
-            not_after: unix_now() + 86_400,
-        }
-    }
-
-    fn record_key(&self) -> String {
-        format!("{}.record.json", self.name)
-    }
-}
-
-/// A `vxwg up --config` daemon on the etcd source in a namespace; killed on drop.
-struct Daemon<'a> {
-    ns: &'a Netns,
-    ifname: String,
-    child: Option<Child>,
-    log: PathBuf,
-    _cleanup: RemoveDir,
-}
-
 impl<'a> Daemon<'a> {
+    /// A node on the etcd source at `endpoints`, certified by `operator`.
     fn start(ns: &'a Netns, operator: &SigningKey, endpoints: &[String], spec: &Spec) -> Daemon<'a> {
-        let dir = std::env::temp_dir().join(format!("vxwg-etcdcfg-{}-{}", std::process::id(), unique()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("private.key"), &spec.wg.0).unwrap();
-        std::fs::write(dir.join("signing.key"), spec.signing.to_base64()).unwrap();
-        let quoted = |items: &[String]| items.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(", ");
-        let toml = format!(
-            "private_key_file = \"private.key\"\nlisten_port = 41641\naddresses = [\"{}/32\"]\n[control]\nnode = \"{}\"\noperator_key = \"{}\"\nsigning_key_file = \"signing.key\"\nsource = \"etcd\"\nendpoints = [{}]\nprefix = \"{PREFIX}\"\nlease_ttl_secs = {LEASE_TTL}\nadvertise_endpoints = [\"{}\"]\nadvertise_routes = [{}]\nrecord_ttl_secs = {RECORD_TTL}\n",
-            spec.overlay,
-            spec.name,
-            operator.public().to_base64(),
-            quoted(endpoints),
-            spec.underlay,
-            quoted(&spec.routes),
+        let control = format!(
+            "source = \"etcd\"\nendpoints = [{}]\nprefix = \"{PREFIX}\"\nlease_ttl_secs = {LEASE_TTL}\nrecord_ttl_secs = {RECORD_TTL}\n",
+            quoted(endpoints)
         );
-        std::fs::write(dir.join("node.toml"), toml).unwrap();
-        let ifname = ifname();
-        let log = dir.join("daemon.log");
-        let child = ns.spawn_logged(
-            &format!("{VXWG} up --foreground --config {} {ifname}", dir.join("node.toml").display()),
-            &log,
-        );
-        let d = Daemon { ns, ifname, child: Some(child), log, _cleanup: RemoveDir(dir) };
-        let start = Instant::now();
-        while !Path::new(&format!("/var/run/wireguard/{}.sock", d.ifname)).exists() {
-            assert!(start.elapsed() < Duration::from_secs(10), "{} has no UAPI socket:\n{}", d.ifname, d.log());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Table 52 (empty before the first route creates it).
-    fn table(&self) -> String {
-        String::from_utf8_lossy(&self.ns.try_exec("ip route show table 52").stdout).into_owned()
-    }
-
-    fn status_json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ns.exec(&format!("{VXWG} status --json {}", self.ifname))).unwrap()
-    }
-
-    fn peers(&self) -> Vec<String> {
-        self.ns.exec(&format!("wg show {} peers", self.ifname)).lines().map(str::to_string).collect()
-    }
-
-    /// `spec` is this node's peer and its overlay address and approved routes are in table 52.
-    fn holds(&self, spec: &Spec) -> bool {
-        let table = self.table();
-        self.peers().contains(&spec.wg.1)
-            && table.contains(&format!("{} dev {}", spec.overlay, self.ifname))
-            && spec.routes.iter().all(|r| table.contains(&format!("{r} dev {}", self.ifname)))
-    }
-
-    /// Neither `spec`'s peer nor any of its routes is left.
-    fn forgot(&self, spec: &Spec) -> bool {
-        let table = self.table();
-        !self.peers().contains(&spec.wg.1)
-            && !table.contains(&format!("{} ", spec.overlay))
-            && spec.routes.iter().all(|r| !table.contains(r.as_str()))
-    }
-
-    fn pings(&self, addr: &str) -> bool {
-        self.ns.try_exec(&format!("ping -c 1 -W 1 {addr}")).status.success()
-    }
-
-    /// Probes every 50 ms until the first answer, for at most 2 s (one run of ping).
-    fn answers_soon(&self, addr: &str) -> bool {
-        self.ns.try_exec(&format!("ping -q -c 1 -i 0.05 -w 2 {addr}")).status.success()
-    }
-
-    /// SIGKILL: no record withdrawn, no lease revoked.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            sh(&format!("kill -KILL {}", c.id()));
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", self.ifname));
-    }
-}
-
-impl Drop for Daemon<'_> {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", self.ifname));
+        Self::launch(ns, &operator.public().to_base64(), spec, &control, "")
     }
 }
 
@@ -388,7 +224,7 @@ fn three_nodes_on_a_three_member_etcd_join_expire_and_ride_out_a_dead_leader() {
     if !require(&["ip", "wg", "ping"]) || !etcd_available() {
         return;
     }
-    let lan = Lan::new();
+    let lan = Lan::new("elan", 'e', Some(ETCD_HOST));
     let mut etcd = EtcdCluster::start_in_netns(3, &lan.ns.name, ETCD_HOST);
     let endpoints = etcd.endpoints();
     let (na, nb, nc) = (lan.join("ea", "10.202.0.1"), lan.join("eb", "10.202.0.2"), lan.join("ec", "10.202.0.3"));
@@ -401,14 +237,14 @@ fn three_nodes_on_a_three_member_etcd_join_expire_and_ride_out_a_dead_leader() {
     // The operator's documents, without a lease: they outlive any node.
     let operator = SigningKey::generate().unwrap();
     for s in [&a, &b, &c] {
-        operator_put(&lan, &endpoints[0], &format!("{}.cert.json", s.name), &s.cert().sign(&operator).to_json());
+        operator_put(
+            &lan,
+            &endpoints[0],
+            &format!("{}.cert.json", s.name),
+            &s.cert(unix_now() + 86_400).sign(&operator).to_json(),
+        );
     }
-    let policy = Policy {
-        version: 1,
-        issued_at: unix_now(),
-        auto_approvers: vec![AutoApprover { prefix: "10.43.0.0/16".parse().unwrap(), tags: vec!["tag:router".into()] }],
-        acls: vec![Acl { src: "tag:node".into(), dst: vec!["tag:node".into()] }],
-    };
+    let policy = policy(&["10.43.0.0/16"]);
     operator_put(&lan, &endpoints[0], "policy.json", &policy.sign(&operator).to_json());
     let observer = Observer::start(&lan, endpoints.clone());
 

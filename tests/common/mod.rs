@@ -2,6 +2,8 @@
 //! unique names, namespaces deleted on drop, shell helpers that say what failed.
 #![allow(dead_code)]
 
+pub mod mesh;
+
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
