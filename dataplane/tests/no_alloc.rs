@@ -213,3 +213,64 @@ fn steady_state_pod_batches_allocate_nothing() {
     assert_eq!(delivered, 204 * BATCH);
     assert_eq!(allocations, 0, "allocations on the steady-state pod path");
 }
+
+/// A TCP/IPv4 super-packet as a TSO TUN hands it over: 20 + 20 header bytes, then `payload`.
+fn tso_packet(seq: u32, payload: usize, buf: &mut [u8]) -> usize {
+    let p = &mut buf[HEADROOM..HEADROOM + 40 + payload];
+    p.fill(0x6b);
+    p[..40].fill(0);
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+    p[6] = 0x40;
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    p[24..28].copy_from_slice(&seq.to_be_bytes());
+    p[32] = 5 << 4;
+    p[33] = 0x10;
+    40 + payload
+}
+
+#[test]
+fn offload_split_and_coalesce_allocate_nothing_in_steady_state() {
+    use std::ops::Range;
+    use vxwg_dataplane::offload::{split, Coalescer, GsoType, VirtioNetHdr};
+
+    const SEGMENT: usize = 1380;
+    const SEGMENTS: usize = 40;
+    let hdr = VirtioNetHdr {
+        flags: 1,
+        gso_type: GsoType::TcpV4,
+        hdr_len: 40,
+        gso_size: SEGMENT as u16,
+        csum_start: 20,
+        csum_offset: 16,
+    };
+    // Slots and lists sized once, as the daemon's TunPort does.
+    let mut slots = vec![vec![0u8; HEADROOM + 65_535 + TAILROOM]; 64];
+    let mut lens = vec![0usize; 64];
+    let mut packets: Vec<(usize, Range<usize>)> = Vec::with_capacity(64);
+    let mut coalescer = Coalescer::new();
+    let mut merged = 0usize;
+    let mut round = |seq: u32| {
+        let len = tso_packet(seq, SEGMENT * SEGMENTS, &mut slots[0]);
+        let n = split(&hdr, &mut slots, HEADROOM, len, &mut lens).unwrap();
+        assert_eq!(n, SEGMENTS);
+        packets.clear();
+        packets.extend((0..n).map(|i| (i, HEADROOM..HEADROOM + lens[i])));
+        coalescer.coalesce(&mut slots, &packets);
+        assert_eq!(coalescer.writes().len(), 1, "one flow in order: one write");
+        merged += coalescer.followers().len() + 1;
+    };
+    for i in 0..4 {
+        round(i * (SEGMENT * SEGMENTS) as u32);
+    }
+    let allocations = allocations_during(|| {
+        for i in 4..204 {
+            round(i * (SEGMENT * SEGMENTS) as u32);
+        }
+    });
+    assert_eq!(merged, 204 * SEGMENTS);
+    assert_eq!(allocations, 0, "allocations while cutting and merging super-packets");
+}
