@@ -4,93 +4,14 @@
 //! only to addresses inside them. Guards delete namespaces, kill daemons and remove UAPI sockets
 //! on drop, so a failing or panicking test leaves nothing behind.
 
+mod common;
+
 use std::io::Write;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
-
-/// Skips (with a note) outside CI when not root or a tool is missing; in CI, requires them.
-fn require(tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|t| {
-            !Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success())
-        })
-        .collect();
-    let ok = is_root() && missing.is_empty();
-    if !ok {
-        assert!(std::env::var_os("CI").is_none(), "CI must run as root with {missing:?} installed");
-        eprintln!("skipped: needs root and {tools:?} (missing {missing:?})");
-    }
-    ok
-}
-
-fn run(cmd: &str) -> Output {
-    Command::new("sh").args(["-c", cmd]).output().expect("sh")
-}
-
-#[track_caller]
-fn sh(cmd: &str) -> String {
-    let o = run(cmd);
-    assert!(
-        o.status.success(),
-        "`{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A network namespace that is deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("vxwgt-{}-{}-{tag}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        sh(&format!("ip netns add {name}"));
-        let ns = Netns { name };
-        ns.exec("ip link set lo up");
-        ns
-    }
-
-    #[track_caller]
-    fn exec(&self, cmd: &str) -> String {
-        sh(&format!("ip netns exec {} sh -c '{}'", self.name, cmd.replace('\'', r"'\''")))
-    }
-
-    fn try_exec(&self, cmd: &str) -> Output {
-        run(&format!("ip netns exec {} sh -c '{}'", self.name, cmd.replace('\'', r"'\''")))
-    }
-
-    fn spawn(&self, cmd: &str) -> Child {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, "sh", "-c", &format!("exec {cmd}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = run(&format!("ip netns pids {} | xargs -r kill -9", self.name));
-        let _ = run(&format!("ip netns del {}", self.name));
-    }
-}
+use common::{ifname, keypair, require, sh, Netns, RemoveDir, NEXT};
 
 /// Two namespaces joined by a veth pair: 10.201.0.1/24 <-> 10.201.0.2/24 (underlay).
 fn underlay() -> (Netns, Netns) {
@@ -101,11 +22,6 @@ fn underlay() -> (Netns, Netns) {
     a.exec(&format!("ip addr add 10.201.0.1/24 dev {va} && ip link set {va} up"));
     b.exec(&format!("ip addr add 10.201.0.2/24 dev {vb} && ip link set {vb} up"));
     (a, b)
-}
-
-/// A unique interface name (the UAPI socket directory is shared by all namespaces).
-fn ifname() -> String {
-    format!("vw{}n{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -126,8 +42,7 @@ struct Node<'a> {
 
 impl<'a> Node<'a> {
     fn start(ns: &'a Netns, which: Impl, overlay: &str) -> Node<'a> {
-        let private = sh(&format!("{} genkey", env!("CARGO_BIN_EXE_vxwg"))).trim().to_string();
-        let public = sh(&format!("echo {private} | {} pubkey", env!("CARGO_BIN_EXE_vxwg"))).trim().to_string();
+        let (private, public) = keypair();
         let mut node = Node { ns, ifname: ifname(), child: None, private, public, overlay: overlay.to_string() };
         node.launch(which);
         node
@@ -779,23 +694,6 @@ fn pod_mtu_follows_a_shrinking_underlay_path() {
     tcp_transfer(&pa, &pb, "10.42.2.2", 20);
     tcp_transfer(&pb, &pa, "10.42.1.2", 5);
     assert_eq!(status_json(&nb, &ib)["pod"]["paths"][0]["pod_mtu"].as_u64(), Some(1290));
-}
-
-/// Removes a config directory on drop, even when the test panics.
-struct RemoveDir(std::path::PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A fresh key pair from `vxwg genkey` / `vxwg pubkey`.
-fn keypair() -> (String, String) {
-    let vxwg = env!("CARGO_BIN_EXE_vxwg");
-    let private = sh(&format!("{vxwg} genkey")).trim().to_string();
-    let public = sh(&format!("echo {private} | {vxwg} pubkey")).trim().to_string();
-    (private, public)
 }
 
 /// `vxwg status --json` of a node, parsed.

@@ -1,5 +1,6 @@
-//! Helpers for root tests in network namespaces (copied from tests/netns.rs, which keeps its own):
-//! unique names, namespaces deleted on drop, shell helpers that say what failed.
+//! Helpers for the root tests in network namespaces (tests/netns.rs, tests/control.rs,
+//! tests/control_etcd.rs): unique names, namespaces deleted on drop, shell helpers that say what
+//! failed.
 #![allow(dead_code)]
 
 pub mod mesh;
@@ -75,6 +76,17 @@ impl Netns {
 
     pub fn try_exec(&self, cmd: &str) -> Output {
         run(&format!("ip netns exec {} sh -c '{}'", self.name, cmd.replace('\'', r"'\''")))
+    }
+
+    /// Starts `cmd` in the namespace with its stdout and stderr piped back.
+    pub fn spawn(&self, cmd: &str) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", &format!("exec {cmd}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
     }
 
     /// Starts `cmd` in the namespace; its stderr goes to `log` (a file) so a failing test can show it.
