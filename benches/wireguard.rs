@@ -69,17 +69,11 @@ struct VxPair {
     now: Instant,
 }
 
-fn vx_pair() -> VxPair {
-    let now = Instant::now();
-    let (ka, kb) = ([1u8; 32], [2u8; 32]);
-    let mut a = Device::new(DeviceConfig::new(ka), OsRng, now, SystemTime::now());
-    let mut b = Device::new(DeviceConfig::new(kb), OsRng, now, SystemTime::now());
-    let a_peer =
-        a.add_peer(PeerConfig { endpoint: Some(B_ADDR.parse().unwrap()), ..PeerConfig::new(b.public_key()) }).unwrap();
-    b.add_peer(PeerConfig::new(a.public_key())).unwrap();
+/// Runs a handshake from A (to its peer `a_peer`, B) to completion, both ways, including A's
+/// confirming keepalive.
+fn handshake(a: &mut Device, a_peer: PeerId, b: &mut Device, now: Instant) {
     a.initiate_handshake(a_peer, now);
     let (a_addr, b_addr): (SocketAddr, SocketAddr) = (A_ADDR.parse().unwrap(), B_ADDR.parse().unwrap());
-    // Run the handshake to completion, both ways, including A's confirming keepalive.
     for _ in 0..4 {
         while let Some(mut t) = a.poll_transmit() {
             let _ = b.decapsulate(a_addr, &mut t.payload, now);
@@ -89,6 +83,17 @@ fn vx_pair() -> VxPair {
         }
     }
     assert!(a.has_session(a_peer, now));
+}
+
+fn vx_pair() -> VxPair {
+    let now = Instant::now();
+    let (ka, kb) = ([1u8; 32], [2u8; 32]);
+    let mut a = Device::new(DeviceConfig::new(ka), OsRng, now, SystemTime::now());
+    let mut b = Device::new(DeviceConfig::new(kb), OsRng, now, SystemTime::now());
+    let a_peer =
+        a.add_peer(PeerConfig { endpoint: Some(B_ADDR.parse().unwrap()), ..PeerConfig::new(b.public_key()) }).unwrap();
+    b.add_peer(PeerConfig::new(a.public_key())).unwrap();
+    handshake(&mut a, a_peer, &mut b, now);
     VxPair { a, a_peer, b, now }
 }
 
@@ -109,17 +114,8 @@ fn engine_pair() -> EnginePair {
     let to_b = PeerConfig { endpoint: Some(B_ADDR.parse().unwrap()), ..PeerConfig::new(b_pub) };
     let a_peer = a.add_peer(to_b, &["10.0.0.2/32".parse::<IpNet>().unwrap()]).unwrap();
     b.add_peer(PeerConfig::new(a_pub), &["10.0.0.1/32".parse::<IpNet>().unwrap()]).unwrap();
-    a.device_mut().initiate_handshake(a_peer, now);
-    let (a_addr, b_addr): (SocketAddr, SocketAddr) = (A_ADDR.parse().unwrap(), B_ADDR.parse().unwrap());
-    for _ in 0..4 {
-        while let Some(mut t) = a.poll_transmit() {
-            let _ = b.decapsulate(a_addr, &mut t.payload, now);
-        }
-        while let Some(mut t) = b.poll_transmit() {
-            let _ = a.decapsulate(b_addr, &mut t.payload, now);
-        }
-    }
-    assert!(a.device().has_session(a_peer, now));
+    // The engines only hand handshake messages to their devices.
+    handshake(a.device_mut(), a_peer, b.device_mut(), now);
     EnginePair { a, b, now }
 }
 
@@ -157,6 +153,47 @@ impl DeviceBatch {
     }
 }
 
+/// Sealed datagrams (all from A's address) waiting for a receive side's `decapsulate`.
+struct Sealed {
+    msgs: Vec<Vec<u8>>,
+    lens: Vec<usize>,
+    srcs: Vec<SocketAddr>,
+}
+
+impl Sealed {
+    fn new(batch: usize) -> Self {
+        Sealed { msgs: Vec::new(), lens: Vec::new(), srcs: vec![A_ADDR.parse().unwrap(); batch] }
+    }
+
+    fn clear(&mut self) {
+        self.msgs.clear();
+        self.lens.clear();
+    }
+
+    fn push(&mut self, msg: &[u8]) {
+        self.msgs.push(msg.to_vec());
+        self.lens.push(msg.len());
+    }
+
+    fn len(&self) -> usize {
+        self.msgs.len()
+    }
+
+    /// Hands the datagrams to `receive` up to `batch` at a time (messages, lengths, sources);
+    /// returns the sum of what it returns.
+    fn receive(
+        &mut self,
+        batch: usize,
+        mut receive: impl FnMut(&mut [Vec<u8>], &[usize], &[SocketAddr]) -> usize,
+    ) -> usize {
+        let mut delivered = 0;
+        for (msgs, lens) in self.msgs.chunks_mut(batch).zip(self.lens.chunks(batch)) {
+            delivered += receive(msgs, lens, &self.srcs[..msgs.len()]);
+        }
+        delivered
+    }
+}
+
 /// Batches of `size`-byte packets through a pair of engines, with the buffers reused call to call.
 struct EngineBatch {
     pair: EnginePair,
@@ -164,10 +201,8 @@ struct EngineBatch {
     bufs: Vec<Vec<u8>>,
     lens: Vec<usize>,
     out: Vec<Outgoing>,
-    /// Sealed messages waiting for [`EngineBatch::decapsulate`], with their lengths.
-    sealed: Vec<Vec<u8>>,
-    sealed_lens: Vec<usize>,
-    srcs: Vec<SocketAddr>,
+    /// Sealed messages waiting for [`EngineBatch::decapsulate`].
+    sealed: Sealed,
     incoming: Vec<Incoming>,
 }
 
@@ -179,9 +214,7 @@ impl EngineBatch {
             bufs: vec![vec![0u8; HEADROOM + size + TAILROOM]; batch],
             lens: vec![size; batch],
             out: Vec::with_capacity(batch),
-            sealed: Vec::new(),
-            sealed_lens: Vec::new(),
-            srcs: vec![A_ADDR.parse().unwrap(); batch],
+            sealed: Sealed::new(batch),
             incoming: Vec::with_capacity(batch),
         }
     }
@@ -205,12 +238,10 @@ impl EngineBatch {
     /// Seals `calls` batches (untimed) for [`EngineBatch::decapsulate`].
     fn prepare(&mut self, calls: usize) {
         self.sealed.clear();
-        self.sealed_lens.clear();
         for _ in 0..calls {
             self.encapsulate();
             for o in &self.out {
-                self.sealed.push(self.bufs[o.slot][..o.len].to_vec());
-                self.sealed_lens.push(o.len);
+                self.sealed.push(&self.bufs[o.slot][..o.len]);
             }
         }
     }
@@ -219,12 +250,12 @@ impl EngineBatch {
     /// per batch; returns how many packets were delivered.
     fn decapsulate(&mut self) -> usize {
         let batch = self.batch();
-        let mut delivered = 0;
-        for (msgs, lens) in self.sealed.chunks_mut(batch).zip(self.sealed_lens.chunks(batch)) {
-            self.incoming.clear();
-            self.pair.b.decapsulate_batch(msgs, lens, &self.srcs[..msgs.len()], self.pair.now, &mut self.incoming);
-            delivered += self.incoming.len();
-        }
+        let (b, now, incoming) = (&mut self.pair.b, self.pair.now, &mut self.incoming);
+        let delivered = self.sealed.receive(batch, |msgs, lens, srcs| {
+            incoming.clear();
+            b.decapsulate_batch(msgs, lens, srcs, now, incoming);
+            incoming.len()
+        });
         assert_eq!(delivered, self.sealed.len(), "every sealed packet is delivered");
         delivered
     }
@@ -241,9 +272,7 @@ struct PodBatch {
     lens: Vec<usize>,
     out: Vec<PodOutgoing>,
     icmp: Vec<PodIcmp>,
-    sealed: Vec<Vec<u8>>,
-    sealed_lens: Vec<usize>,
-    srcs: Vec<SocketAddr>,
+    sealed: Sealed,
     incoming: Vec<PodIncoming>,
 }
 
@@ -284,9 +313,7 @@ impl PodBatch {
             lens: vec![size; batch],
             out: Vec::with_capacity(batch),
             icmp: Vec::new(),
-            sealed: Vec::new(),
-            sealed_lens: Vec::new(),
-            srcs: vec![A_ADDR.parse().unwrap(); batch],
+            sealed: Sealed::new(batch),
             incoming: Vec::with_capacity(batch),
         }
     }
@@ -310,12 +337,10 @@ impl PodBatch {
     /// Seals `calls` batches (untimed) for [`PodBatch::decapsulate`].
     fn prepare(&mut self, calls: usize) {
         self.sealed.clear();
-        self.sealed_lens.clear();
         for _ in 0..calls {
             self.encapsulate();
             for o in &self.out {
-                self.sealed.push(self.bufs[o.slot][o.range.clone()].to_vec());
-                self.sealed_lens.push(o.range.len());
+                self.sealed.push(&self.bufs[o.slot][o.range.clone()]);
             }
         }
     }
@@ -324,12 +349,12 @@ impl PodBatch {
     /// call per batch; returns how many pod packets were delivered.
     fn decapsulate(&mut self) -> usize {
         let batch = self.batch();
-        let mut delivered = 0;
-        for (msgs, lens) in self.sealed.chunks_mut(batch).zip(self.sealed_lens.chunks(batch)) {
-            self.incoming.clear();
-            self.b.decapsulate_pod_batch(msgs, lens, &self.srcs[..msgs.len()], self.now, &mut self.incoming);
-            delivered += self.incoming.len();
-        }
+        let (b, now, incoming) = (&mut self.b, self.now, &mut self.incoming);
+        let delivered = self.sealed.receive(batch, |msgs, lens, srcs| {
+            incoming.clear();
+            b.decapsulate_pod_batch(msgs, lens, srcs, now, incoming);
+            incoming.len()
+        });
         assert_eq!(delivered, self.sealed.len(), "every sealed pod packet is delivered: {:?}", self.b.stats());
         delivered
     }
