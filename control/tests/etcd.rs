@@ -66,17 +66,25 @@ fn has(set: &[(String, String)], key: &str) -> bool {
     set.iter().any(|(k, _)| k == key)
 }
 
+/// A fresh three-member cluster and its endpoints; `None` (the test is skipped) without `etcd`.
+fn start_cluster() -> Option<(EtcdCluster, Vec<String>)> {
+    if !etcd_available() {
+        return None;
+    }
+    let cluster = EtcdCluster::start(3);
+    let endpoints = cluster.endpoints();
+    Some((cluster, endpoints))
+}
+
 fn connect(endpoints: &[String], ttl: Duration) -> EtcdSource {
     EtcdSource::connect(endpoints, PREFIX, ttl).unwrap_or_else(|e| panic!("connect to {endpoints:?}: {e}"))
 }
 
 #[test]
 fn a_published_record_is_seen_by_another_node_in_under_a_second() {
-    if !etcd_available() {
+    let Some((cluster, endpoints)) = start_cluster() else {
         return;
-    }
-    let cluster = EtcdCluster::start(3);
-    let endpoints = cluster.endpoints();
+    };
     let mut a = connect(&endpoints, LONG_TTL);
     let mut b = connect(&endpoints[1..], LONG_TTL);
 
@@ -99,11 +107,9 @@ fn a_published_record_is_seen_by_another_node_in_under_a_second() {
 
 #[test]
 fn an_update_is_a_change_and_an_unchanged_set_is_none() {
-    if !etcd_available() {
+    let Some((cluster, endpoints)) = start_cluster() else {
         return;
-    }
-    let cluster = EtcdCluster::start(3);
-    let endpoints = cluster.endpoints();
+    };
     let mut a = connect(&endpoints, LONG_TTL);
     let mut b = connect(&endpoints, LONG_TTL);
     a.publish(&doc("node-a", "v1")).unwrap();
@@ -123,11 +129,9 @@ fn an_update_is_a_change_and_an_unchanged_set_is_none() {
 
 #[test]
 fn a_lapsed_lease_removes_the_record_and_a_kept_one_keeps_it() {
-    if !etcd_available() {
+    let Some((cluster, endpoints)) = start_cluster() else {
         return;
-    }
-    let cluster = EtcdCluster::start(3);
-    let endpoints = cluster.endpoints();
+    };
     let ttl = Duration::from_secs(2);
     let mut a = connect(&endpoints, ttl);
     let mut c = connect(&endpoints, ttl);
@@ -181,11 +185,9 @@ fn a_lapsed_lease_removes_the_record_and_a_kept_one_keeps_it() {
 
 #[test]
 fn one_member_killed_changes_nothing() {
-    if !etcd_available() {
+    let Some((mut cluster, endpoints)) = start_cluster() else {
         return;
-    }
-    let mut cluster = EtcdCluster::start(3);
-    let endpoints = cluster.endpoints();
+    };
     let ttl = Duration::from_secs(3);
     // a and b both start on member 0 (the one to die); c on member 1.
     let mut a = connect(&endpoints, ttl);
@@ -308,11 +310,9 @@ mod signed {
 fn a_value_tampered_with_in_etcd_is_rejected_by_verification() {
     use vxwg_control::netmap::{build, intent, Envelope, RejectReason, Trust};
 
-    if !etcd_available() {
+    let Some((cluster, endpoints)) = start_cluster() else {
         return;
-    }
-    let cluster = EtcdCluster::start(3);
-    let endpoints = cluster.endpoints();
+    };
 
     // The operator stores policy and certificates without a lease (they outlive any node).
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -359,11 +359,9 @@ fn a_value_tampered_with_in_etcd_is_rejected_by_verification() {
 
 #[test]
 fn a_lost_lease_is_granted_again_and_the_record_put_back() {
-    if !etcd_available() {
+    let Some((cluster, endpoints)) = start_cluster() else {
         return;
-    }
-    let cluster = EtcdCluster::start(3);
-    let endpoints = cluster.endpoints();
+    };
     let mut a = connect(&endpoints, Duration::from_secs(3));
     let mut b = connect(&endpoints, LONG_TTL);
     a.publish(&doc("node-a", "a")).unwrap();
@@ -395,11 +393,9 @@ fn a_lost_lease_is_granted_again_and_the_record_put_back() {
 
 #[test]
 fn a_set_larger_than_one_range_page_is_loaded_whole() {
-    if !etcd_available() {
+    let Some((cluster, endpoints)) = start_cluster() else {
         return;
-    }
-    let cluster = EtcdCluster::start(3);
-    let endpoints = cluster.endpoints();
+    };
     let mut a = connect(&endpoints, LONG_TTL);
     // 250 documents: three pages of the source's 100-key ranges.
     let start = Instant::now();
@@ -418,11 +414,9 @@ fn a_set_larger_than_one_range_page_is_loaded_whole() {
 
 #[test]
 fn a_hung_member_is_noticed_and_left() {
-    if !etcd_available() {
+    let Some((mut cluster, endpoints)) = start_cluster() else {
         return;
-    }
-    let mut cluster = EtcdCluster::start(3);
-    let endpoints = cluster.endpoints();
+    };
     let mut a = connect(&[endpoints[1].clone(), endpoints[2].clone()], LONG_TTL);
     let mut b = connect(&endpoints, LONG_TTL);
     a.publish(&doc("node-a", "a1")).unwrap();
@@ -442,11 +436,9 @@ fn a_hung_member_is_noticed_and_left() {
 
 #[test]
 fn an_outage_is_reported_on_every_call_and_the_source_recovers_after_it() {
-    if !etcd_available() {
+    let Some((mut cluster, endpoints)) = start_cluster() else {
         return;
-    }
-    let mut cluster = EtcdCluster::start(3);
-    let endpoints = cluster.endpoints();
+    };
     let ttl = Duration::from_secs(2);
     let mut a = connect(&endpoints, ttl);
     let mut b = connect(&endpoints, LONG_TTL);

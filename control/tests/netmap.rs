@@ -96,6 +96,13 @@ impl Fleet {
         doc(format!("{name}.record.json"), record.sign(&self.nodes[name].signing))
     }
 
+    /// Replaces `name`'s record in `docs` with a fresh one advertising `routes`.
+    fn readvertise(&mut self, docs: &mut Vec<Document>, name: &str, routes: &[&str]) {
+        let key = format!("{name}.record.json");
+        docs.retain(|d| d.key != key);
+        docs.push(self.record(name, routes));
+    }
+
     /// The usual policy: pods in 10.42.0.0/16 auto-approved for tag:k8s, tag:k8s reaches tag:k8s.
     fn policy(&self) -> Document {
         doc("policy.json".into(), usual_policy().sign(&self.operator))
@@ -283,8 +290,7 @@ fn routes_outside_the_policy_or_from_untagged_nodes_are_not_approved() {
     let (mut f, mut docs) = three();
     // b advertises its pods and 0.0.0.0/0; d is inside the approved prefix but lacks tag:k8s
     // (the ACL still lets it peer, through tag:infra).
-    docs.retain(|d| d.key != "b.record.json");
-    docs.push(f.record("b", &["10.42.2.0/24", "0.0.0.0/0"]));
+    f.readvertise(&mut docs, "b", &["10.42.2.0/24", "0.0.0.0/0"]);
     let d = f.cert_for("d", &["tag:infra"], NOW + DAY);
     docs.push(doc("d.cert.json".into(), d.sign(&f.operator)));
     docs.push(f.record("d", &["10.42.4.0/24"]));
@@ -396,9 +402,8 @@ fn two_certs_claiming_one_overlay_address_are_refused() {
 #[test]
 fn ha_prefix_has_exactly_one_primary_and_fails_over() {
     let (mut f, mut docs) = three();
-    docs.retain(|d| d.key != "b.record.json" && d.key != "c.record.json");
-    docs.push(f.record("b", &["10.42.0.0/16"]));
-    docs.push(f.record("c", &["10.42.0.0/16"]));
+    f.readvertise(&mut docs, "b", &["10.42.0.0/16"]);
+    f.readvertise(&mut docs, "c", &["10.42.0.0/16"]);
     let primaries = |netmap: &Netmap| -> Vec<String> {
         netmap
             .routes
@@ -440,9 +445,8 @@ fn ha_prefix_has_exactly_one_primary_and_fails_over() {
 #[test]
 fn a_node_advertising_a_prefix_itself_serves_it_locally() {
     let (mut f, mut docs) = three();
-    docs.retain(|d| d.key != "a.record.json" && d.key != "b.record.json");
-    docs.push(f.record("a", &["10.42.0.0/16"]));
-    docs.push(f.record("b", &["10.42.0.0/16"]));
+    f.readvertise(&mut docs, "a", &["10.42.0.0/16"]);
+    f.readvertise(&mut docs, "b", &["10.42.0.0/16"]);
     let netmap = build_a(&f, &docs);
     assert_eq!(route(&netmap, "10.42.0.0/16", "a"), &RouteState::Approved { primary: true });
     assert_eq!(route(&netmap, "10.42.0.0/16", "b"), &RouteState::Approved { primary: false });
@@ -649,8 +653,7 @@ fn wildcard_acls_and_ipv6_routes() {
         acls: vec![Acl { src: "*".into(), dst: vec!["*".into()] }],
     };
     docs.push(doc("policy-v5.json".into(), policy.sign(&f.operator)));
-    docs.retain(|d| d.key != "b.record.json");
-    docs.push(f.record("b", &["fd00:42:0:2::/64", "fd00:43::/64", "10.42.2.0/24"]));
+    f.readvertise(&mut docs, "b", &["fd00:42:0:2::/64", "fd00:43::/64", "10.42.2.0/24"]);
     let netmap = build_a(&f, &docs);
     assert_eq!(route(&netmap, "fd00:42:0:2::/64", "b"), &RouteState::Approved { primary: true });
     assert_eq!(route(&netmap, "fd00:43::/64", "b"), &RouteState::NotApproved(NotApproved::NoApprover));
