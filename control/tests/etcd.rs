@@ -67,6 +67,7 @@ fn has(set: &[(String, String)], key: &str) -> bool {
 }
 
 /// A fresh three-member cluster and its endpoints; `None` (the test is skipped) without `etcd`.
+/// The cluster is removed when dropped, so tests keep it bound (as `_cluster`) to their end.
 fn start_cluster() -> Option<(EtcdCluster, Vec<String>)> {
     if !etcd_available() {
         return None;
@@ -82,7 +83,7 @@ fn connect(endpoints: &[String], ttl: Duration) -> EtcdSource {
 
 #[test]
 fn a_published_record_is_seen_by_another_node_in_under_a_second() {
-    let Some((cluster, endpoints)) = start_cluster() else {
+    let Some((_cluster, endpoints)) = start_cluster() else {
         return;
     };
     let mut a = connect(&endpoints, LONG_TTL);
@@ -107,7 +108,7 @@ fn a_published_record_is_seen_by_another_node_in_under_a_second() {
 
 #[test]
 fn an_update_is_a_change_and_an_unchanged_set_is_none() {
-    let Some((cluster, endpoints)) = start_cluster() else {
+    let Some((_cluster, endpoints)) = start_cluster() else {
         return;
     };
     let mut a = connect(&endpoints, LONG_TTL);
@@ -129,7 +130,7 @@ fn an_update_is_a_change_and_an_unchanged_set_is_none() {
 
 #[test]
 fn a_lapsed_lease_removes_the_record_and_a_kept_one_keeps_it() {
-    let Some((cluster, endpoints)) = start_cluster() else {
+    let Some((_cluster, endpoints)) = start_cluster() else {
         return;
     };
     let ttl = Duration::from_secs(2);
@@ -310,7 +311,7 @@ mod signed {
 fn a_value_tampered_with_in_etcd_is_rejected_by_verification() {
     use vxwg_control::netmap::{build, intent, Envelope, RejectReason, Trust};
 
-    let Some((cluster, endpoints)) = start_cluster() else {
+    let Some((_cluster, endpoints)) = start_cluster() else {
         return;
     };
 
@@ -359,7 +360,7 @@ fn a_value_tampered_with_in_etcd_is_rejected_by_verification() {
 
 #[test]
 fn a_lost_lease_is_granted_again_and_the_record_put_back() {
-    let Some((cluster, endpoints)) = start_cluster() else {
+    let Some((_cluster, endpoints)) = start_cluster() else {
         return;
     };
     let mut a = connect(&endpoints, Duration::from_secs(3));
@@ -393,7 +394,7 @@ fn a_lost_lease_is_granted_again_and_the_record_put_back() {
 
 #[test]
 fn a_set_larger_than_one_range_page_is_loaded_whole() {
-    let Some((cluster, endpoints)) = start_cluster() else {
+    let Some((_cluster, endpoints)) = start_cluster() else {
         return;
     };
     let mut a = connect(&endpoints, LONG_TTL);
