@@ -316,14 +316,13 @@ impl Daemon {
         pod.paths.retain(|id, _| peers.iter().any(|(p, _)| p == id));
         for (id, endpoint) in peers {
             let Ok(path) = vxwg::dataplane::io::udp::path_mtu(endpoint, self.fwmark.unwrap_or(0)) else { continue };
-            if pod.paths.get(&id).is_some_and(|&(known, _)| known == path) {
-                continue;
-            }
+            // Set every time: the path lives with the peer, which may be new in this slot, or
+            // have moved to an endpoint of the other family with the same path MTU.
             let family = if endpoint.is_ipv4() { mtu::Family::V4 } else { mtu::Family::V6 };
             let pod_mtu = engine.set_path_mtu(id, path, family);
-            if pod.paths.insert(id, (path, pod_mtu)).is_some_and(|(_, before)| before != pod_mtu)
-                || pod_mtu < engine.config().pod_mtu
-            {
+            let before = pod.paths.insert(id, (path, pod_mtu));
+            let changed = before.map_or(pod_mtu < engine.config().pod_mtu, |(_, m)| m != pod_mtu);
+            if changed {
                 log(&self.name, &format!("path to {endpoint}: MTU {path}, pod MTU {pod_mtu}"));
             }
         }
@@ -383,7 +382,7 @@ impl Daemon {
         engine.encapsulate_pod_batch(&mut port.bufs[..n], &port.lens[..n], Instant::now(), &mut pod.out, &mut pod.icmp);
         let msgs = pod.out.iter().map(|o| (&port.bufs[o.slot][o.range.clone()], o.dst));
         if let Err(e) = self.udp.send_batch(msgs) {
-            if e.raw_os_error() == Some(EMSGSIZE) {
+            if e.raw_os_error() == Some(libc::EMSGSIZE) {
                 // The path shrank under us: read it again now rather than in up to 2 s.
                 pod.paths_checked = None;
             }
@@ -742,9 +741,6 @@ fn bind_udp(port: u16) -> io::Result<UdpSocket> {
     }
     Ok(udp)
 }
-
-/// Linux's EMSGSIZE: a datagram too big for the path (DF is always set on the outer packet).
-const EMSGSIZE: i32 = 90;
 
 fn log(name: &str, msg: &str) {
     eprintln!("vxwg[{name}]: {msg}");

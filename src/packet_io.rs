@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use vxwg::dataplane::io::netlink::Netlink;
 use vxwg::dataplane::io::{Offload, Tun, BATCH};
-use vxwg::dataplane::offload::{self, Coalescer, VirtioNetHdr, MAX_COALESCED_SEGMENTS, VNET_HDR_LEN};
+use vxwg::dataplane::offload::{self, Coalescer, GsoType, VirtioNetHdr, MAX_COALESCED_SEGMENTS, VNET_HDR_LEN};
 
 /// Largest packet a TUN device hands over (a TSO super-packet, or a packet at the largest MTU).
 pub const MAX_PACKET: usize = 65535;
@@ -55,6 +55,8 @@ pub struct TunPort {
     pub lens: Vec<usize>,
     headroom: usize,
     vnet: bool,
+    /// Merge UDP runs into USO writes (on with USO, off after the kernel refuses one).
+    udp_merging: bool,
     coalescer: Coalescer,
     /// Scratch: the packets handed to the coalescer.
     packets: Vec<(usize, Range<usize>)>,
@@ -76,12 +78,15 @@ impl TunPort {
         let vnet = tun.offload() != Offload::None;
         let slots = if vnet { OFFLOAD_SLOTS } else { BATCH };
         debug_assert!(headroom >= VNET_HDR_LEN);
+        // UDP runs go out as USO super-packets only where the device takes them.
+        let udp_merging = tun.offload() == Offload::TsoUso;
         TunPort {
             tun,
             bufs: vec![vec![0u8; headroom + MAX_PACKET + tailroom]; slots],
             lens: vec![0; slots],
             headroom,
             vnet,
+            udp_merging,
             coalescer: Coalescer::new(),
             packets: Vec::with_capacity(BATCH),
             split_errors: 0,
@@ -104,7 +109,14 @@ impl TunPort {
                 Ok(got) => got,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return None,
+                // The interface was deleted under us.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBADFD | libc::EIO | libc::ENODEV)) => return None,
+                Err(_) => {
+                    // Anything else (EINVAL for a packet the header cannot describe) costs that
+                    // packet, not the device.
+                    self.split_errors += 1;
+                    break;
+                }
             };
             reads += 1;
             if !self.vnet {
@@ -150,6 +162,7 @@ impl TunPort {
         }
         self.packets.clear();
         self.packets.extend(packets);
+        self.coalescer.set_merge_udp(self.udp_merging);
         self.coalescer.coalesce(bufs, &self.packets);
         let followers = self.coalescer.followers();
         for w in self.coalescer.writes() {
@@ -168,6 +181,11 @@ impl TunPort {
             }
             if let Err(e) = self.tun.send_vectored(&iov[..k]) {
                 self.write_errors += 1;
+                if w.vnet.gso_type == GsoType::UdpL4 {
+                    // A kernel that hands USO to the device but refuses it from it: stop merging
+                    // UDP (this run is lost; the ones after go one by one).
+                    self.udp_merging = false;
+                }
                 first_error.get_or_insert(e);
             }
         }
@@ -187,6 +205,7 @@ impl TunPort {
             "segments_cut": self.segments_cut,
             "merged_writes": self.merged_writes,
             "merged_segments": self.merged_segments,
+            "udp_merging": self.udp_merging,
             "split_errors": self.split_errors,
             "write_errors": self.write_errors,
         })

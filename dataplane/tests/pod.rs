@@ -548,4 +548,13 @@ fn a_smaller_path_to_one_peer_lowers_its_pod_mtu_and_answers_with_it() {
     assert_eq!(p.a.pod.set_path_mtu(p.a.peer, 9000, Family::V4), 1370);
     let s = send(&mut p.a, &mut p.b, &[udp4([10, 42, 1, 5], [10, 42, 2, 7], 1370, true)], p.now);
     assert_eq!(s.delivered.len(), 1);
+    // The same path over IPv6 costs 20 more bytes of outer header: 1400 - 80 - 50.
+    assert_eq!(p.a.pod.set_path_mtu(p.a.peer, 1400, Family::V6), 1270);
+    // The path belongs to the peer: removed and added again (same slot), it starts afresh.
+    let key = p.a.pod.engine().device().peer_public_key(p.a.peer).unwrap();
+    let allowed = p.a.pod.engine().allowed_ips(p.a.peer);
+    assert!(p.a.pod.engine_mut().remove_peer(p.a.peer));
+    let again = p.a.pod.engine_mut().add_peer(PeerConfig::new(key), &allowed).unwrap();
+    assert_eq!(again, p.a.peer, "the slot is reused");
+    assert_eq!(p.a.pod.pod_mtu_for(again), 1370);
 }

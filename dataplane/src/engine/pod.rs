@@ -406,9 +406,6 @@ pub struct PodEngine {
     pending: VecDeque<Transmit>,
     icmp_tokens: u32,
     icmp_refill: Option<Instant>,
-    /// Per peer (by [`PeerId::index`]): the pod MTU its underlay path allows, when it is below
-    /// the configured one (0: the configured one).
-    path_pod_mtu: Vec<u32>,
 }
 
 impl PodEngine {
@@ -432,7 +429,6 @@ impl PodEngine {
             pending: VecDeque::new(),
             icmp_tokens: ICMP_BURST,
             icmp_refill: None,
-            path_pod_mtu: Vec::new(),
         })
     }
 
@@ -473,28 +469,28 @@ impl PodEngine {
     /// socket connected to its endpoint, or ICMP-driven PMTU discovery), so that pod packets to
     /// it are held to what fits that path: the configured pod MTU, or less when the path is
     /// smaller. Returns the pod MTU now in force for the peer.
+    ///
+    /// The path is kept with the peer in the protocol device (as the cap on its padding), so it
+    /// goes with the peer: a peer removed and added again, or another peer in its slot, starts
+    /// from the configured MTU until its own path is read.
     pub fn set_path_mtu(&mut self, peer: PeerId, underlay_mtu: u32, underlay: Family) -> u32 {
-        let vtep = Family::of(self.config.local_vtep_ip);
-        let fits = mtu::pod_mtu(underlay_mtu, underlay, vtep).unwrap_or_else(|e| e.mtu.max(mtu::IPV4_MIN_MTU));
-        let i = peer.index();
-        if self.path_pod_mtu.len() <= i {
-            self.path_pod_mtu.resize(i + 1, 0);
-        }
-        self.path_pod_mtu[i] = if fits < self.config.pod_mtu { fits } else { 0 };
-        // WireGuard pads to 16 but never past the tunnel MTU: cap it at this path's, so a pod
-        // packet of exactly the pod MTU still fits the path after padding.
+        // WireGuard pads to 16 but never past the tunnel MTU: capping it at this path's keeps a
+        // pod packet of exactly the pod MTU within the path after padding.
         let tunnel = mtu::tunnel_mtu(underlay_mtu, underlay).unwrap_or(mtu::IPV4_MIN_MTU) as usize;
-        let cap = (tunnel < self.engine.device().mtu()).then_some(tunnel);
-        self.engine.device_mut().set_peer_path_mtu(peer, cap);
+        self.engine.device_mut().set_peer_path_mtu(peer, Some(tunnel));
         self.pod_mtu_for(peer)
     }
 
     /// The pod MTU in force for packets to `peer`: the configured one, or less if its path is
     /// smaller (see [`PodEngine::set_path_mtu`]).
     pub fn pod_mtu_for(&self, peer: PeerId) -> u32 {
-        match self.path_pod_mtu.get(peer.index()) {
-            Some(&m) if m != 0 => m,
-            _ => self.config.pod_mtu,
+        match self.engine.device().peer_path_mtu(peer) {
+            Some(tunnel) => {
+                let vxlan = mtu::vxlan_overhead(Family::of(self.config.local_vtep_ip)) as u32;
+                let fits = (tunnel as u32).saturating_sub(vxlan).max(mtu::IPV4_MIN_MTU);
+                fits.min(self.config.pod_mtu)
+            }
+            None => self.config.pod_mtu,
         }
     }
 

@@ -240,9 +240,11 @@ impl UdpSocket {
     fn send_chunk(&self, chunk: &[(&[u8], SocketAddr)], gso: bool) -> (usize, ChunkOutcome) {
         let mut sent = 0;
         while sent < chunk.len() {
+            // A short count means the kernel stopped at a message and kept its error to itself:
+            // the next call starts there and reports it (or sends it).
             match self.send_messages(&chunk[sent..], gso) {
-                Ok((count, true)) => sent += count,
-                Ok((count, false)) => return (sent + count, ChunkOutcome::Blocked),
+                Ok(count) => sent += count,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (sent, ChunkOutcome::Blocked),
                 Err(e) => return (sent, ChunkOutcome::Failed(e)),
             }
         }
@@ -250,8 +252,8 @@ impl UdpSocket {
     }
 
     /// One `sendmmsg` of up to BATCH messages from the front of `chunk`. Returns the datagrams
-    /// sent and whether every message built was taken.
-    fn send_messages(&self, chunk: &[(&[u8], SocketAddr)], gso: bool) -> io::Result<(usize, bool)> {
+    /// sent (at least one message's worth), or the error of the first message.
+    fn send_messages(&self, chunk: &[(&[u8], SocketAddr)], gso: bool) -> io::Result<usize> {
         let mut addrs: [MaybeUninit<SockAddr>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
         let mut iovs: [MaybeUninit<libc::iovec>; GSO_CHUNK] = [const { MaybeUninit::uninit() }; GSO_CHUNK];
         // Room for one cmsghdr carrying a u16, 8-byte aligned as cmsghdr requires.
@@ -307,8 +309,7 @@ impl UdpSocket {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        let done = rc as usize;
-        Ok((per_msg[..done].iter().sum(), done == n))
+        Ok(per_msg[..rc as usize].iter().sum())
     }
 
     /// Asks the kernel to hand over runs of datagrams from one sender in one buffer (UDP GRO,

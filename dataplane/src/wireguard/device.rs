@@ -214,6 +214,11 @@ impl Device {
         }
     }
 
+    /// The tunnel MTU of a peer's path, if one was set ([`Device::set_peer_path_mtu`]).
+    pub fn peer_path_mtu(&self, id: PeerId) -> Option<usize> {
+        self.peers.get(id.index()).and_then(Option::as_ref).and_then(|p| p.path_mtu)
+    }
+
     /// Adds a peer.
     pub fn add_peer(&mut self, config: PeerConfig) -> Result<PeerId, PeerError> {
         if self.by_key.contains_key(&config.public_key) {
