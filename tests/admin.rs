@@ -1,6 +1,7 @@
 //! `vxwg admin`, run as the operator would: keys, certificates, records and the policy signed with
 //! the built binary, then checked by `inspect` — valid as written, refused once tampered with.
 
+use std::fmt::Debug;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -34,22 +35,53 @@ impl Drop for TempDir {
     }
 }
 
-fn vxwg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vxwg")).args(args).output().expect("run vxwg")
+fn vxwg<S: AsRef<str>>(args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vxwg")).args(args.iter().map(AsRef::as_ref)).output().expect("run vxwg")
 }
 
 /// Runs `vxwg args` expecting success; returns stdout.
-fn ok(args: &[&str]) -> String {
+fn ok<S: AsRef<str> + Debug>(args: &[S]) -> String {
     let out = vxwg(args);
     assert!(out.status.success(), "vxwg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// Runs `vxwg args` expecting failure; returns stdout and stderr.
-fn fails(args: &[&str]) -> (String, String) {
+fn fails<S: AsRef<str> + Debug>(args: &[S]) -> (String, String) {
     let out = vxwg(args);
     assert!(!out.status.success(), "vxwg {args:?} should have failed");
     (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+/// `vxwg admin sign-node` arguments: `name`'s certificate (WireGuard key `wg`, node key `node`,
+/// then `more` flags such as `--address`) signed with the key file `signer`, written to `out`;
+/// both files are in `t`.
+fn sign_node(t: &TempDir, signer: &str, name: &str, wg: &str, node: &str, more: &[&str], out: &str) -> Vec<String> {
+    let (signer, out) = (t.path(signer), t.path(out));
+    let mut args = vec!["admin", "sign-node", "--operator-key", &signer, "--name", name];
+    args.extend(["--wg-public-key", wg, "--node-key", node]);
+    args.extend(more);
+    args.extend(["--out", &out]);
+    args.into_iter().map(str::to_string).collect()
+}
+
+/// `vxwg admin sign-record` arguments: `name`'s record (`more` flags such as `--endpoint`)
+/// signed with the node key file `key`, written to `out`; both files are in `t`.
+fn sign_record(t: &TempDir, key: &str, name: &str, more: &[&str], out: &str) -> Vec<String> {
+    let (key, out) = (t.path(key), t.path(out));
+    let mut args = vec!["admin", "sign-record", "--node-key", &key, "--name", name];
+    args.extend(more);
+    args.extend(["--out", &out]);
+    args.into_iter().map(str::to_string).collect()
+}
+
+/// `vxwg admin sign-policy` arguments: the policy file `policy` signed with the operator key,
+/// written to `out`; all files are in `t`.
+fn sign_policy(t: &TempDir, policy: &str, out: &str) -> Vec<String> {
+    let key = t.path("operator/operator.key");
+    ["admin", "sign-policy", "--operator-key", &key, "--policy", &t.path(policy), "--out", &t.path(out)]
+        .map(str::to_string)
+        .to_vec()
 }
 
 /// An operator directory and a `docs/` directory holding a certificate, a record and a policy
@@ -59,32 +91,9 @@ fn signed_fleet(t: &TempDir) -> String {
     let node_pub = ok(&["admin", "keygen", "--out", &t.path("a.key")]).trim().to_owned();
     let wg_pub = vxwg_pubkey();
     std::fs::create_dir(t.path("docs")).unwrap();
-    ok(&[
-        "admin",
-        "sign-node",
-        "--operator-key",
-        &t.path("operator/operator.key"),
-        "--name",
-        "a",
-        "--wg-public-key",
-        &wg_pub,
-        "--node-key",
-        &node_pub,
-        "--address",
-        "100.64.0.1",
-        "fd7a::1",
-        "--tag",
-        "tag:k8s",
-        "--out",
-        &t.path("docs/a.cert.json"),
-    ]);
-    ok(&[
-        "admin",
-        "sign-record",
-        "--node-key",
-        &t.path("a.key"),
-        "--name",
-        "a",
+    let cert = ["--address", "100.64.0.1", "fd7a::1", "--tag", "tag:k8s"];
+    ok(&sign_node(t, "operator/operator.key", "a", &wg_pub, &node_pub, &cert, "docs/a.cert.json"));
+    let record = [
         "--endpoint",
         "192.168.1.1:51820",
         "203.0.113.1:51820",
@@ -92,24 +101,14 @@ fn signed_fleet(t: &TempDir) -> String {
         "10.42.1.0/24",
         "--vtep-mac",
         "02:00:00:00:00:01",
-        "--out",
-        &t.path("docs/a.record.json"),
-    ]);
+    ];
+    ok(&sign_record(t, "a.key", "a", &record, "docs/a.record.json"));
     std::fs::write(
         t.path("policy.toml"),
         "[[auto_approvers]]\nprefix = \"10.42.0.0/16\"\ntags = [\"tag:k8s\"]\n\n[[acl]]\nsrc = \"tag:k8s\"\ndst = [\"tag:k8s\"]\n",
     )
     .unwrap();
-    ok(&[
-        "admin",
-        "sign-policy",
-        "--operator-key",
-        &t.path("operator/operator.key"),
-        "--policy",
-        &t.path("policy.toml"),
-        "--out",
-        &t.path("docs/policy.json"),
-    ]);
+    ok(&sign_policy(t, "policy.toml", "docs/policy.json"));
     operator
 }
 
@@ -188,36 +187,10 @@ fn inspect_checks_who_signed_and_expiry() {
     let operator = signed_fleet(&t);
     // A certificate signed with a node key instead of the operator key, and an expired record.
     let intruder_pub = ok(&["admin", "keygen", "--out", &t.path("intruder.key")]).trim().to_owned();
-    ok(&[
-        "admin",
-        "sign-node",
-        "--operator-key",
-        &t.path("intruder.key"),
-        "--name",
-        "mallory",
-        "--wg-public-key",
-        &vxwg_pubkey(),
-        "--node-key",
-        &intruder_pub,
-        "--address",
-        "100.64.0.66",
-        "--out",
-        &t.path("docs/mallory.cert.json"),
-    ]);
-    ok(&[
-        "admin",
-        "sign-record",
-        "--node-key",
-        &t.path("a.key"),
-        "--name",
-        "a",
-        "--endpoint",
-        "192.168.1.1:51820",
-        "--ttl-secs",
-        "0",
-        "--out",
-        &t.path("docs/a.record.json"),
-    ]);
+    let cert = ["--address", "100.64.0.66"];
+    ok(&sign_node(&t, "intruder.key", "mallory", &vxwg_pubkey(), &intruder_pub, &cert, "docs/mallory.cert.json"));
+    let record = ["--endpoint", "192.168.1.1:51820", "--ttl-secs", "0"];
+    ok(&sign_record(&t, "a.key", "a", &record, "docs/a.record.json"));
     let (out, _) = fails(&["admin", "inspect", &t.path("docs"), "--operator", &operator]);
     assert!(out.contains(&format!("INVALID: signed by {intruder_pub}, which is not the operator key")), "{out}");
     assert!(out.contains("INVALID: record expired at"), "{out}");
@@ -232,57 +205,16 @@ fn errors_name_the_file_and_the_field() {
     assert!(err.contains("a.key") && err.contains("never overwritten"), "{err}");
     std::fs::write(t.path("bad.toml"), "[[auto_approvers]]\nprefix = \"10.42.0.0/33\"\ntags = [\"tag:k8s\"]\n")
         .unwrap();
-    let (_, err) = fails(&[
-        "admin",
-        "sign-policy",
-        "--operator-key",
-        &t.path("operator/operator.key"),
-        "--policy",
-        &t.path("bad.toml"),
-        "--out",
-        &t.path("x.json"),
-    ]);
+    let (_, err) = fails(&sign_policy(&t, "bad.toml", "x.json"));
     assert!(err.contains("bad.toml") && err.contains("auto_approvers[0].prefix"), "{err}");
     std::fs::write(t.path("typo.toml"), "[[acls]]\nsrc = \"tag:k8s\"\ndst = []\n").unwrap();
-    let (_, err) = fails(&[
-        "admin",
-        "sign-policy",
-        "--operator-key",
-        &t.path("operator/operator.key"),
-        "--policy",
-        &t.path("typo.toml"),
-        "--out",
-        &t.path("x.json"),
-    ]);
+    let (_, err) = fails(&sign_policy(&t, "typo.toml", "x.json"));
     assert!(err.contains("typo.toml") && err.contains("acls"), "{err}");
-    let (_, err) = fails(&[
-        "admin",
-        "sign-node",
-        "--operator-key",
-        &t.path("operator/operator.key"),
-        "--name",
-        "b",
-        "--wg-public-key",
-        "nope",
-        "--node-key",
-        "nope",
-        "--address",
-        "100.64.0.2",
-        "--out",
-        &t.path("x.json"),
-    ]);
+    let (_, err) =
+        fails(&sign_node(&t, "operator/operator.key", "b", "nope", "nope", &["--address", "100.64.0.2"], "x.json"));
     assert!(err.contains("--wg-public-key"), "{err}");
     std::fs::write(t.path("broken.key"), "not a key").unwrap();
-    let (_, err) = fails(&[
-        "admin",
-        "sign-record",
-        "--node-key",
-        &t.path("broken.key"),
-        "--name",
-        "a",
-        "--out",
-        &t.path("x.json"),
-    ]);
+    let (_, err) = fails(&sign_record(&t, "broken.key", "a", &[], "x.json"));
     assert!(err.contains("broken.key"), "{err}");
     assert!(!Path::new(&t.path("x.json")).exists(), "nothing written on error");
 }
