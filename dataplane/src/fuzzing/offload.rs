@@ -25,10 +25,11 @@ pub fn tun_split(data: &[u8]) {
 }
 
 /// Packets as 2-byte big-endian lengths then bytes. Every packet must be written exactly once,
-/// as a head or as a follower, in an order that keeps each flow's packets in sequence.
+/// as a head or as a follower, and within one flow (protocol, addresses, ports) in arrival order.
+/// The first byte's low bit turns UDP merging (a device with USO) on.
 pub fn tun_coalesce(data: &[u8]) {
+    let Some((&flags, mut rest)) = data.split_first() else { return };
     let mut bufs: Vec<Vec<u8>> = Vec::new();
-    let mut rest = data;
     while rest.len() >= 2 && bufs.len() < 128 {
         let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
         bufs.push([&[0u8; 16][..], &rest[2..2 + len]].concat());
@@ -36,6 +37,7 @@ pub fn tun_coalesce(data: &[u8]) {
     }
     let packets: Vec<(usize, Range<usize>)> = bufs.iter().enumerate().map(|(i, b)| (i, 16..b.len())).collect();
     let mut c = Coalescer::new();
+    c.set_merge_udp(flags & 1 == 1);
     c.coalesce(&mut bufs, &packets);
     let mut seen = vec![false; packets.len()];
     for w in c.writes() {
@@ -47,4 +49,34 @@ pub fn tun_coalesce(data: &[u8]) {
         }
     }
     assert!(seen.iter().all(|s| *s), "every packet is written");
+    let mut last: Vec<(FlowKey, usize)> = Vec::new();
+    for w in c.writes() {
+        let order = std::iter::once(w.slot).chain(c.followers()[w.followers.clone()].iter().map(|(slot, _)| *slot));
+        for slot in order {
+            let Some(key) = flow_of(&bufs[slot][16..]) else { continue };
+            match last.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, prev)) => {
+                    assert!(*prev < slot, "flow reordered: {prev} after {slot}");
+                    *prev = slot;
+                }
+                None => last.push((key, slot)),
+            }
+        }
+    }
+}
+
+type FlowKey = (u8, Vec<u8>);
+
+/// Protocol, addresses and ports of a TCP or UDP packet, as the coalescer groups flows. A
+/// follower's buffer keeps its headers, so its flow is read from the whole packet.
+fn flow_of(p: &[u8]) -> Option<FlowKey> {
+    let (proto, l4, addrs) = match p.first()? >> 4 {
+        4 if p.len() >= 24 => (p[9], usize::from(p[0] & 0x0f) * 4, p.get(12..20)?),
+        6 if p.len() >= 44 => (p[6], 40, p.get(8..40)?),
+        _ => return None,
+    };
+    if proto != 6 && proto != 17 {
+        return None;
+    }
+    Some((proto, [addrs, p.get(l4..l4 + 4)?].concat()))
 }
