@@ -62,6 +62,13 @@ fn ipv4_packet(len: usize) -> Vec<u8> {
     p
 }
 
+/// Copies `packet` into every buffer at `headroom`, for a batch call that seals them in place.
+fn refill(bufs: &mut [Vec<u8>], headroom: usize, packet: &[u8]) {
+    for buf in bufs {
+        buf[headroom..headroom + packet.len()].copy_from_slice(packet);
+    }
+}
+
 struct VxPair {
     a: Device,
     a_peer: PeerId,
@@ -141,10 +148,7 @@ impl DeviceBatch {
 
     /// One call on a fresh copy of the plaintext in every buffer.
     fn encapsulate(&mut self) -> usize {
-        let size = self.packet.len();
-        for buf in self.bufs.iter_mut() {
-            buf[HEADROOM..HEADROOM + size].copy_from_slice(&self.packet);
-        }
+        refill(&mut self.bufs, HEADROOM, &self.packet);
         self.out.clear();
         let p = &mut self.pair;
         let dst = p.a.encapsulate_batch(p.a_peer, &mut self.bufs, &self.lens, p.now, &mut self.out).unwrap();
@@ -225,10 +229,7 @@ impl EngineBatch {
 
     /// One `Engine::encapsulate_batch` call on a fresh copy of the plaintext in every buffer.
     fn encapsulate(&mut self) -> usize {
-        let size = self.packet.len();
-        for buf in self.bufs.iter_mut() {
-            buf[HEADROOM..HEADROOM + size].copy_from_slice(&self.packet);
-        }
+        refill(&mut self.bufs, HEADROOM, &self.packet);
         self.out.clear();
         self.pair.a.encapsulate_batch(&mut self.bufs, &self.lens, self.pair.now, &mut self.out);
         assert_eq!(self.out.len(), self.batch(), "every packet of the batch is sealed");
@@ -324,10 +325,7 @@ impl PodBatch {
 
     /// One `encapsulate_pod_batch` call on a fresh copy of the pod packet in every buffer.
     fn encapsulate(&mut self) -> usize {
-        let size = self.packet.len();
-        for buf in self.bufs.iter_mut() {
-            buf[POD_HEADROOM..POD_HEADROOM + size].copy_from_slice(&self.packet);
-        }
+        refill(&mut self.bufs, POD_HEADROOM, &self.packet);
         self.out.clear();
         self.a.encapsulate_pod_batch(&mut self.bufs, &self.lens, self.now, &mut self.out, &mut self.icmp);
         assert_eq!(self.out.len(), self.batch(), "every pod packet of the batch is sealed: {:?}", self.a.stats());
