@@ -160,14 +160,21 @@ impl Observer {
     /// observer saw it change to that.
     #[track_caller]
     fn wait(&self, key: &str, present: bool, within: Duration) -> Instant {
+        let change = if present { "appeared" } else { "vanished" };
+        self.try_wait(key, present, within).unwrap_or_else(|| panic!("{key} {change} in etcd within {within:?}"))
+    }
+
+    /// As `wait`, but `None` on timeout (so the caller can say more).
+    fn try_wait(&self, key: &str, present: bool, within: Duration) -> Option<Instant> {
         let start = Instant::now();
         loop {
             match self.last(key) {
-                Some((at, now_present)) if now_present == present => return at,
+                Some((at, now_present)) if now_present == present => return Some(at),
                 _ => {}
             }
-            let change = if present { "appeared" } else { "vanished" };
-            assert!(start.elapsed() < within, "{key} {change} in etcd within {within:?}");
+            if start.elapsed() >= within {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -321,7 +328,9 @@ fn three_nodes_on_a_three_member_etcd_join_expire_and_ride_out_a_dead_leader() {
     }
     let restarted = Instant::now();
     let dc = Daemon::start(&nc, &operator, &first(2), &c);
-    let published = observer.wait(&c.record_key(), true, Duration::from_secs(10));
+    let published = observer.try_wait(&c.record_key(), true, Duration::from_secs(10)).unwrap_or_else(|| {
+        panic!("ec's record did not appear in etcd within 10 s of its restart; ec's log:\n{}", dc.log())
+    });
     let held = wait_each(&[&da, &db], Duration::from_secs(5), "ec back at ea and eb", |d| d.holds(&c));
     let reached = wait_each(&[&da, &db], Duration::from_secs(5), "ec answers again", |d| d.answers_soon(&c.overlay));
     let since = |t: &Instant| t.saturating_duration_since(published);

@@ -38,6 +38,10 @@ use crate::netmap::Document;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest wait between two rounds of attempts once every endpoint has failed.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long [`EtcdSource::connect`] keeps trying before it gives up: long enough to ride out a
+/// leader election (etcd's takes about a second) or a member restarting, short enough that a
+/// start against a dead store fails clearly.
+pub const START_PATIENCE: Duration = Duration::from_secs(8);
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// Keys per range request: a few hundred small documents, far below the 4 MiB message limit.
 const RANGE_PAGE: i64 = 100;
@@ -117,8 +121,9 @@ pub struct EtcdSource {
 
 impl EtcdSource {
     /// Connects to the first endpoint that answers and grants this node's lease (TTL rounded up to
-    /// whole seconds; etcd may raise a very short one to its minimum). Every endpoint is tried once;
-    /// the error is the last one's if none answers.
+    /// whole seconds; etcd may raise a very short one to its minimum). The endpoints are tried in
+    /// turn, with backoff, for up to [`START_PATIENCE`]; the error is the last one's if none
+    /// answers by then.
     pub fn connect(endpoints: &[String], prefix: &str, lease_ttl: Duration) -> Result<Self, EtcdError> {
         if endpoints.is_empty() {
             return Err(EtcdError::NoEndpoints);
@@ -399,8 +404,12 @@ impl State {
         self.backoff.succeeded();
     }
 
+    /// Takes a lease through the first endpoint that grants one, going round the endpoints with
+    /// the usual backoff for up to [`START_PATIENCE`]: a node started while the cluster elects a
+    /// leader or a member restarts waits for it instead of failing to start.
     async fn first_contact(&mut self) -> Result<(), EtcdError> {
-        for _ in 0..self.endpoints.len() {
+        let deadline = Instant::now() + START_PATIENCE;
+        loop {
             match self.ensure_lease().await {
                 Ok(()) => {
                     self.succeeded();
@@ -409,8 +418,12 @@ impl State {
                 }
                 Err(e) => self.fail(e),
             }
+            let resume = self.retry_at.unwrap_or_else(Instant::now);
+            if resume >= deadline {
+                return Err(self.failure.clone().unwrap_or(EtcdError::NoEndpoints));
+            }
+            tokio::time::sleep(resume.saturating_duration_since(Instant::now())).await;
         }
-        Err(self.failure.clone().unwrap_or(EtcdError::NoEndpoints))
     }
 
     async fn connection(&mut self) -> Result<&mut Connection, EtcdError> {
