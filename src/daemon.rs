@@ -548,6 +548,8 @@ impl Daemon {
             ("not_ip", e.not_ip),
             ("no_endpoint", e.no_endpoint),
             ("source_not_allowed", e.source_not_allowed),
+            // Datagrams the kernel dropped for a full socket receive buffer (SO_RXQ_OVFL).
+            ("socket_receive_buffer", self.udp.receive_drops()),
         ] {
             drops.insert(name.to_string(), n.into());
         }

@@ -58,6 +58,9 @@ pub struct UdpSocket {
     dual_stack: bool,
     /// GSO state (see `GSO_ON`).
     gso: AtomicU32,
+    /// Datagrams the kernel dropped because this socket's receive buffer was full, as last
+    /// reported with a received datagram (SO_RXQ_OVFL).
+    receive_drops: AtomicU32,
 }
 
 impl UdpSocket {
@@ -88,7 +91,10 @@ impl UdpSocket {
         }
         // UDP GSO (Linux 4.18+): probe the option; the segment size is set per message.
         let gso = if set_opt(fd, libc::SOL_UDP, libc::UDP_SEGMENT, 0).is_ok() { GSO_ON } else { GSO_UNSUPPORTED };
-        Ok(Self { socket, dual_stack, gso: AtomicU32::new(gso) })
+        // Best effort: the kernel then reports its count of datagrams dropped for a full receive
+        // buffer with every datagram received after a drop.
+        let _ = set_int_opt(fd, libc::SO_RXQ_OVFL, 1);
+        Ok(Self { socket, dual_stack, gso: AtomicU32::new(gso), receive_drops: AtomicU32::new(0) })
     }
 
     fn bind_v6(port: u16) -> io::Result<Socket> {
@@ -131,11 +137,12 @@ impl UdpSocket {
         // SAFETY: sockaddr_storage and mmsghdr are plain C structs for which all-zero is valid.
         let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        // Room for a UDP_GRO control message (an int), 8-byte aligned as cmsghdr requires.
-        let mut controls = [[0u64; 4]; BATCH];
+        // Room for a UDP_GRO and an SO_RXQ_OVFL control message (an int and a u32, 24 bytes each
+        // with their headers), 8-byte aligned as cmsghdr requires.
+        let mut controls = [[0u64; 8]; BATCH];
         for i in 0..n {
             hdrs[i].msg_hdr.msg_control = controls[i].as_mut_ptr().cast();
-            hdrs[i].msg_hdr.msg_controllen = std::mem::size_of::<[u64; 4]>();
+            hdrs[i].msg_hdr.msg_controllen = std::mem::size_of::<[u64; 8]>();
             let b = bufs[i].as_mut();
             iovs[i].write(libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() });
             hdrs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
@@ -163,8 +170,11 @@ impl UdpSocket {
             let addr = unsafe { SockAddr::new(addrs[i], hdrs[i].msg_hdr.msg_namelen) };
             let src = addr.as_socket().map(unmap).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
             let len = hdrs[i].msg_len as usize;
-            let segment = gro_segment(&hdrs[i].msg_hdr).unwrap_or(len);
-            meta[i] = RecvMeta { len, src, segment };
+            let (segment, drops) = received_controls(&hdrs[i].msg_hdr);
+            if let Some(d) = drops {
+                self.receive_drops.fetch_max(d, Ordering::Relaxed);
+            }
+            meta[i] = RecvMeta { len, src, segment: segment.unwrap_or(len) };
         }
         Ok(got)
     }
@@ -312,6 +322,12 @@ impl UdpSocket {
         Ok(per_msg[..rc as usize].iter().sum())
     }
 
+    /// Datagrams the kernel dropped because the receive buffer was full, as of the last datagram
+    /// received after such a drop (the kernel reports the count with the next one it queues).
+    pub fn receive_drops(&self) -> u64 {
+        u64::from(self.receive_drops.load(Ordering::Relaxed))
+    }
+
     /// Asks the kernel to hand over runs of datagrams from one sender in one buffer (UDP GRO,
     /// Linux 5.0+); [`RecvMeta::segment`] then says how to cut them. Receive buffers must be
     /// 64 KiB. False if the kernel does not offer it.
@@ -368,8 +384,10 @@ fn is_gso_refusal(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE))
 }
 
-/// The datagram size of a UDP GRO receive, from its control message.
-fn gro_segment(h: &libc::msghdr) -> Option<usize> {
+/// From a receive's control messages: the datagram size of a UDP GRO run, and the socket's
+/// count of datagrams dropped for a full buffer (SO_RXQ_OVFL).
+fn received_controls(h: &libc::msghdr) -> (Option<usize>, Option<u32>) {
+    let (mut segment, mut drops) = (None, None);
     // SAFETY: the kernel filled `msg_controllen` bytes of the control buffer with well-formed
     // control messages; CMSG_FIRSTHDR/CMSG_NXTHDR stay within it and return null at its end.
     unsafe {
@@ -377,12 +395,14 @@ fn gro_segment(h: &libc::msghdr) -> Option<usize> {
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
                 let size = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                return usize::try_from(size).ok().filter(|&s| s > 0);
+                segment = usize::try_from(size).ok().filter(|&s| s > 0);
+            } else if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
+                drops = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
             }
             c = libc::CMSG_NXTHDR(h, c);
         }
     }
-    None
+    (segment, drops)
 }
 
 /// Attaches a `UDP_SEGMENT` control message (the GSO segment size) to `h`, in `control`.
@@ -550,6 +570,32 @@ mod tests {
         assert_eq!(got, msgs, "every datagram, in order, at its size");
         // Over loopback a GSO send reaches a GRO socket whole.
         assert!(coalesced > 0, "some receives held several datagrams");
+    }
+
+    #[test]
+    fn datagrams_dropped_for_a_full_buffer_are_counted() {
+        let a = UdpSocket::bind(0).unwrap();
+        let b = UdpSocket::bind(0).unwrap();
+        // A receive buffer of a few datagrams (the kernel's floor), then a burst far beyond it.
+        set_int_opt(b.raw_fd(), libc::SO_RCVBUFFORCE, 4096).unwrap();
+        let b_addr = SocketAddr::from(([127, 0, 0, 1], b.local_port().unwrap()));
+        let payload = [7u8; 1000];
+        for _ in 0..20 {
+            let _ = a.send_batch(std::iter::repeat_n((&payload[..], b_addr), 100));
+        }
+        // Loopback sends are synchronous: everything is queued or dropped by now.
+        let mut bufs = vec![vec![0u8; 65_536]; BATCH];
+        let mut meta = [RecvMeta::default(); BATCH];
+        let mut got = 0;
+        while let Ok(n) = b.recv_batch(&mut bufs, &mut meta) {
+            got += meta[..n].iter().map(|m| m.datagrams().count()).sum::<usize>();
+        }
+        assert!(got < 2000, "some of the 2000 datagrams were dropped ({got} arrived)");
+        assert_eq!(b.receive_drops(), 0, "no datagram after the drops has told us yet");
+        // The next datagram queued carries the count.
+        a.send_to(&payload, b_addr).unwrap();
+        assert_eq!(receive(&b, 1).len(), 1);
+        assert_eq!(b.receive_drops(), 2000 - got as u64, "every dropped datagram counted");
     }
 
     #[test]
