@@ -717,27 +717,9 @@ fn measure_pod(c: &Contender, case: Case, seconds: u32, logs: &Path, round: u32)
         }
         other => return Err(format!("{} is not a pod case", other.label())),
     };
-    let tails = |a: &Node, b: &Node| format!("{}{}", a.log_tail(), b.log_tail());
-    // The first packet starts the handshake; wait for pod-to-pod traffic to cross both ways.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !pa.try_exec(&format!("ping -c 1 -W 1 {POD_B}")).status.success() {
-        stop_requested()?;
-        if Instant::now() > deadline {
-            return Err(format!("no ping from pod A to pod B within 15 s{}", tails(&a, &b)));
-        }
-    }
-    let result = with_daemons(&a, &b, || iperf(&pa, &pb, (&na, &nb), POD_B, case, seconds, &prefix));
-    for (side, node) in [("A (sender)", &mut a), ("B (receiver)", &mut b)] {
-        if let Some(status) = node.exited() {
-            return Err(format!(
-                "the {} daemon in {side} exited during the run ({status}); iperf3: {}{}",
-                c.which.label(),
-                result.as_ref().map_or_else(|e| e.clone(), |m| format!("{:.3} Gbit/s", m.bits_per_second / 1e9)),
-                node.log_tail()
-            ));
-        }
-    }
-    result.map_err(|e| format!("{e}{}", tails(&a, &b)))
+    ping_then_transfer(c, &mut a, &mut b, &pa, POD_B, "from pod A to pod B", || {
+        iperf(&pa, &pb, (&na, &nb), POD_B, case, seconds, &prefix)
+    })
 }
 
 /// Kills a child process (an iperf3 server) on drop.
@@ -975,17 +957,33 @@ fn measure(c: &Contender, case: Case, seconds: u32, logs: &Path, round: u32) -> 
     let mut b = Node::start(&nb, c, OVERLAY_B, prefix.with_extension("b.log"))?;
     a.add_peer(&b, UNDERLAY_B)?;
     b.add_peer(&a, UNDERLAY_A)?;
+    ping_then_transfer(c, &mut a, &mut b, &na, OVERLAY_B, "across the tunnel", || {
+        iperf(&na, &nb, (&na, &nb), OVERLAY_B, case, seconds, &prefix)
+    })
+}
+
+/// Waits (15 s at most) for a ping from `from` to `dst` to cross (the first packet starts the
+/// handshake), runs `transfer` with the daemons' CPU time measured, and fails with their logs if
+/// the transfer fails or either daemon exited during it.
+fn ping_then_transfer<'n>(
+    c: &Contender,
+    a: &mut Node<'n>,
+    b: &mut Node<'n>,
+    from: &Netns,
+    dst: &str,
+    path: &str,
+    transfer: impl FnOnce() -> Result<Measured, String>,
+) -> Result<Measured, String> {
     let tails = |a: &Node, b: &Node| format!("{}{}", a.log_tail(), b.log_tail());
-    // The first packet starts the handshake; wait for traffic to cross both ways.
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !na.try_exec(&format!("ping -c 1 -W 1 {OVERLAY_B}")).status.success() {
+    while !from.try_exec(&format!("ping -c 1 -W 1 {dst}")).status.success() {
         stop_requested()?;
         if Instant::now() > deadline {
-            return Err(format!("no ping across the tunnel within 15 s{}", tails(&a, &b)));
+            return Err(format!("no ping {path} within 15 s{}", tails(a, b)));
         }
     }
-    let result = with_daemons(&a, &b, || iperf(&na, &nb, (&na, &nb), OVERLAY_B, case, seconds, &prefix));
-    for (side, node) in [("A (sender)", &mut a), ("B (receiver)", &mut b)] {
+    let result = with_daemons(a, b, transfer);
+    for (side, node) in [("A (sender)", &mut *a), ("B (receiver)", &mut *b)] {
         if let Some(status) = node.exited() {
             return Err(format!(
                 "the {} daemon in {side} exited during the run ({status}); iperf3: {}{}",
@@ -995,7 +993,7 @@ fn measure(c: &Contender, case: Case, seconds: u32, logs: &Path, round: u32) -> 
             ));
         }
     }
-    result.map_err(|e| format!("{e}{}", tails(&a, &b)))
+    result.map_err(|e| format!("{e}{}", tails(a, b)))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -54,14 +54,7 @@ pub fn status(ifname: &str, json: bool) -> anyhow::Result<()> {
         }
         println!("  transfer: {} B received, {} B sent", p["rx_bytes"], p["tx_bytes"]);
     }
-    let drops: Vec<String> = v["drops"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
-        .map(|(k, n)| format!("{k}={n}"))
-        .collect();
-    println!("\ndrops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
+    println!("\ndrops: {}", nonzero_counters(&v["drops"]));
     let pod = &v["pod"];
     if pod.is_object() {
         println!(
@@ -81,14 +74,7 @@ pub fn status(ifname: &str, json: bool) -> anyhow::Result<()> {
             );
         }
         println!("  packets: {} out, {} in (plus {} plain L3 in)", pod["packets_out"], pod["packets_in"], pod["l3_in"]);
-        let drops: Vec<String> = pod["drops"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
-            .map(|(k, n)| format!("{k}={n}"))
-            .collect();
-        println!("  pod drops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
+        println!("  pod drops: {}", nonzero_counters(&pod["drops"]));
     }
     let c = &v["control"];
     if c.is_object() {
@@ -234,4 +220,20 @@ pub fn ping(ifname: &str, peer_ip: IpAddr, count: u32) -> anyhow::Result<()> {
     let max = ms.iter().cloned().fold(0.0, f64::max);
     println!("{} sent, {} received; rtt min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms", count, rtts.len());
     Ok(())
+}
+
+/// `name=count` for every non-zero counter of a JSON object, or "none".
+fn nonzero_counters(counters: &serde_json::Value) -> String {
+    let set: Vec<String> = counters
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    if set.is_empty() {
+        "none".to_string()
+    } else {
+        set.join(" ")
+    }
 }

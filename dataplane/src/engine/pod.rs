@@ -673,10 +673,26 @@ impl PodEngine {
         out: &mut Vec<PodIncoming>,
     ) {
         for (slot, ((buf, &len), &src)) in bufs.iter_mut().zip(lens).zip(srcs).enumerate() {
-            let Some(datagram) = buf.as_mut().get_mut(..len) else { continue };
-            if let Ok(Some(incoming)) = self.decapsulate_pod(src, datagram, now) {
-                out.push(PodIncoming { slot, ..incoming });
+            if let Some(datagram) = buf.as_mut().get_mut(..len) {
+                self.receive_one(slot, 0, datagram, src, now, out);
             }
+        }
+    }
+
+    /// Decrypts `datagram` (at `offset` in batch slot `slot`) and appends what it carried for a
+    /// TUN to `out`, with its range in the slot's buffer.
+    fn receive_one(
+        &mut self,
+        slot: usize,
+        offset: usize,
+        datagram: &mut [u8],
+        src: SocketAddr,
+        now: Instant,
+        out: &mut Vec<PodIncoming>,
+    ) {
+        if let Ok(Some(incoming)) = self.decapsulate_pod(src, datagram, now) {
+            let range = offset + incoming.range.start..offset + incoming.range.end;
+            out.push(PodIncoming { slot, range, ..incoming });
         }
     }
 
@@ -690,12 +706,8 @@ impl PodEngine {
         out: &mut Vec<PodIncoming>,
     ) {
         for d in datagrams {
-            let Some(datagram) = bufs.get_mut(d.slot).and_then(|b| b.as_mut().get_mut(d.range.clone())) else {
-                continue;
-            };
-            if let Ok(Some(incoming)) = self.decapsulate_pod(d.src, datagram, now) {
-                let range = d.range.start + incoming.range.start..d.range.start + incoming.range.end;
-                out.push(PodIncoming { slot: d.slot, range, ..incoming });
+            if let Some(datagram) = bufs.get_mut(d.slot).and_then(|b| b.as_mut().get_mut(d.range.clone())) {
+                self.receive_one(d.slot, d.range.start, datagram, d.src, now, out);
             }
         }
     }

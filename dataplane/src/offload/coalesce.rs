@@ -159,6 +159,8 @@ pub struct Coalescer {
     open: Vec<u32>,
     /// Per packet: the next packet of its group.
     links: Vec<u32>,
+    /// Per packet: its IP + transport header length (what a follower leaves out).
+    header_lens: Vec<u32>,
     writes: Vec<TunWrite>,
     followers: Vec<(usize, Range<usize>)>,
     /// Merge UDP datagrams too (the device takes USO super-packets).
@@ -185,11 +187,14 @@ impl Coalescer {
         self.open.clear();
         self.links.clear();
         self.links.resize(packets.len(), NO_LINK);
+        self.header_lens.clear();
+        self.header_lens.resize(packets.len(), 0);
         self.writes.clear();
         self.followers.clear();
         for (i, (slot, range)) in packets.iter().enumerate() {
             let Some(p) = bufs.get(*slot).and_then(|b| b.as_ref().get(range.clone())) else { continue };
             let seg = Segment::parse(p, self.udp);
+            self.header_lens[i] = seg.map_or(0, |s| s.headers() as u32);
             let key = flow_key(p);
             // A flow has at most one open group: any packet of the flow that does not join it
             // ends it, so nothing of the flow can overtake that packet (as Linux GRO flushes).
@@ -249,7 +254,7 @@ impl Coalescer {
                 let mut next = self.links[g.head as usize];
                 while next != NO_LINK {
                     let (fs, fr) = &packets[next as usize];
-                    let hl = Segment::parse(&bufs[*fs].as_ref()[fr.clone()], self.udp).map_or(0, |s| s.headers());
+                    let hl = self.header_lens[next as usize] as usize;
                     self.followers.push((*fs, fr.start + hl..fr.end));
                     next = self.links[next as usize];
                 }
