@@ -309,6 +309,17 @@ fn ha_subnet_route_fails_over_to_the_standby_when_the_primary_dies() {
     let db = Daemon::start(&nb, &netmap, &b);
     let dc = Daemon::start(&nc, &netmap, &c);
     dc.wait_for(10, "hc reaches the pod through the primary", || dc.pings("10.42.0.1"));
+    // hb publishes its record once its own first netmap is applied, which may be after ha's
+    // route already works: wait until hc knows both advertisers.
+    let has = |routes: &serde_json::Value, node: &str| {
+        routes["routes"]
+            .as_array()
+            .is_some_and(|rs| rs.iter().any(|r| r["prefix"] == "10.42.0.0/16" && r["node"] == node))
+    };
+    dc.wait_for(10, "hc knows both advertisers of 10.42.0.0/16", || {
+        let routes = dc.routes_json();
+        has(&routes, "ha") && has(&routes, "hb")
+    });
     let routes = dc.routes_json();
     assert_eq!(route(&routes, "10.42.0.0/16", "ha")["state"].as_str(), Some("primary"), "{routes:#}");
     assert_eq!(route(&routes, "10.42.0.0/16", "hb")["state"].as_str(), Some("standby"), "{routes:#}");
