@@ -30,6 +30,25 @@ const TUN_QUEUE_LEN: u32 = 2048;
 /// per super-packet so that one always fits a batch, and deepens the device's queue.
 pub fn create_tun(name: &str) -> io::Result<Tun> {
     let tun = if offload_wanted() { Tun::create_with_offload(name)? } else { Tun::create(name)? };
+    tune(&tun);
+    Ok(tun)
+}
+
+/// As [`create_tun`], for a multi-queue device of `queues` queues (one per worker); the device is
+/// tuned once, for all of them.
+// Until the multi-worker daemon (issue 7), being written alongside, calls it.
+#[allow(dead_code)]
+pub fn create_tun_queues(name: &str, queues: usize) -> io::Result<Vec<Tun>> {
+    let tuns = Tun::create_queues(name, queues, offload_wanted())?;
+    if let Some(first) = tuns.first() {
+        tune(first);
+    }
+    Ok(tuns)
+}
+
+/// Deepens the device's queue and, with offloads, caps the segments per super-packet (both are
+/// the device's, whichever queue names it).
+fn tune(tun: &Tun) {
     let vnet = tun.offload() != Offload::None;
     let tuned = Netlink::open().and_then(|mut nl| {
         let index = nl.link_index(tun.name())?;
@@ -44,7 +63,6 @@ pub fn create_tun(name: &str) -> io::Result<Tun> {
         // segments than a batch holds is dropped and counted (`split_errors`); TCP retransmits.
         eprintln!("vxwg[{}]: tuning the TUN device: {e}", tun.name());
     }
-    Ok(tun)
 }
 
 /// A TUN device with its receive slots.

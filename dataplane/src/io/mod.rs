@@ -3,6 +3,7 @@
 //! kernel and caller-owned buffers in batches, and know nothing of WireGuard.
 #![allow(unsafe_code)]
 
+pub mod cpu;
 pub mod netlink;
 pub mod netns;
 pub mod poll;

@@ -1,6 +1,10 @@
 //! A layer-3 TUN device (`IFF_TUN | IFF_NO_PI`): one IP packet per read or write; with offloads
 //! (`IFF_VNET_HDR` and TSO), each packet behind a `virtio_net_hdr` and up to 64 KiB long (see
 //! [`crate::offload`]).
+//!
+//! A device may have several queues ([`Tun::create_queues`], `IFF_MULTI_QUEUE`): each is its own
+//! descriptor, and the kernel hands each packet it routes into the device to one queue, chosen by
+//! a hash of the packet's flow, so one flow always comes out of one queue and is never reordered.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Read, Write};
@@ -10,6 +14,7 @@ use std::os::unix::fs::OpenOptionsExt;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUN_F_CSUM: libc::c_uint = 0x01;
@@ -18,8 +23,9 @@ const TUN_F_TSO6: libc::c_uint = 0x04;
 const TUN_F_USO4: libc::c_uint = 0x20;
 const TUN_F_USO6: libc::c_uint = 0x40;
 
-/// What the kernel may hand a TUN device opened with [`Tun::create_with_offload`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the kernel may hand a TUN device opened with [`Tun::create_with_offload`]. Ordered from
+/// least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Offload {
     /// Plain packets (no `virtio_net_hdr`).
     None,
@@ -29,6 +35,25 @@ pub enum Offload {
     Tso,
     /// As `Tso`, plus UDP super-packets (USO, Linux 6.2+).
     TsoUso,
+}
+
+impl Offload {
+    /// The TUNSETOFFLOAD flags that ask for this.
+    fn flags(self) -> libc::c_uint {
+        let tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+        match self {
+            Offload::None | Offload::HeaderOnly => 0,
+            Offload::Tso => tso,
+            Offload::TsoUso => tso | TUN_F_USO4 | TUN_F_USO6,
+        }
+    }
+}
+
+/// How a queue is opened: every queue of a device must be opened alike.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    vnet_hdr: bool,
+    multi_queue: bool,
 }
 
 #[repr(C)]
@@ -50,24 +75,66 @@ pub struct Tun {
 impl Tun {
     /// Creates (or attaches to) the TUN interface `name`. Needs CAP_NET_ADMIN.
     pub fn create(name: &str) -> io::Result<Tun> {
-        Self::open(name, false)
+        Self::open(name, Mode { vnet_hdr: false, multi_queue: false })
     }
 
     /// Creates the TUN interface `name` with a `virtio_net_hdr` on every packet and as many
     /// offloads as the kernel grants (TSO, then USO), falling back to plain packets if it grants
     /// none. [`Tun::offload`] says which; reads and writes then carry the header.
     pub fn create_with_offload(name: &str) -> io::Result<Tun> {
-        let mut tun = Self::open(name, true)?;
-        let tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
-        tun.offload = if tun.set_offload(tso | TUN_F_USO4 | TUN_F_USO6).is_ok() {
-            Offload::TsoUso
-        } else if tun.set_offload(tso).is_ok() {
-            Offload::Tso
-        } else {
-            // The header stays (it was negotiated at TUNSETIFF); it just never asks for anything.
-            Offload::HeaderOnly
-        };
+        let mut tun = Self::open(name, Mode { vnet_hdr: true, multi_queue: false })?;
+        tun.offload = tun.negotiate_offload();
         Ok(tun)
+    }
+
+    /// Creates (or attaches to) the multi-queue TUN interface `name` and opens `queues` queues
+    /// (at least 1; the kernel allows 256), one descriptor each, for one worker each. With
+    /// `offload`, each queue is set up as [`Tun::create_with_offload`] does, and all report the
+    /// least offload any queue was granted (the kernel's offload flags are the device's, so that
+    /// is what the device then has); without, as [`Tun::create`].
+    ///
+    /// An error names the queue that failed; the queues already opened are closed again (and the
+    /// device goes with them unless someone else holds it open).
+    pub fn create_queues(name: &str, queues: usize, offload: bool) -> io::Result<Vec<Tun>> {
+        if queues == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("TUN {name}: 0 queues asked for")));
+        }
+        let mode = Mode { vnet_hdr: offload, multi_queue: true };
+        let mut tuns = Vec::with_capacity(queues);
+        for i in 0..queues {
+            // Every queue after the first attaches to the device the first created (same name,
+            // same flags: the kernel refuses a queue whose IFF_MULTI_QUEUE differs).
+            let mut tun = Self::open(name, mode)
+                .map_err(|e| io::Error::new(e.kind(), format!("TUN {name}: opening queue {i} of {queues}: {e}")))?;
+            if offload {
+                tun.offload = tun.negotiate_offload();
+            }
+            tuns.push(tun);
+        }
+        let least = tuns.iter().map(Tun::offload).min().unwrap_or(Offload::None);
+        if offload && tuns.iter().any(|t| t.offload != least) {
+            // TUNSETOFFLOAD sets the device's features, whichever queue it goes through: leave
+            // it at what every queue agreed to.
+            tuns[0].set_offload(least.flags()).map_err(|e| {
+                io::Error::new(e.kind(), format!("TUN {name}: setting offload {least:?} on queue 0: {e}"))
+            })?;
+        }
+        for tun in &mut tuns {
+            tun.offload = least;
+        }
+        Ok(tuns)
+    }
+
+    /// Asks for TSO and USO, then TSO alone; says what the kernel granted (the header was already
+    /// negotiated at TUNSETIFF).
+    fn negotiate_offload(&self) -> Offload {
+        for offload in [Offload::TsoUso, Offload::Tso] {
+            if self.set_offload(offload.flags()).is_ok() {
+                return offload;
+            }
+        }
+        // The header stays; it just never asks for anything.
+        Offload::HeaderOnly
     }
 
     /// Which offloads are on; anything but [`Offload::None`] means a `virtio_net_hdr` in front of
@@ -85,7 +152,7 @@ impl Tun {
         Ok(())
     }
 
-    fn open(name: &str, vnet_hdr: bool) -> io::Result<Tun> {
+    fn open(name: &str, mode: Mode) -> io::Result<Tun> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -97,7 +164,10 @@ impl Tun {
             .write(true)
             .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open("/dev/net/tun")?;
-        let flags = IFF_TUN | IFF_NO_PI | if vnet_hdr { IFF_VNET_HDR } else { 0 };
+        let flags = IFF_TUN
+            | IFF_NO_PI
+            | if mode.vnet_hdr { IFF_VNET_HDR } else { 0 }
+            | if mode.multi_queue { IFF_MULTI_QUEUE } else { 0 };
         let mut req = IfReqFlags { name: [0; libc::IFNAMSIZ], flags, _pad: [0; 22] };
         for (dst, src) in req.name.iter_mut().zip(name.bytes()) {
             *dst = src as libc::c_char;
@@ -110,7 +180,8 @@ impl Tun {
         }
         let len = req.name.iter().position(|&c| c == 0).unwrap_or(libc::IFNAMSIZ);
         let name = req.name[..len].iter().map(|&c| c as u8 as char).collect();
-        Ok(Tun { file, name, offload: Offload::None })
+        let offload = if mode.vnet_hdr { Offload::HeaderOnly } else { Offload::None };
+        Ok(Tun { file, name, offload })
     }
 
     /// The interface name the kernel gave (same as requested unless it contained `%d`).

@@ -1,4 +1,8 @@
 //! The WireGuard UDP socket: dual-stack, non-blocking, with batched `recvmmsg`/`sendmmsg`.
+//!
+//! Several sockets may share one port ([`UdpSocket::bind_group`], `SO_REUSEPORT`), one per worker:
+//! the kernel hands each datagram to one of them by a hash of its addresses and ports, so one
+//! peer's datagrams always reach the same socket.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -67,13 +71,51 @@ impl UdpSocket {
     /// Binds `[::]:port` accepting IPv4 too, or `0.0.0.0:port` where IPv6 is unavailable.
     /// Port 0 picks a free port.
     pub fn bind(port: u16) -> io::Result<Self> {
-        let (socket, dual_stack) = match Self::bind_v6(port) {
-            Ok(s) => (s, true),
-            Err(_) => {
-                let s = Socket::new(Domain::IPV4, Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
-                s.bind(&SockAddr::from(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))))?;
-                (s, false)
-            }
+        Self::bind_with(port, false, None)
+    }
+
+    /// Binds `n` sockets (at least 1) to one port, as [`UdpSocket::bind`] does each, sharing the
+    /// port with `SO_REUSEPORT` (a lone socket does without). Port 0: the kernel picks a free port
+    /// for the first and the others join it. All are of the first one's family (dual-stack or
+    /// IPv4 only). An error says which socket failed; those already bound are closed.
+    pub fn bind_group(port: u16, n: usize) -> io::Result<Vec<Self>> {
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("UDP port {port}: 0 sockets asked for")));
+        }
+        let first = Self::bind_with(port, n > 1, None)
+            .map_err(|e| io::Error::new(e.kind(), format!("UDP port {port}: binding socket 0 of {n}: {e}")))?;
+        let (port, dual_stack) = (first.local_port()?, first.dual_stack);
+        let mut group = Vec::with_capacity(n);
+        group.push(first);
+        for i in 1..n {
+            let socket = Self::bind_with(port, true, Some(dual_stack))
+                .map_err(|e| io::Error::new(e.kind(), format!("UDP port {port}: binding socket {i} of {n}: {e}")))?;
+            group.push(socket);
+        }
+        Ok(group)
+    }
+
+    /// A second handle on this socket (a duplicated descriptor), for sending from another thread.
+    /// It starts from this handle's GSO state and drop count and keeps its own from then on.
+    pub fn try_clone(&self) -> io::Result<Self> {
+        Ok(Self {
+            socket: self.socket.try_clone()?,
+            dual_stack: self.dual_stack,
+            gso: AtomicU32::new(self.gso.load(Ordering::Relaxed)),
+            receive_drops: AtomicU32::new(self.receive_drops.load(Ordering::Relaxed)),
+        })
+    }
+
+    /// Binds as [`UdpSocket::bind`] describes, with `SO_REUSEPORT` if `reuse_port`; `dual_stack`
+    /// `None` tries dual-stack and falls back to IPv4, `Some` insists on one.
+    fn bind_with(port: u16, reuse_port: bool, dual_stack: Option<bool>) -> io::Result<Self> {
+        let (socket, dual_stack) = match dual_stack {
+            Some(true) => (Self::bind_v6(port, reuse_port)?, true),
+            Some(false) => (Self::bind_v4(port, reuse_port)?, false),
+            None => match Self::bind_v6(port, reuse_port) {
+                Ok(s) => (s, true),
+                Err(_) => (Self::bind_v4(port, reuse_port)?, false),
+            },
         };
         // Never fragment the outer packet: DF on IPv4, no fragmentation on IPv6. A datagram too big
         // for the path is then an error (EMSGSIZE) instead of fragments.
@@ -97,10 +139,24 @@ impl UdpSocket {
         Ok(Self { socket, dual_stack, gso: AtomicU32::new(gso), receive_drops: AtomicU32::new(0) })
     }
 
-    fn bind_v6(port: u16) -> io::Result<Socket> {
+    fn bind_v6(port: u16, reuse_port: bool) -> io::Result<Socket> {
         let s = Socket::new(Domain::IPV6, Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
         s.set_only_v6(false)?;
+        // Before bind: the kernel lets a socket into a port's group only if it asked beforehand
+        // (and runs as the same user as the group's first).
+        if reuse_port {
+            s.set_reuse_port(true)?;
+        }
         s.bind(&SockAddr::from(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))))?;
+        Ok(s)
+    }
+
+    fn bind_v4(port: u16, reuse_port: bool) -> io::Result<Socket> {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
+        if reuse_port {
+            s.set_reuse_port(true)?;
+        }
+        s.bind(&SockAddr::from(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))))?;
         Ok(s)
     }
 

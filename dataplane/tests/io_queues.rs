@@ -1,0 +1,288 @@
+//! The IO drivers for multi-core workers, against the real kernel: a UDP port shared by a
+//! reuseport group, a multi-queue TUN device (in a network namespace of its own), thread pinning,
+//! and the misuse errors. The kernel chooses by flow hash in both cases: the tests check that it
+//! spreads flows over more than one socket / queue and keeps each flow on one.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use common::{require, Netns};
+use vxwg_dataplane::io::cpu;
+use vxwg_dataplane::io::{Offload, RecvMeta, Tun, UdpSocket, BATCH};
+use vxwg_dataplane::offload::VNET_HDR_LEN;
+
+/// Receives from every member until `want` datagrams arrived (or 5 s passed); returns, per
+/// member, the (source, payload) of each.
+fn drain_group(group: &[UdpSocket], want: usize) -> Vec<Vec<(SocketAddr, Vec<u8>)>> {
+    let mut bufs = vec![vec![0u8; 2048]; BATCH];
+    let mut meta = [RecvMeta::default(); BATCH];
+    let mut got: Vec<Vec<(SocketAddr, Vec<u8>)>> = vec![Vec::new(); group.len()];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.iter().map(Vec::len).sum::<usize>() < want && Instant::now() < deadline {
+        let mut idle = true;
+        for (member, sock) in group.iter().enumerate() {
+            match sock.recv_batch(&mut bufs, &mut meta) {
+                Ok(n) => {
+                    idle = false;
+                    for i in 0..n {
+                        got[member].push((meta[i].src, bufs[i][..meta[i].len].to_vec()));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("member {member}: {e}"),
+            }
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    got
+}
+
+#[test]
+fn reuseport_group_spreads_sources_and_keeps_each_on_one_socket() {
+    let group = UdpSocket::bind_group(0, 4).unwrap();
+    let port = group[0].local_port().unwrap();
+    assert_ne!(port, 0);
+    for (i, s) in group.iter().enumerate() {
+        assert_eq!(s.local_port().unwrap(), port, "member {i} shares the first one's port");
+    }
+    let dst = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let sources: Vec<std::net::UdpSocket> =
+        (0..32).map(|_| std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap()).collect();
+    const PER_SOURCE: u8 = 8;
+    for round in 0..PER_SOURCE {
+        for (i, s) in sources.iter().enumerate() {
+            s.send_to(&[i as u8, round], dst).unwrap();
+        }
+    }
+    let total = sources.len() * PER_SOURCE as usize;
+    let got = drain_group(&group, total);
+    assert_eq!(got.iter().map(Vec::len).sum::<usize>(), total, "every datagram arrived");
+
+    // Which members each source reached, checked against what it sent.
+    let mut members_of: HashMap<SocketAddr, HashSet<usize>> = HashMap::new();
+    for (member, datagrams) in got.iter().enumerate() {
+        for (src, payload) in datagrams {
+            let sent_by = &sources[payload[0] as usize];
+            assert_eq!(*src, sent_by.local_addr().unwrap(), "payload names its sender");
+            members_of.entry(*src).or_default().insert(member);
+        }
+    }
+    assert_eq!(members_of.len(), sources.len(), "all 32 sources heard from");
+    for (src, members) in &members_of {
+        assert_eq!(members.len(), 1, "{src} reached one member only, not {members:?}");
+    }
+    let used: HashSet<usize> = members_of.values().flatten().copied().collect();
+    eprintln!("32 sources over {} of 4 members: {:?}", used.len(), got.iter().map(Vec::len).collect::<Vec<_>>());
+    assert!(used.len() >= 2, "the kernel spread 32 sources over more than one member ({used:?})");
+}
+
+#[test]
+fn a_cloned_socket_sends_from_the_same_port() {
+    let group = UdpSocket::bind_group(0, 2).unwrap();
+    let clone = group[1].try_clone().unwrap();
+    assert_eq!(clone.local_port().unwrap(), group[1].local_port().unwrap());
+    assert_ne!(clone.raw_fd(), group[1].raw_fd(), "a descriptor of its own");
+    let peer = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    clone.send_to(b"from the clone", peer.local_addr().unwrap()).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"from the clone");
+    assert_eq!(from.port(), group[0].local_port().unwrap());
+    drop(group);
+    // The clone keeps the socket open after the original is gone.
+    clone.send_to(b"still here", peer.local_addr().unwrap()).unwrap();
+    let (n, _) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"still here");
+}
+
+#[test]
+fn a_lone_member_or_a_group_of_none() {
+    let lone = UdpSocket::bind_group(0, 1).unwrap();
+    assert_eq!(lone.len(), 1);
+    assert_ne!(lone[0].local_port().unwrap(), 0);
+    let e = UdpSocket::bind_group(0, 0).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+}
+
+const FLOWS: u16 = 64;
+const PER_FLOW: u16 = 8;
+const DST_PORT: u16 = 9999;
+
+/// A 2-queue TUN device with 10.77.0.1/24 in a fresh namespace; then UDP from `FLOWS` sockets
+/// (one flow each) towards 10.77.0.2, which the kernel routes into the device. Returns, per
+/// queue, the (source port, sequence) of each test packet read.
+fn flows_through_two_queues(offload: bool) -> Vec<Vec<(u16, u16)>> {
+    let ns = Netns::new("vxwgmq");
+    let name = "mq0";
+    let queues = ns.run(|| Tun::create_queues(name, 2, offload)).unwrap();
+    assert_eq!(queues.len(), 2);
+    for q in &queues {
+        assert_eq!(q.name(), name);
+        assert_eq!(q.offload(), queues[0].offload(), "all queues alike");
+        assert_eq!(q.offload() != Offload::None, offload, "a vnet header exactly when asked");
+    }
+    ns.ip(&format!("addr add 10.77.0.1/24 dev {name}"));
+    ns.ip(&format!("link set {name} up"));
+    let senders: Vec<std::net::UdpSocket> =
+        ns.run(|| (0..FLOWS).map(|_| std::net::UdpSocket::bind((Ipv4Addr::new(10, 77, 0, 1), 0)).unwrap()).collect());
+    let dst = SocketAddr::from((Ipv4Addr::new(10, 77, 0, 2), DST_PORT));
+    let header = if offload { VNET_HDR_LEN } else { 0 };
+    let mut got: Vec<Vec<(u16, u16)>> = vec![Vec::new(); queues.len()];
+    let mut buf = vec![0u8; 65_536];
+    for seq in 0..PER_FLOW {
+        for s in &senders {
+            s.send_to(&seq.to_be_bytes(), dst).unwrap();
+        }
+        // Read each round before the next (a queue holds 500 packets by default).
+        let want = usize::from(seq + 1) * usize::from(FLOWS);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.iter().map(Vec::len).sum::<usize>() < want && Instant::now() < deadline {
+            let mut idle = true;
+            for (q, tun) in queues.iter().enumerate() {
+                match tun.recv(&mut buf) {
+                    Ok(n) => {
+                        idle = false;
+                        if let Some(packet) = test_packet(&buf[..n], header) {
+                            got[q].push(packet);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("queue {q}: {e}"),
+                }
+            }
+            if idle {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    got
+}
+
+/// The (UDP source port, sequence) of one of the test's packets, after `header` bytes of vnet
+/// header; `None` for anything else the kernel sends (IPv6 router solicitations, say).
+fn test_packet(read: &[u8], header: usize) -> Option<(u16, u16)> {
+    let ip = read.get(header..)?;
+    if ip.first()? >> 4 != 4 || ip.get(9) != Some(&17) {
+        return None;
+    }
+    let udp = ip.get(usize::from(ip[0] & 0x0f) * 4..)?;
+    let port = |at: usize| Some(u16::from_be_bytes([*udp.get(at)?, *udp.get(at + 1)?]));
+    if port(2)? != DST_PORT {
+        return None;
+    }
+    Some((port(0)?, port(8)?))
+}
+
+fn check_flows_kept_to_one_queue(got: &[Vec<(u16, u16)>]) {
+    let mut queue_of: HashMap<u16, HashSet<usize>> = HashMap::new();
+    for (q, packets) in got.iter().enumerate() {
+        for (flow, _) in packets {
+            queue_of.entry(*flow).or_default().insert(q);
+        }
+    }
+    eprintln!("{FLOWS} flows over 2 queues: {:?} packets", got.iter().map(Vec::len).collect::<Vec<_>>());
+    assert_eq!(got.iter().map(Vec::len).sum::<usize>(), usize::from(FLOWS * PER_FLOW), "every packet read");
+    assert_eq!(queue_of.len(), usize::from(FLOWS), "every flow seen");
+    for (flow, queues) in &queue_of {
+        assert_eq!(queues.len(), 1, "flow from port {flow} came out of one queue, not {queues:?}");
+    }
+    for (q, packets) in got.iter().enumerate() {
+        assert!(!packets.is_empty(), "queue {q} got some flows");
+        // In order within each flow.
+        let mut last: HashMap<u16, u16> = HashMap::new();
+        for (flow, seq) in packets {
+            if let Some(prev) = last.insert(*flow, *seq) {
+                assert!(*seq > prev, "flow {flow}: {seq} after {prev}");
+            }
+        }
+    }
+}
+
+#[test]
+fn multi_queue_tun_spreads_flows_and_keeps_each_on_one_queue() {
+    if !require(&["ip"]) {
+        return;
+    }
+    check_flows_kept_to_one_queue(&flows_through_two_queues(false));
+}
+
+#[test]
+fn multi_queue_tun_with_offload_spreads_flows_and_keeps_each_on_one_queue() {
+    if !require(&["ip"]) {
+        return;
+    }
+    check_flows_kept_to_one_queue(&flows_through_two_queues(true));
+}
+
+/// Whether `name` exists in `ns`.
+fn link_exists(ns: &Netns, name: &str) -> bool {
+    ns.ip("-o link show").lines().any(|l| l.split(':').nth(1).map(str::trim) == Some(name))
+}
+
+/// Waits up to 2 s for `name` to be gone from `ns`.
+fn gone(ns: &Netns, name: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while link_exists(ns, name) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+#[test]
+fn tun_queue_errors_leave_no_device_behind() {
+    if !require(&["ip"]) {
+        return;
+    }
+    let ns = Netns::new("vxwgmqe");
+    let e = ns.run(|| Tun::create_queues("mqe0", 0, false)).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    assert!(!link_exists(&ns, "mqe0"));
+
+    // The kernel allows 256 queues: the 257th fails, and the 256 opened are closed with it.
+    let e = ns.run(|| Tun::create_queues("mqe1", 257, true)).unwrap_err();
+    assert!(e.to_string().contains("queue 256 of 257"), "the error names the queue: {e}");
+    assert!(gone(&ns, "mqe1"), "the queues opened before were closed, taking the device");
+
+    // A device opened single-queue takes no queue of a multi-queue one: queue 0 fails.
+    let single = ns.run(|| Tun::create("mqe2")).unwrap();
+    let e = ns.run(|| Tun::create_queues("mqe2", 2, false)).unwrap_err();
+    assert!(e.to_string().contains("queue 0 of 2"), "{e}");
+    drop(single);
+    assert!(gone(&ns, "mqe2"));
+
+    // The queues close with their last descriptor.
+    let queues = ns.run(|| Tun::create_queues("mqe3", 3, false)).unwrap();
+    assert!(link_exists(&ns, "mqe3"));
+    drop(queues);
+    assert!(gone(&ns, "mqe3"));
+}
+
+#[test]
+fn pinned_threads_run_on_their_cpu() {
+    let cpus = cpu::allowed_cpus().unwrap();
+    assert!(!cpus.is_empty());
+    assert!(cpus.windows(2).all(|w| w[0] < w[1]), "ascending: {cpus:?}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for &c in &cpus {
+                cpu::pin_current_thread(c).unwrap();
+                // The pin moves the thread before the call returns.
+                // SAFETY: sched_getcpu has no preconditions.
+                let now = unsafe { libc::sched_getcpu() };
+                assert_eq!(now, c as i32, "pinned to CPU {c}");
+            }
+        });
+    });
+    let e = cpu::pin_current_thread(usize::MAX).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+}
