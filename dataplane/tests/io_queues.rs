@@ -115,10 +115,11 @@ const FLOWS: u16 = 64;
 const PER_FLOW: u16 = 8;
 const DST_PORT: u16 = 9999;
 
-/// A 2-queue TUN device with 10.77.0.1/24 in a fresh namespace; then UDP from `FLOWS` sockets
-/// (one flow each) towards 10.77.0.2, which the kernel routes into the device. Returns, per
-/// queue, the (source port, sequence) of each test packet read.
-fn flows_through_two_queues(offload: bool) -> Vec<Vec<(u16, u16)>> {
+const TUN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const PEER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+
+/// A 2-queue TUN device `mq0` with 10.77.0.1/24, up, in a fresh namespace.
+fn two_queue_device(offload: bool) -> (Netns, Vec<Tun>) {
     let ns = Netns::new("vxwgmq");
     let name = "mq0";
     let queues = ns.run(|| Tun::create_queues(name, 2, offload)).unwrap();
@@ -128,41 +129,78 @@ fn flows_through_two_queues(offload: bool) -> Vec<Vec<(u16, u16)>> {
         assert_eq!(q.offload(), queues[0].offload(), "all queues alike");
         assert_eq!(q.offload() != Offload::None, offload, "a vnet header exactly when asked");
     }
-    ns.ip(&format!("addr add 10.77.0.1/24 dev {name}"));
+    ns.ip(&format!("addr add {TUN_ADDR}/24 dev {name}"));
     ns.ip(&format!("link set {name} up"));
-    let senders: Vec<std::net::UdpSocket> =
-        ns.run(|| (0..FLOWS).map(|_| std::net::UdpSocket::bind((Ipv4Addr::new(10, 77, 0, 1), 0)).unwrap()).collect());
-    let dst = SocketAddr::from((Ipv4Addr::new(10, 77, 0, 2), DST_PORT));
+    (ns, queues)
+}
+
+/// `n` UDP sockets on 10.77.0.1 in `ns`, one flow each towards the peer.
+fn senders(ns: &Netns, n: u16) -> Vec<std::net::UdpSocket> {
+    ns.run(|| (0..n).map(|_| std::net::UdpSocket::bind((TUN_ADDR, 0)).unwrap()).collect())
+}
+
+/// Reads every queue until `got` holds `want` test packets in all (or 5 s passed).
+fn read_test_packets(queues: &[Tun], header: usize, got: &mut [Vec<(u16, u16)>], want: usize) {
+    let mut buf = vec![0u8; 65_536];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.iter().map(Vec::len).sum::<usize>() < want && Instant::now() < deadline {
+        let mut idle = true;
+        for (q, tun) in queues.iter().enumerate() {
+            match tun.recv(&mut buf) {
+                Ok(n) => {
+                    idle = false;
+                    if let Some(packet) = test_packet(&buf[..n], header) {
+                        got[q].push(packet);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("queue {q}: {e}"),
+            }
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// UDP from `FLOWS` sockets (one flow each) towards 10.77.0.2, which the kernel routes into a
+/// 2-queue device. Returns, per queue, the (source port, sequence) of each test packet read.
+fn flows_through_two_queues(offload: bool) -> Vec<Vec<(u16, u16)>> {
+    let (ns, queues) = two_queue_device(offload);
+    let senders = senders(&ns, FLOWS);
+    let dst = SocketAddr::from((PEER_ADDR, DST_PORT));
     let header = if offload { VNET_HDR_LEN } else { 0 };
     let mut got: Vec<Vec<(u16, u16)>> = vec![Vec::new(); queues.len()];
-    let mut buf = vec![0u8; 65_536];
     for seq in 0..PER_FLOW {
         for s in &senders {
             s.send_to(&seq.to_be_bytes(), dst).unwrap();
         }
         // Read each round before the next (a queue holds 500 packets by default).
-        let want = usize::from(seq + 1) * usize::from(FLOWS);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while got.iter().map(Vec::len).sum::<usize>() < want && Instant::now() < deadline {
-            let mut idle = true;
-            for (q, tun) in queues.iter().enumerate() {
-                match tun.recv(&mut buf) {
-                    Ok(n) => {
-                        idle = false;
-                        if let Some(packet) = test_packet(&buf[..n], header) {
-                            got[q].push(packet);
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => panic!("queue {q}: {e}"),
-                }
-            }
-            if idle {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
+        read_test_packets(&queues, header, &mut got, usize::from(seq + 1) * usize::from(FLOWS));
     }
     got
+}
+
+/// An IPv4/UDP packet from the peer's `DST_PORT` to `TUN_ADDR:port`, as a worker would write it.
+fn reply_packet(port: u16, payload: &[u8]) -> Vec<u8> {
+    let len = 20 + 8 + payload.len();
+    let mut p = vec![0u8; len];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&PEER_ADDR.octets());
+    p[16..20].copy_from_slice(&TUN_ADDR.octets());
+    let sum: u32 = p[..20].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let checksum = !(((folded & 0xffff) + (folded >> 16)) as u16);
+    p[10..12].copy_from_slice(&checksum.to_be_bytes());
+    p[20..22].copy_from_slice(&DST_PORT.to_be_bytes());
+    p[22..24].copy_from_slice(&port.to_be_bytes());
+    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    // UDP checksum 0: none (allowed over IPv4).
+    p[28..].copy_from_slice(payload);
+    p
 }
 
 /// The (UDP source port, sequence) of one of the test's packets, after `header` bytes of vnet
@@ -219,6 +257,42 @@ fn multi_queue_tun_with_offload_spreads_flows_and_keeps_each_on_one_queue() {
         return;
     }
     check_flows_kept_to_one_queue(&flows_through_two_queues(true));
+}
+
+/// The kernel learns which queue a flow's packets come back from (a write on a queue records the
+/// flow's symmetric hash against it) and sends the flow's next packets to that queue: a worker
+/// that answers a flow gets the flow.
+#[test]
+fn a_flow_follows_the_queue_its_replies_were_written_on() {
+    if !require(&["ip"]) {
+        return;
+    }
+    let (ns, queues) = two_queue_device(false);
+    let sender = senders(&ns, 1).pop().unwrap();
+    sender.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let port = sender.local_addr().unwrap().port();
+    let dst = SocketAddr::from((PEER_ADDR, DST_PORT));
+    let mut got = vec![Vec::new(); 2];
+    sender.send_to(&0u16.to_be_bytes(), dst).unwrap();
+    read_test_packets(&queues, 0, &mut got, 1);
+    let first = got.iter().position(|q| !q.is_empty()).expect("the first packet came out of a queue");
+    let other = 1 - first;
+
+    queues[other].send(&reply_packet(port, b"reply")).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = sender.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"reply"[..], dst), "the reply reached the flow's socket");
+
+    let mut after = vec![Vec::new(); 2];
+    for seq in 1..=PER_FLOW {
+        sender.send_to(&seq.to_be_bytes(), dst).unwrap();
+    }
+    read_test_packets(&queues, 0, &mut after, usize::from(PER_FLOW));
+    eprintln!(
+        "first packet on queue {first}, reply written on {other}, then {:?}",
+        after.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert_eq!(after[other].len(), usize::from(PER_FLOW), "the flow moved to queue {other}: {after:?}");
 }
 
 /// Whether `name` exists in `ns`.
