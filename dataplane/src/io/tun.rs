@@ -5,6 +5,9 @@
 //! A device may have several queues ([`Tun::create_queues`], `IFF_MULTI_QUEUE`): each is its own
 //! descriptor, and the kernel hands each packet it routes into the device to one queue, chosen by
 //! a hash of the packet's flow, so one flow always comes out of one queue and is never reordered.
+//! The kernel also learns from writes: once a queue writes a packet of a flow (either direction;
+//! the hash is symmetric), the flow's next packets go to that queue, for a few seconds after the
+//! last such write.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Read, Write};
