@@ -5,6 +5,22 @@
 //! the inner source must lie in the sending peer's AllowedIPs → IP packets to deliver.
 //!
 //! Sans-IO like the protocol below it: the caller owns the buffers and does the syscalls.
+//!
+//! # Several workers, one engine
+//! The data path comes in three phases so that worker threads sharing one engine behind a lock
+//! run the AEAD outside it (as kernel WireGuard and wireguard-go do):
+//!
+//! * send: [`Engine::plan_encapsulate`] (under the lock: routing, one block of send counters
+//!   reserved per run of packets to one peer, timers and statistics) → [`seal_jobs`] (no engine:
+//!   padding and encryption in place);
+//! * receive: [`Engine::plan_decapsulate`] (under the lock: keypair lookup and the replay
+//!   pre-check; control messages handled completely) → [`open_jobs`] (no engine: decryption in
+//!   place) → [`Engine::commit_decapsulate`] (under the lock again: the counter enters the replay
+//!   window, after authentication and only once even if two workers opened the same datagram;
+//!   then roaming, timers, statistics and the AllowedIPs source check).
+//!
+//! The single-call methods ([`Engine::encapsulate_batch`], [`Engine::decapsulate_batch`], ...)
+//! are these phases run back to back.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -12,7 +28,10 @@ use std::ops::Range;
 use std::time::Instant;
 
 use crate::route::{AllowedIps, IpNet};
-use crate::wireguard::{Device, PeerConfig, PeerError, PeerId, Received, RecvError, Transmit};
+use crate::wireguard::{
+    Device, OpenFailure, OpenTicket, PeerConfig, PeerError, PeerId, ReceivePlan, Received, RecvError, SendBlock,
+    Transmit,
+};
 
 pub mod pod;
 pub use crate::wireguard::{HEADROOM, TAILROOM};
@@ -66,14 +85,111 @@ pub struct Incoming {
     pub peer: PeerId,
 }
 
+/// One run of packets for one peer, planned under the engine's lock
+/// ([`Engine::plan_encapsulate`]), sealed without it ([`seal_jobs`]).
+#[derive(Debug, Clone)]
+pub struct SealJob {
+    /// The key and the run's reserved counters: slot `slots.start + i` seals on counter `i`.
+    block: SendBlock,
+    dst: SocketAddr,
+    slots: Range<usize>,
+}
+
+impl SealJob {
+    /// Where the run goes.
+    pub fn dst(&self) -> SocketAddr {
+        self.dst
+    }
+
+    /// The batch slots of the run.
+    pub fn slots(&self) -> Range<usize> {
+        self.slots.clone()
+    }
+
+    /// The counter of the run's first packet.
+    pub fn first_counter(&self) -> u64 {
+        self.block.first_counter()
+    }
+}
+
+/// Phase 2 of sending, on any thread and without the engine: pads and encrypts every job's
+/// packets in place (`bufs[i][HEADROOM..HEADROOM + lens[i]]`, as planned) and appends what to
+/// send. A slot outside `bufs` or without room for its padding and tag is skipped (its counter
+/// goes unused).
+pub fn seal_jobs<B: AsMut<[u8]>>(bufs: &mut [B], lens: &[usize], jobs: &[SealJob], out: &mut Vec<Outgoing>) {
+    for job in jobs {
+        for (i, slot) in job.slots.clone().enumerate() {
+            let (Some(buf), Some(&len)) = (bufs.get_mut(slot), lens.get(slot)) else { continue };
+            if let Some(len) = job.block.seal(i as u64, buf.as_mut(), len) {
+                out.push(Outgoing { slot, len, dst: job.dst });
+            }
+        }
+    }
+}
+
+/// One received transport-data message whose keypair and counter passed the pre-check
+/// ([`Engine::plan_decapsulate`]); [`open_jobs`] records the outcome of decryption in it, and
+/// [`Engine::commit_decapsulate`] takes it from there.
+#[derive(Debug, Clone)]
+pub struct OpenJob {
+    ticket: OpenTicket,
+    slot: usize,
+    range: Range<usize>,
+    src: SocketAddr,
+    /// Plaintext length, or why it did not open; `None` until [`open_jobs`] ran.
+    opened: Option<Result<usize, OpenFailure>>,
+}
+
+impl OpenJob {
+    /// The batch slot of the datagram.
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// The datagram's position in its slot's buffer.
+    pub fn range(&self) -> Range<usize> {
+        self.range.clone()
+    }
+
+    /// Where the datagram came from.
+    pub fn src(&self) -> SocketAddr {
+        self.src
+    }
+
+    /// The peer whose keypair the datagram names.
+    pub fn peer(&self) -> PeerId {
+        self.ticket.peer
+    }
+
+    /// The datagram's counter.
+    pub fn counter(&self) -> u64 {
+        self.ticket.counter
+    }
+
+    /// Outcome of [`open_jobs`]: plaintext length, or why it failed; `None` before it ran.
+    pub fn opened(&self) -> Option<Result<usize, OpenFailure>> {
+        self.opened
+    }
+}
+
+/// Phase 2 of receiving, on any thread and without the engine: decrypts every job's payload in
+/// place and records the outcome in the job. Nothing is committed.
+pub fn open_jobs<B: AsMut<[u8]>>(bufs: &mut [B], jobs: &mut [OpenJob]) {
+    for job in jobs {
+        let payload =
+            bufs.get_mut(job.slot).and_then(|b| b.as_mut().get_mut(job.range.start + HEADROOM..job.range.end));
+        job.opened = Some(payload.map_or(Err(OpenFailure::Auth), |p| job.ticket.open(p)));
+    }
+}
+
 /// A WireGuard interface: the protocol [`Device`] plus its cryptokey routing table.
 #[derive(Debug)]
 pub struct Engine {
     device: Device,
     routes: AllowedIps<PeerId>,
     stats: EngineStats,
-    /// Reused per run so the batch path does not allocate in steady state.
-    run_scratch: Vec<(usize, usize)>,
+    /// Reused per batch so the single-call path does not allocate in steady state.
+    seal_scratch: Vec<SealJob>,
 }
 
 /// Destination address bytes of an IP packet, if it is one.
@@ -105,7 +221,7 @@ enum IpKey {
 impl Engine {
     /// An engine around a protocol device with no peers.
     pub fn new(device: Device) -> Self {
-        Self { device, routes: AllowedIps::new(), stats: EngineStats::default(), run_scratch: Vec::new() }
+        Self { device, routes: AllowedIps::new(), stats: EngineStats::default(), seal_scratch: Vec::new() }
     }
 
     /// The protocol device (peers, sessions, stats).
@@ -177,13 +293,33 @@ impl Engine {
     /// Encrypts a batch of IP packets in place. `bufs[i][HEADROOM..HEADROOM + lens[i]]` holds
     /// packet `i`, with at least [`TAILROOM`] bytes after it. What must be sent is appended to
     /// `out`; packets without a session are staged by the protocol (they leave through
-    /// [`Engine::poll_transmit`] once the handshake completes).
-    pub fn encapsulate_batch<B: AsMut<[u8]>>(
+    /// [`Engine::poll_transmit`] once the handshake completes). [`Engine::plan_encapsulate`]
+    /// then [`seal_jobs`].
+    pub fn encapsulate_batch<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
         bufs: &mut [B],
         lens: &[usize],
         now: Instant,
         out: &mut Vec<Outgoing>,
+    ) {
+        let mut jobs = std::mem::take(&mut self.seal_scratch);
+        jobs.clear();
+        self.plan_encapsulate(bufs, lens, now, &mut jobs);
+        seal_jobs(bufs, lens, &jobs, out);
+        self.seal_scratch = jobs;
+    }
+
+    /// Phase 1 of sending (needs the engine): routes each packet
+    /// (`bufs[i][HEADROOM..HEADROOM + lens[i]]`), and for each run of consecutive packets to one
+    /// peer reserves a block of send counters and does the per-peer bookkeeping (timers,
+    /// statistics, rekey) once. Packets without a usable session are copied aside behind a
+    /// handshake. Appends one [`SealJob`] per run, to be sealed by [`seal_jobs`].
+    pub fn plan_encapsulate<B: AsRef<[u8]>>(
+        &mut self,
+        bufs: &[B],
+        lens: &[usize],
+        now: Instant,
+        jobs: &mut Vec<SealJob>,
     ) {
         // Consecutive packets for the same peer (the common case: one flow, or one busy peer) go
         // to the protocol as one run, so per-peer work is paid once per run.
@@ -191,7 +327,7 @@ impl Engine {
         let mut run: Option<(PeerId, usize)> = None;
         for slot in 0..=n {
             let peer = if slot < n {
-                match bufs[slot].as_mut().get(HEADROOM..HEADROOM + lens[slot]).and_then(ip_dst) {
+                match bufs[slot].as_ref().get(HEADROOM..HEADROOM + lens[slot]).and_then(ip_dst) {
                     None => {
                         self.stats.not_ip += 1;
                         None
@@ -209,7 +345,7 @@ impl Engine {
             };
             if let Some((current, start)) = run {
                 if peer != Some(current) {
-                    self.flush_run(current, &mut bufs[start..slot], &lens[start..slot], start, now, out);
+                    self.plan_run(current, &bufs[start..slot], &lens[start..slot], start, now, jobs);
                     run = None;
                 }
             }
@@ -219,28 +355,25 @@ impl Engine {
         }
     }
 
-    /// Encrypts one run of packets for `peer` (`bufs` begins at batch slot `base`).
-    fn flush_run<B: AsMut<[u8]>>(
+    /// Plans one run of packets for `peer` (`bufs` begins at batch slot `base`).
+    fn plan_run<B: AsRef<[u8]>>(
         &mut self,
         peer: PeerId,
-        bufs: &mut [B],
+        bufs: &[B],
         lens: &[usize],
         base: usize,
         now: Instant,
-        out: &mut Vec<Outgoing>,
+        jobs: &mut Vec<SealJob>,
     ) {
-        let mut ready = Vec::new();
-        std::mem::swap(&mut ready, &mut self.run_scratch);
-        ready.clear();
-        match self.device.encapsulate_batch(peer, bufs, lens, now, &mut ready) {
-            Ok(Some(dst)) => {
-                self.stats.packets_out += ready.len() as u64;
-                out.extend(ready.iter().map(|&(slot, len)| Outgoing { slot: base + slot, len, dst }));
+        match self.device.plan_send(peer, bufs, lens, now) {
+            Ok(Some(plan)) => {
+                self.stats.packets_out += plan.sealable as u64;
+                let slots = base..base + bufs.len().min(lens.len());
+                jobs.push(SealJob { block: plan.block, dst: plan.dst, slots });
             }
             Ok(None) => {}
             Err(_) => self.stats.no_endpoint += lens.len() as u64,
         }
-        self.run_scratch = ready;
     }
 
     /// Decrypts a batch of datagrams in place: `bufs[i][..lens[i]]` came from `srcs[i]`. Packets
@@ -273,7 +406,21 @@ impl Engine {
         out: &mut Vec<Incoming>,
     ) {
         let base = datagram.as_ptr() as usize;
-        if let Ok(Received::Packet { peer, packet }) = self.device.decapsulate(src, datagram, now) {
+        let received = self.device.decapsulate(src, datagram, now);
+        self.deliver(slot, offset, base, received, out);
+    }
+
+    /// If `received` is a packet from a source its peer may use, appends it to `out` (`base` is
+    /// the address of the datagram, which starts at `offset` in batch slot `slot`).
+    fn deliver(
+        &mut self,
+        slot: usize,
+        offset: usize,
+        base: usize,
+        received: Result<Received<'_>, RecvError>,
+        out: &mut Vec<Incoming>,
+    ) {
+        if let Ok(Received::Packet { peer, packet }) = received {
             // Cryptokey routing, inbound: the inner source must be one this peer may use.
             if ip_src(packet).and_then(|s| self.lookup(s)) != Some(peer) {
                 self.stats.source_not_allowed += 1;
@@ -283,6 +430,63 @@ impl Engine {
             self.stats.packets_in += 1;
             out.push(Incoming { slot, range: start..start + packet.len(), peer });
         }
+    }
+
+    /// Phase 1 of receiving (needs the engine): for every datagram (`bufs[d.slot][d.range]` from
+    /// `d.src`), transport data with a known receiver index, an unexpired keypair and a counter
+    /// the replay window would accept becomes an [`OpenJob`]; everything else (handshakes, cookie
+    /// replies, unknown indices, replays, expired keypairs) is handled completely here, as
+    /// [`Device::decapsulate`] does (drops counted, transmits queued). Commits nothing.
+    pub fn plan_decapsulate<B: AsMut<[u8]>>(
+        &mut self,
+        bufs: &mut [B],
+        datagrams: &[Datagram],
+        now: Instant,
+        jobs: &mut Vec<OpenJob>,
+    ) {
+        for d in datagrams {
+            let Some(datagram) = bufs.get_mut(d.slot).and_then(|b| b.as_mut().get_mut(d.range.clone())) else {
+                continue;
+            };
+            if let Ok(ReceivePlan::Open(ticket)) = self.device.plan_decapsulate(d.src, datagram, now) {
+                jobs.push(OpenJob { ticket, slot: d.slot, range: d.range.clone(), src: d.src, opened: None });
+            }
+        }
+    }
+
+    /// Phase 3 of receiving (needs the engine): for each job [`open_jobs`] has run on, commits
+    /// its counter to the keypair's replay window, re-found by index (a duplicate that another
+    /// worker committed first, or a keypair dropped meanwhile, is dropped and counted; so is a
+    /// failed authentication, as `decrypt`), then does the per-packet bookkeeping (roaming,
+    /// session confirmation, statistics, timers) and the inbound AllowedIPs source check.
+    /// Packets to deliver are appended to `out` (ranges are positions in `bufs`).
+    pub fn commit_decapsulate<B: AsMut<[u8]>>(
+        &mut self,
+        bufs: &mut [B],
+        jobs: &[OpenJob],
+        now: Instant,
+        out: &mut Vec<Incoming>,
+    ) {
+        for job in jobs {
+            let Some(datagram) = bufs.get_mut(job.slot).and_then(|b| b.as_mut().get_mut(job.range.clone())) else {
+                continue;
+            };
+            let base = datagram.as_ptr() as usize;
+            let received = self.commit_job(job, datagram, now);
+            self.deliver(job.slot, job.range.start, base, received, out);
+        }
+    }
+
+    /// Commits one opened job whose datagram is `datagram` (see [`Device::commit_decapsulate`]).
+    pub(crate) fn commit_job<'a>(
+        &mut self,
+        job: &OpenJob,
+        datagram: &'a mut [u8],
+        now: Instant,
+    ) -> Result<Received<'a>, RecvError> {
+        // A job that was never opened carries no plaintext: it fails like a bad tag.
+        let opened = job.opened.unwrap_or(Err(OpenFailure::Auth));
+        self.device.commit_decapsulate(job.src, &job.ticket, opened, datagram, now)
     }
 
     /// As [`Engine::decapsulate_batch`], for datagrams anywhere in the buffers: `bufs[d.slot][d.range]`

@@ -19,6 +19,13 @@
 //!
 //! Sans-IO like the rest of the engine: the caller owns the buffers and does the syscalls; the
 //! steady-state path allocates nothing (only the rare paths do: ICMP answers and IPv4 fragments).
+//!
+//! Like the L3 engine, the data path comes in phases so that workers sharing one engine behind a
+//! lock encrypt and decrypt outside it: [`PodEngine::plan_encapsulate_pod`] → [`seal_pod_jobs`],
+//! and [`PodEngine::plan_decapsulate_pod`] → [`super::open_jobs`] →
+//! [`PodEngine::commit_decapsulate_pod`]. The rare IPv4 packets fragmented at the inner layer
+//! are sealed during planning (into copies), since they are built one at a time in a buffer of
+//! the engine's own.
 #![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
@@ -26,13 +33,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use super::{Datagram, Engine};
+use super::{Datagram, Engine, OpenJob};
 use crate::mtu::{self, Family, SizeVerdict};
 use crate::route::{AllowedIps, IpNet};
 use crate::vxlan::{self, HEADROOM_V4, HEADROOM_V6};
 use crate::wire::ethernet::{self, EtherType, EthernetAddress};
 use crate::wire::vxlan::Vni;
-use crate::wireguard::{Encapsulated, PeerId, Received, RecvError, SendError, Transmit, HEADROOM, TAILROOM};
+use crate::wireguard::{PeerId, Received, RecvError, SendBlock, SendError, SendPlan, Transmit, HEADROOM, TAILROOM};
 
 /// Headroom a caller reserves in front of each pod packet: room for every header the pod path
 /// writes in front of it, for either VTEP family.
@@ -284,6 +291,48 @@ pub struct PodOutgoing {
     pub dst: SocketAddr,
 }
 
+/// One pod packet framed and planned under the engine's lock
+/// ([`PodEngine::plan_encapsulate_pod`]), sealed without it ([`seal_pod_jobs`]).
+#[derive(Debug, Clone)]
+pub struct PodSealJob {
+    block: SendBlock,
+    dst: SocketAddr,
+    slot: usize,
+    /// Where the WireGuard message starts in the slot's buffer.
+    wg_start: usize,
+    /// Length of the outer (VTEP) packet behind the WireGuard header.
+    outer_len: usize,
+}
+
+impl PodSealJob {
+    /// The batch slot of the packet.
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// Where the datagram goes.
+    pub fn dst(&self) -> SocketAddr {
+        self.dst
+    }
+
+    /// The counter reserved for the packet.
+    pub fn counter(&self) -> u64 {
+        self.block.first_counter()
+    }
+}
+
+/// Phase 2 of the pod send path, on any thread and without the engine: encrypts every job's
+/// outer packet in place and appends the datagram to send. A job whose buffer lost its room is
+/// skipped (its counter goes unused).
+pub fn seal_pod_jobs<B: AsMut<[u8]>>(bufs: &mut [B], jobs: &[PodSealJob], out: &mut Vec<PodOutgoing>) {
+    for job in jobs {
+        let Some(buf) = bufs.get_mut(job.slot).and_then(|b| b.as_mut().get_mut(job.wg_start..)) else { continue };
+        if let Some(len) = job.block.seal(0, buf, job.outer_len) {
+            out.push(PodOutgoing { slot: job.slot, range: job.wg_start..job.wg_start + len, dst: job.dst });
+        }
+    }
+}
+
 /// An ICMP answer (frag-needed or Packet Too Big) to the pod packet of batch slot `slot`, a
 /// complete IP packet to write to the pod TUN.
 ///
@@ -404,6 +453,8 @@ pub struct PodEngine {
     frag_buf: Vec<u8>,
     /// Encrypted fragments waiting for [`PodEngine::poll_transmit`].
     pending: VecDeque<Transmit>,
+    /// Reused per batch so the single-call path does not allocate in steady state.
+    seal_scratch: Vec<PodSealJob>,
     icmp_tokens: u32,
     icmp_refill: Option<Instant>,
 }
@@ -427,6 +478,7 @@ impl PodEngine {
             vxlan_headroom,
             frag_buf: vec![0; POD_HEADROOM + config.pod_mtu as usize + POD_TAILROOM],
             pending: VecDeque::new(),
+            seal_scratch: Vec::new(),
             icmp_tokens: ICMP_BURST,
             icmp_refill: None,
         })
@@ -513,6 +565,7 @@ impl PodEngine {
     /// a session are staged by the protocol, and IPv4 packets fragmented at the inner layer are
     /// encrypted into copies: both leave through [`PodEngine::poll_transmit`], which is to be
     /// drained after every batch. Drops are counted in [`PodStats`].
+    /// [`PodEngine::plan_encapsulate_pod`] then [`seal_pod_jobs`].
     pub fn encapsulate_pod_batch<B: AsMut<[u8]>>(
         &mut self,
         bufs: &mut [B],
@@ -521,20 +574,41 @@ impl PodEngine {
         out: &mut Vec<PodOutgoing>,
         icmp_out: &mut Vec<PodIcmp>,
     ) {
+        let mut jobs = std::mem::take(&mut self.seal_scratch);
+        jobs.clear();
+        self.plan_encapsulate_pod(bufs, lens, now, &mut jobs, icmp_out);
+        seal_pod_jobs(bufs, &jobs, out);
+        self.seal_scratch = jobs;
+    }
+
+    /// Phase 1 of the pod send path (needs the engine): everything
+    /// [`PodEngine::encapsulate_pod_batch`] does before encryption — pod route and peer lookup,
+    /// MSS clamp, the MTU check (ICMP answers into `icmp_out`), inner fragmentation (fragments
+    /// are sealed here, into [`PodEngine::poll_transmit`]), the Ethernet, VXLAN, UDP and outer
+    /// IP headers written in place — then one send counter reserved per packet. Appends one
+    /// [`PodSealJob`] per packet ready to seal; packets without a session are staged.
+    pub fn plan_encapsulate_pod<B: AsMut<[u8]>>(
+        &mut self,
+        bufs: &mut [B],
+        lens: &[usize],
+        now: Instant,
+        jobs: &mut Vec<PodSealJob>,
+        icmp_out: &mut Vec<PodIcmp>,
+    ) {
         for (slot, (buf, &len)) in bufs.iter_mut().zip(lens).enumerate() {
-            if let Err(reason) = self.encapsulate_one(slot, buf.as_mut(), len, now, out, icmp_out) {
+            if let Err(reason) = self.plan_one(slot, buf.as_mut(), len, now, jobs, icmp_out) {
                 self.stats.count(reason);
             }
         }
     }
 
-    fn encapsulate_one(
+    fn plan_one(
         &mut self,
         slot: usize,
         buf: &mut [u8],
         len: usize,
         now: Instant,
-        out: &mut Vec<PodOutgoing>,
+        jobs: &mut Vec<PodSealJob>,
         icmp_out: &mut Vec<PodIcmp>,
     ) -> Result<(), PodDrop> {
         let packet = buf.get_mut(POD_HEADROOM..POD_HEADROOM.checked_add(len).ok_or(PodDrop::Malformed)?);
@@ -553,10 +627,11 @@ impl PodEngine {
         match mtu::check_size(packet, mtu) {
             SizeVerdict::Fits => {
                 let len = inner_ip_len(packet).map_or(len, |(l, _)| l);
-                match seal(&mut self.engine, &self.config, self.vxlan_headroom, remote, peer, buf, len, now)? {
-                    Some((range, dst)) => {
+                let (wg_start, outer_len) = frame(&self.config, self.vxlan_headroom, remote, buf, len)?;
+                match plan_send(&mut self.engine, peer, &buf[wg_start..], outer_len, now)? {
+                    Some(plan) => {
                         self.stats.packets_out += 1;
-                        out.push(PodOutgoing { slot, range, dst });
+                        jobs.push(PodSealJob { block: plan.block, dst: plan.dst, slot, wg_start, outer_len });
                     }
                     None => self.stats.staged += 1,
                 }
@@ -598,7 +673,7 @@ impl PodEngine {
         let end = POD_HEADROOM + mtu;
         while let Ok(Some(n)) = fragments.next_into(&mut self.frag_buf[POD_HEADROOM..end]) {
             let sealed =
-                seal(&mut self.engine, &self.config, self.vxlan_headroom, remote, peer, &mut self.frag_buf, n, now);
+                seal_now(&mut self.engine, &self.config, self.vxlan_headroom, remote, peer, &mut self.frag_buf, n, now);
             match sealed {
                 Ok(Some((range, dst))) => {
                     self.stats.fragments_out += 1;
@@ -642,7 +717,14 @@ impl PodEngine {
         now: Instant,
     ) -> Result<Option<PodIncoming>, PodRecvError> {
         let base = datagram.as_ptr() as usize;
-        let (peer, packet) = match self.engine.decapsulate(src, datagram, now)? {
+        let received = self.engine.decapsulate(src, datagram, now)?;
+        self.accept(base, received)
+    }
+
+    /// Classifies what a datagram at address `base` carried and counts it (ranges relative to
+    /// the datagram).
+    fn accept(&mut self, base: usize, received: Received<'_>) -> Result<Option<PodIncoming>, PodRecvError> {
+        let (peer, packet) = match received {
             Received::Packet { peer, packet } => (peer, packet),
             _ => return Ok(None),
         };
@@ -712,6 +794,42 @@ impl PodEngine {
         }
     }
 
+    /// Phase 1 of the pod receive path (needs the engine): as [`Engine::plan_decapsulate`].
+    pub fn plan_decapsulate_pod<B: AsMut<[u8]>>(
+        &mut self,
+        bufs: &mut [B],
+        datagrams: &[Datagram],
+        now: Instant,
+        jobs: &mut Vec<OpenJob>,
+    ) {
+        self.engine.plan_decapsulate(bufs, datagrams, now, jobs);
+    }
+
+    /// Phase 3 of the pod receive path (needs the engine): as [`Engine::commit_decapsulate`]
+    /// (replay window, bookkeeping), then the outer source check and the VXLAN classification
+    /// of [`PodEngine::decapsulate_pod`]. What to deliver is appended to `out` (ranges are
+    /// positions in `bufs`).
+    pub fn commit_decapsulate_pod<B: AsMut<[u8]>>(
+        &mut self,
+        bufs: &mut [B],
+        jobs: &[OpenJob],
+        now: Instant,
+        out: &mut Vec<PodIncoming>,
+    ) {
+        for job in jobs {
+            let range = job.range();
+            let Some(datagram) = bufs.get_mut(job.slot()).and_then(|b| b.as_mut().get_mut(range.clone())) else {
+                continue;
+            };
+            let base = datagram.as_ptr() as usize;
+            let Ok(received) = self.engine.commit_job(job, datagram, now) else { continue };
+            if let Ok(Some(incoming)) = self.accept(base, received) {
+                let at = range.start + incoming.range.start..range.start + incoming.range.end;
+                out.push(PodIncoming { slot: job.slot(), range: at, ..incoming });
+            }
+        }
+    }
+
     /// Checks a decrypted packet from `peer` and returns where it goes and the range to deliver,
     /// relative to `packet`.
     fn classify(&self, peer: PeerId, packet: &[u8]) -> Result<(Delivery, Range<usize>), PodDrop> {
@@ -765,20 +883,16 @@ impl PodEngine {
     }
 }
 
-/// Frames the pod packet at `buf[POD_HEADROOM..POD_HEADROOM + len]` (Ethernet, then VXLAN/UDP/IP
-/// via [`vxlan::encapsulate`]) and encrypts the outer packet in place for `peer`. Returns the
-/// datagram's range in `buf` and its destination, or `None` if it was staged.
-#[allow(clippy::too_many_arguments)]
-fn seal(
-    engine: &mut Engine,
+/// Frames the pod packet at `buf[POD_HEADROOM..POD_HEADROOM + len]`: the Ethernet header, then
+/// VXLAN/UDP/IP via [`vxlan::encapsulate`]. Returns where the WireGuard message will start and
+/// the length of the outer packet behind its header.
+fn frame(
     config: &PodConfig,
     vxlan_headroom: usize,
     remote: RemoteVtep,
-    peer: PeerId,
     buf: &mut [u8],
     len: usize,
-    now: Instant,
-) -> Result<Option<(Range<usize>, SocketAddr)>, PodDrop> {
+) -> Result<(usize, usize), PodDrop> {
     let frame_start = POD_HEADROOM - ethernet::HEADER_LEN;
     let ethertype = match buf.get(POD_HEADROOM).map(|b| b >> 4) {
         Some(4) => EtherType::IPV4,
@@ -800,14 +914,42 @@ fn seal(
     )
     .map_err(|_| PodDrop::Encapsulation)?;
     debug_assert_eq!(outer.start, frame_start - vxlan_headroom);
-    // The outer packet now starts `HEADROOM` octets after `wg_start`: exactly where
-    // `Device::encapsulate` expects a plaintext, so it encrypts it where it lies.
-    let wg_start = outer.start - HEADROOM;
-    match engine.device_mut().encapsulate(peer, &mut buf[wg_start..], outer.len(), now) {
-        Ok(Encapsulated::Ready { len, dst }) => Ok(Some((wg_start..wg_start + len, dst))),
-        Ok(Encapsulated::Staged) => Ok(None),
-        Err(SendError::NoEndpoint) => Err(PodDrop::NoEndpoint),
-        Err(SendError::UnknownPeer) => Err(PodDrop::NoPeer),
-        Err(SendError::BufferTooSmall { .. }) => Err(PodDrop::Encapsulation),
-    }
+    // The outer packet now starts `HEADROOM` octets after the WireGuard message's start: exactly
+    // where the device expects a plaintext, so it is encrypted where it lies.
+    Ok((outer.start - HEADROOM, outer.len()))
+}
+
+/// Reserves a send counter for the framed packet `message` (WireGuard message space first, as
+/// [`frame`] left it); `None` if it was staged behind a handshake.
+fn plan_send(
+    engine: &mut Engine,
+    peer: PeerId,
+    message: &[u8],
+    outer_len: usize,
+    now: Instant,
+) -> Result<Option<SendPlan>, PodDrop> {
+    engine.device_mut().plan_send_one(peer, message, outer_len, now).map_err(|e| match e {
+        SendError::NoEndpoint => PodDrop::NoEndpoint,
+        SendError::UnknownPeer => PodDrop::NoPeer,
+        SendError::BufferTooSmall { .. } => PodDrop::Encapsulation,
+    })
+}
+
+/// Frames, plans and seals at once (the fragment path, which reuses one buffer). Returns the
+/// datagram's range in `buf` and its destination, or `None` if it was staged.
+#[allow(clippy::too_many_arguments)]
+fn seal_now(
+    engine: &mut Engine,
+    config: &PodConfig,
+    vxlan_headroom: usize,
+    remote: RemoteVtep,
+    peer: PeerId,
+    buf: &mut [u8],
+    len: usize,
+    now: Instant,
+) -> Result<Option<(Range<usize>, SocketAddr)>, PodDrop> {
+    let (wg_start, outer_len) = frame(config, vxlan_headroom, remote, buf, len)?;
+    let Some(plan) = plan_send(engine, peer, &buf[wg_start..], outer_len, now)? else { return Ok(None) };
+    let len = plan.block.seal(0, &mut buf[wg_start..], outer_len).ok_or(PodDrop::Encapsulation)?;
+    Ok(Some((wg_start..wg_start + len, plan.dst)))
 }

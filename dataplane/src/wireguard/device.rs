@@ -6,10 +6,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rand_core::{CryptoRng, RngCore};
 
+use super::aead::DefaultAead;
 use super::constants::*;
 use super::cookie::{CookieChecker, CookieReplyError, CookieState, MacVerdict, RateLimiter};
 use super::error::{DropReason, PeerError, RecvError, SendError};
@@ -18,7 +20,7 @@ use super::handshake::{
     PeerKeys, StaticIdentity,
 };
 use super::peer::{HandshakeSlot, Peer, PeerConfig, PeerId, PeerStats, Slot};
-use super::session::{padded_len, Keypair, OpenFailure};
+use super::session::{open_payload, padded_len, Keypair, OpenFailure, SendBlock};
 use super::timers::TimerKind;
 use super::{PublicKey, StaticSecret};
 use crate::wire::wireguard::{
@@ -92,6 +94,60 @@ pub enum Received<'a> {
     CookieReply { peer: PeerId },
     /// We are under load and the sender had no valid cookie: a cookie reply was queued.
     CookieReplySent,
+}
+
+/// A run of packets for one peer with its send counters reserved ([`Device::plan_send`]): seal
+/// them with [`SendBlock::seal`], on any thread, and send them to `dst`.
+#[derive(Debug, Clone)]
+pub struct SendPlan {
+    /// The reserved counters and the key, one counter per packet of the run, in order.
+    pub block: SendBlock,
+    /// Where the run goes.
+    pub dst: SocketAddr,
+    /// Packets of the run whose buffer has room to be sealed (the others are skipped).
+    pub sealable: usize,
+}
+
+/// A transport-data message whose keypair and counter passed the checks before decryption
+/// ([`Device::plan_decapsulate`]). Open it with [`OpenTicket::open`] on any thread, then hand the
+/// outcome to [`Device::commit_decapsulate`].
+#[derive(Clone)]
+pub struct OpenTicket {
+    /// The peer the keypair belongs to.
+    pub peer: PeerId,
+    /// The receiver index the message carried (names the keypair).
+    pub local_index: u32,
+    /// The message's counter.
+    pub counter: u64,
+    key: Arc<DefaultAead>,
+}
+
+impl core::fmt::Debug for OpenTicket {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OpenTicket")
+            .field("peer", &self.peer)
+            .field("local_index", &self.local_index)
+            .field("counter", &self.counter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenTicket {
+    /// Decrypts the message's payload (`datagram[16..]`: ciphertext || tag) in place; returns the
+    /// plaintext length. Commits nothing.
+    #[inline]
+    pub fn open(&self, payload: &mut [u8]) -> Result<usize, OpenFailure> {
+        open_payload(&self.key, self.counter, payload)
+    }
+}
+
+/// Outcome of [`Device::plan_decapsulate`].
+#[derive(Debug)]
+pub enum ReceivePlan {
+    /// Transport data to decrypt, then commit.
+    Open(OpenTicket),
+    /// A control message, handled completely.
+    Done(Received<'static>),
 }
 
 /// Hasher for the receiver-index table. Indices are random values *we* chose, so a remote sender
@@ -403,30 +459,41 @@ impl Device {
         payload_len: usize,
         now: Instant,
     ) -> Result<Encapsulated, SendError> {
-        let peer = self.peers.get_mut(id.index()).and_then(Option::as_mut).ok_or(SendError::UnknownPeer)?;
-        let padded = padded_len(payload_len, peer.padding_mtu(self.shared.mtu));
-        let needed = DATA_HEADER_LEN + padded + TAG_LEN;
+        let Some(plan) = self.plan_send_one(id, buf, payload_len, now)? else {
+            return Ok(Encapsulated::Staged);
+        };
+        let needed = plan.block.message_len(payload_len);
+        let len =
+            plan.block.seal(0, buf, payload_len).ok_or(SendError::BufferTooSmall { needed, actual: buf.len() })?;
+        Ok(Encapsulated::Ready { len, dst: plan.dst })
+    }
+
+    /// [`Device::plan_send`] for one packet laid out as for [`Device::encapsulate`]; a buffer
+    /// without room for the sealed message is refused before anything else (even staging).
+    pub fn plan_send_one(
+        &mut self,
+        id: PeerId,
+        buf: &[u8],
+        payload_len: usize,
+        now: Instant,
+    ) -> Result<Option<SendPlan>, SendError> {
+        let peer = self.peer(id).ok_or(SendError::UnknownPeer)?;
+        let needed = DATA_HEADER_LEN + padded_len(payload_len, peer.padding_mtu(self.shared.mtu)) + TAG_LEN;
         if buf.len() < needed {
             return Err(SendError::BufferTooSmall { needed, actual: buf.len() });
         }
-        if peer.current.as_ref().is_some_and(|k| k.can_send(now)) {
-            let dst = peer.endpoint.ok_or(SendError::NoEndpoint)?;
-            let len = seal_for_peer(peer, id, &mut self.shared, buf, payload_len, padded, now);
-            return Ok(Encapsulated::Ready { len, dst });
-        }
-        stage(peer, &buf[DATA_HEADER_LEN..DATA_HEADER_LEN + payload_len]);
-        send_initiation(peer, id, &mut self.shared, now, false);
-        Ok(Encapsulated::Staged)
+        self.plan_send(id, &[buf], &[payload_len], now)
     }
 
     /// Encrypts a run of packets for one peer in place, with the per-peer work (session checks,
-    /// timers, statistics, rekey) done once for the run rather than once per packet.
+    /// timers, statistics, rekey) done once for the run rather than once per packet:
+    /// [`Device::plan_send`], then [`SendBlock::seal`] for each packet.
     ///
     /// Each `bufs[i]` is laid out as for [`Device::encapsulate`], with `lens[i]` bytes of
     /// plaintext. On success, `(slot, len)` of every transport message ready to send is appended to
     /// `out`, and the destination is returned; `None` means the packets were staged behind a
     /// handshake. A buffer too small for its packet is skipped (and reported if it was the only one).
-    pub fn encapsulate_batch<B: AsMut<[u8]>>(
+    pub fn encapsulate_batch<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
         id: PeerId,
         bufs: &mut [B],
@@ -434,15 +501,41 @@ impl Device {
         now: Instant,
         out: &mut Vec<(usize, usize)>,
     ) -> Result<Option<SocketAddr>, SendError> {
+        let Some(plan) = self.plan_send(id, bufs, lens, now)? else {
+            return Ok(None);
+        };
+        for (slot, (buf, &len)) in bufs.iter_mut().zip(lens).enumerate() {
+            if let Some(total) = plan.block.seal(slot as u64, buf.as_mut(), len) {
+                out.push((slot, total));
+            }
+        }
+        Ok(Some(plan.dst))
+    }
+
+    /// The part of sending a run of packets to one peer that needs the device: checks the session
+    /// can carry the whole run, reserves one send counter per packet, and does the per-peer
+    /// bookkeeping (statistics, timers, rekey) once. Sealing is left to the caller
+    /// ([`SendBlock::seal`], on any thread). Packets are `bufs[i][HEADROOM..HEADROOM + lens[i]]`.
+    ///
+    /// `Ok(None)`: no usable session; the packets were copied aside and a handshake started.
+    /// A buffer without room for its padding and tag is not counted; if no buffer has room, the
+    /// error says so and nothing is reserved.
+    pub fn plan_send<B: AsRef<[u8]>>(
+        &mut self,
+        id: PeerId,
+        bufs: &[B],
+        lens: &[usize],
+        now: Instant,
+    ) -> Result<Option<SendPlan>, SendError> {
         let peer = self.peers.get_mut(id.index()).and_then(Option::as_mut).ok_or(SendError::UnknownPeer)?;
-        let n = bufs.len().min(lens.len()) as u64;
+        let n = bufs.len().min(lens.len());
         let usable = peer
             .current
             .as_ref()
-            .is_some_and(|k| k.can_send(now) && k.send_counter().saturating_add(n) <= REJECT_AFTER_MESSAGES);
+            .is_some_and(|k| k.can_send(now) && k.send_counter().saturating_add(n as u64) <= REJECT_AFTER_MESSAGES);
         if !usable {
-            for (buf, &len) in bufs.iter_mut().zip(lens) {
-                if let Some(p) = buf.as_mut().get(DATA_HEADER_LEN..DATA_HEADER_LEN + len) {
+            for (buf, &len) in bufs.iter().zip(lens) {
+                if let Some(p) = buf.as_ref().get(DATA_HEADER_LEN..DATA_HEADER_LEN + len) {
                     stage(peer, p);
                 }
             }
@@ -451,30 +544,26 @@ impl Device {
         }
         let dst = peer.endpoint.ok_or(SendError::NoEndpoint)?;
         let mtu = peer.padding_mtu(self.shared.mtu);
-        let keypair = peer.current.as_deref_mut().expect("checked above");
-        let (mut bytes, mut any_data, mut too_small) = (0u64, false, None);
-        for (slot, (buf, &len)) in bufs.iter_mut().zip(lens).enumerate() {
-            let buf = buf.as_mut();
-            let padded = padded_len(len, mtu);
-            let total = DATA_HEADER_LEN + padded + TAG_LEN;
-            if buf.len() < total {
-                too_small = Some(SendError::BufferTooSmall { needed: total, actual: buf.len() });
+        let (mut bytes, mut sealable, mut any_data, mut too_small) = (0u64, 0usize, false, None);
+        for (buf, &len) in bufs.iter().zip(lens) {
+            let total = DATA_HEADER_LEN + padded_len(len, mtu) + TAG_LEN;
+            let actual = buf.as_ref().len();
+            if actual < total {
+                too_small = Some(SendError::BufferTooSmall { needed: total, actual });
                 continue;
             }
-            if padded > len {
-                buf[DATA_HEADER_LEN + len..DATA_HEADER_LEN + padded].fill(0);
-            }
-            keypair.seal(buf, padded);
             bytes += total as u64;
+            sealable += 1;
             any_data |= len > 0;
-            out.push((slot, total));
         }
-        let rekey = keypair.needs_rekey(now);
-        if bytes == 0 {
+        if sealable == 0 {
             if let Some(e) = too_small {
                 return Err(e);
             }
         }
+        let keypair = peer.current.as_deref_mut().expect("checked above");
+        let block = keypair.reserve(n as u64, mtu);
+        let rekey = keypair.needs_rekey(now);
         peer.stats.tx_bytes += bytes;
         packet_sent(peer, now);
         if any_data && !peer.timers.is_armed(TimerKind::NewHandshake) {
@@ -483,31 +572,67 @@ impl Device {
         if rekey {
             send_initiation(peer, id, &mut self.shared, now, false);
         }
-        Ok(Some(dst))
+        Ok(Some(SendPlan { block, dst, sealable }))
     }
 
     /// Processes one received datagram from `src`. Decryption happens in place in `datagram`.
+    /// The three receive phases in a row: [`Device::plan_decapsulate`], [`OpenTicket::open`],
+    /// [`Device::commit_decapsulate`].
     pub fn decapsulate<'a>(
         &mut self,
         src: SocketAddr,
         datagram: &'a mut [u8],
         now: Instant,
     ) -> Result<Received<'a>, RecvError> {
-        let result = self.decapsulate_inner(src, datagram, now);
+        match self.plan_decapsulate(src, datagram, now)? {
+            ReceivePlan::Done(received) => Ok(received),
+            ReceivePlan::Open(ticket) => {
+                let opened = ticket.open(&mut datagram[DATA_HEADER_LEN..]);
+                self.commit_decapsulate(src, &ticket, opened, datagram, now)
+            }
+        }
+    }
+
+    /// Receive, phase 1 (needs the device): a transport-data message with a known receiver
+    /// index, an unexpired keypair and a counter the replay window would accept becomes an
+    /// [`OpenTicket`]; nothing is committed. Every other message (handshakes, cookie replies) is
+    /// handled completely here. Drops are counted.
+    pub fn plan_decapsulate(
+        &mut self,
+        src: SocketAddr,
+        datagram: &mut [u8],
+        now: Instant,
+    ) -> Result<ReceivePlan, RecvError> {
+        let result = self.plan_inner(src, datagram, now);
         if let Err(e) = &result {
             self.drops[e.reason() as usize] += 1;
         }
         result
     }
 
-    fn decapsulate_inner<'a>(
+    /// Receive, phase 3 (needs the device): takes the outcome of [`OpenTicket::open`] on
+    /// `datagram`, re-finds the keypair by its index (it may have rotated or gone since phase 1),
+    /// commits the counter to its replay window (a duplicate that was opened concurrently loses
+    /// here), then does the per-packet bookkeeping: roaming, session confirmation, statistics,
+    /// keepalive timers. Drops (failed authentication included) are counted.
+    pub fn commit_decapsulate<'a>(
         &mut self,
         src: SocketAddr,
+        ticket: &OpenTicket,
+        opened: Result<usize, OpenFailure>,
         datagram: &'a mut [u8],
         now: Instant,
     ) -> Result<Received<'a>, RecvError> {
-        match MessageType::classify(datagram)? {
-            MessageType::TransportData => self.recv_data(src, datagram, now),
+        let result = self.commit_data(src, ticket, opened, datagram, now);
+        if let Err(e) = &result {
+            self.drops[e.reason() as usize] += 1;
+        }
+        result
+    }
+
+    fn plan_inner(&mut self, src: SocketAddr, datagram: &mut [u8], now: Instant) -> Result<ReceivePlan, RecvError> {
+        let done = match MessageType::classify(datagram)? {
+            MessageType::TransportData => return self.plan_data(datagram, now).map(ReceivePlan::Open),
             MessageType::HandshakeInitiation | MessageType::HandshakeResponse => {
                 let under_load = self.note_handshake_load(now);
                 match self.checker.verify(datagram, src, under_load, now, &mut *self.shared.rng) {
@@ -518,7 +643,7 @@ impl Device {
                         let mut reply = [0u8; COOKIE_REPLY_LEN];
                         self.checker.make_reply(datagram, sender, src, now, &mut *self.shared.rng, &mut reply);
                         self.shared.transmits.push_back(Transmit { peer: None, dst: src, payload: reply.to_vec() });
-                        return Ok(Received::CookieReplySent);
+                        return Ok(ReceivePlan::Done(Received::CookieReplySent));
                     }
                     MacVerdict::Mac2Valid if !self.rate_limiter.allow(src.ip(), now) => {
                         return Err(RecvError::RateLimited);
@@ -526,9 +651,9 @@ impl Device {
                     _ => {}
                 }
                 if datagram.len() == INITIATION_LEN {
-                    self.recv_initiation(src, datagram, now)
+                    self.recv_initiation(src, datagram, now)?
                 } else {
-                    self.recv_response(src, datagram, now)
+                    self.recv_response(src, datagram, now)?
                 }
             }
             MessageType::CookieReply => {
@@ -539,9 +664,10 @@ impl Device {
                     CookieReplyError::Unexpected => RecvError::UnexpectedCookieReply,
                     CookieReplyError::Invalid => RecvError::InvalidCookieReply,
                 })?;
-                Ok(Received::CookieReply { peer: id })
+                Received::CookieReply { peer: id }
             }
-        }
+        };
+        Ok(ReceivePlan::Done(done))
     }
 
     /// Counts a handshake message toward the load estimate; true while under load.
@@ -558,7 +684,7 @@ impl Device {
         self.under_load_until.is_some_and(|until| now < until)
     }
 
-    fn recv_initiation<'a>(&mut self, src: SocketAddr, msg: &'a [u8], now: Instant) -> Result<Received<'a>, RecvError> {
+    fn recv_initiation(&mut self, src: SocketAddr, msg: &[u8], now: Instant) -> Result<Received<'static>, RecvError> {
         let view = Initiation::new_unchecked(msg);
         let partial = decrypt_initiator_static(&self.shared.identity, &view)?;
         let id = *self.by_key.get(partial.initiator_static.as_bytes()).ok_or(RecvError::UnknownPeer)?;
@@ -616,7 +742,7 @@ impl Device {
         Ok(Received::HandshakeInitiation { peer: id })
     }
 
-    fn recv_response<'a>(&mut self, src: SocketAddr, msg: &'a [u8], now: Instant) -> Result<Received<'a>, RecvError> {
+    fn recv_response(&mut self, src: SocketAddr, msg: &[u8], now: Instant) -> Result<Received<'static>, RecvError> {
         let view = Response::new_unchecked(msg);
         let receiver = view.receiver_index();
         let id = *self.shared.by_index.get(&receiver).ok_or(RecvError::UnknownIndex)?;
@@ -656,23 +782,42 @@ impl Device {
     }
 
     #[inline]
-    fn recv_data<'a>(
-        &mut self,
-        src: SocketAddr,
-        datagram: &'a mut [u8],
-        now: Instant,
-    ) -> Result<Received<'a>, RecvError> {
-        let header = TransportData::new_unchecked(&*datagram);
+    fn plan_data(&mut self, datagram: &[u8], now: Instant) -> Result<OpenTicket, RecvError> {
+        let header = TransportData::new_unchecked(datagram);
         let (index, counter) = (header.receiver_index(), header.counter());
         let id = *self.shared.by_index.get(&index).ok_or(RecvError::UnknownIndex)?;
         let peer = self.peers[id.index()].as_mut().ok_or(RecvError::UnknownIndex)?;
+        let (keypair, _) = peer.keypair_mut(index).ok_or(RecvError::UnknownIndex)?;
+        keypair.precheck(counter, now).map_err(open_error)?;
+        Ok(OpenTicket { peer: id, local_index: index, counter, key: Arc::clone(keypair.recv_key()) })
+    }
+
+    #[inline]
+    fn commit_data<'a>(
+        &mut self,
+        src: SocketAddr,
+        ticket: &OpenTicket,
+        opened: Result<usize, OpenFailure>,
+        datagram: &'a mut [u8],
+        now: Instant,
+    ) -> Result<Received<'a>, RecvError> {
+        let plain_len = opened.map_err(open_error)?;
+        let (id, index) = (ticket.peer, ticket.local_index);
+        // The keypair may have been dropped since phase 1, and its index (even its peer slot)
+        // reused: only the very key the message was opened with may take the counter.
+        if self.shared.by_index.get(&index) != Some(&id) {
+            return Err(RecvError::UnknownIndex);
+        }
+        let peer = self.peers[id.index()].as_mut().ok_or(RecvError::UnknownIndex)?;
         let (keypair, slot) = peer.keypair_mut(index).ok_or(RecvError::UnknownIndex)?;
+        if !Arc::ptr_eq(keypair.recv_key(), &ticket.key) {
+            return Err(RecvError::UnknownIndex);
+        }
+        // Only now, after authentication: forgeries cannot move the window.
+        if !keypair.commit(ticket.counter) {
+            return Err(RecvError::Replay);
+        }
         let total = datagram.len();
-        let plain_len = keypair.open(counter, &mut datagram[DATA_HEADER_LEN..], now).map_err(|e| match e {
-            OpenFailure::Expired => RecvError::Expired,
-            OpenFailure::Replay => RecvError::Replay,
-            OpenFailure::Auth => RecvError::Decrypt,
-        })?;
         let sh = &mut self.shared;
         // Roam first: anything released below must go where the peer is now.
         peer.endpoint = Some(src);
@@ -695,7 +840,7 @@ impl Device {
         } else {
             peer.timers.set(TimerKind::SendKeepalive, now + KEEPALIVE_TIMEOUT);
         }
-        let plaintext = &mut datagram[DATA_HEADER_LEN..DATA_HEADER_LEN + plain_len];
+        let plaintext = datagram.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + plain_len).ok_or(RecvError::Decrypt)?;
         let len = inner_packet_len(plaintext).ok_or(RecvError::InvalidInnerPacket)?;
         Ok(Received::Packet { peer: id, packet: &mut plaintext[..len] })
     }
@@ -727,6 +872,14 @@ impl Device {
     #[cfg(any(test, feature = "fuzzing"))]
     pub fn current_keypair_mut(&mut self, id: PeerId) -> Option<&mut Keypair> {
         self.peers.get_mut(id.index())?.as_mut()?.current.as_deref_mut()
+    }
+}
+
+fn open_error(e: OpenFailure) -> RecvError {
+    match e {
+        OpenFailure::Expired => RecvError::Expired,
+        OpenFailure::Replay => RecvError::Replay,
+        OpenFailure::Auth => RecvError::Decrypt,
     }
 }
 

@@ -17,9 +17,10 @@ pub mod session;
 pub mod timers;
 
 pub use device::Device;
-pub use device::{DeviceConfig, Encapsulated, Received, Transmit};
+pub use device::{DeviceConfig, Encapsulated, OpenTicket, ReceivePlan, Received, SendPlan, Transmit};
 pub use error::{DropReason, PeerError, RecvError, SendError};
 pub use peer::{PeerConfig, PeerId, PeerStats};
+pub use session::{OpenFailure, SendBlock};
 pub use x25519_dalek::{PublicKey, StaticSecret};
 
 /// Bytes of headroom a caller reserves before a plaintext packet so it can be encrypted in place

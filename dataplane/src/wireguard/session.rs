@@ -1,6 +1,14 @@
 //! Transport sessions: one keypair per completed handshake, with its send counter and receive
 //! replay window (whitepaper section 5.4.6). Encryption and decryption happen in place.
+//!
+//! The AEAD keys are immutable once the handshake is done and shared by `Arc`, so the data path
+//! can split in three: under the caller's lock, [`Keypair::reserve`] hands out a block of send
+//! counters (a [`SendBlock`]) or [`Keypair::precheck`] vets a received counter; without it, the
+//! block seals ([`SendBlock::seal`]) or [`open_payload`] decrypts; then, for receive only,
+//! [`Keypair::commit`] records the counter after authentication, so a duplicate that raced
+//! through another worker loses there and a forgery never moves the window.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::aead::{Aead, DefaultAead};
@@ -39,9 +47,9 @@ pub struct Keypair {
     /// Initiator only: past this, traffic we *receive* triggers one last-minute rekey, so the
     /// session is renewed before REJECT_AFTER_TIME even if we send nothing.
     lastminute_at: Option<Instant>,
-    send_key: DefaultAead,
+    send_key: Arc<DefaultAead>,
     send_counter: u64,
-    recv_key: DefaultAead,
+    recv_key: Arc<DefaultAead>,
     replay: ReplayWindow,
 }
 
@@ -67,9 +75,9 @@ impl Keypair {
             reject_at: now + REJECT_AFTER_TIME,
             rekey_at: is_initiator.then(|| now + REKEY_AFTER_TIME),
             lastminute_at: is_initiator.then(|| now + (REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT)),
-            send_key: DefaultAead::new(&keys.send),
+            send_key: Arc::new(DefaultAead::new(&keys.send)),
             send_counter: 0,
-            recv_key: DefaultAead::new(&keys.recv),
+            recv_key: Arc::new(DefaultAead::new(&keys.recv)),
             replay: ReplayWindow::default(),
         }
     }
@@ -97,32 +105,65 @@ impl Keypair {
         self.send_counter
     }
 
-    /// Encrypts one transport message in place. `buf` is the whole message: 16-byte header space,
-    /// `padded_len` bytes of (already padded) plaintext, then 16 bytes for the tag. The caller has
-    /// checked [`Keypair::can_send`]. Returns the counter used.
+    /// Reserves the next `count` send counters for a run sealed later, maybe on another thread.
+    /// The caller has checked that the whole block stays below REJECT_AFTER_MESSAGES. Counters
+    /// of a block that is never sealed are simply skipped, which receivers tolerate.
+    #[inline]
+    pub fn reserve(&mut self, count: u64, padding_mtu: usize) -> SendBlock {
+        let first_counter = self.send_counter;
+        self.send_counter += count;
+        SendBlock {
+            key: Arc::clone(&self.send_key),
+            remote_index: self.remote_index,
+            first_counter,
+            count,
+            padding_mtu,
+        }
+    }
+
+    /// Encrypts one transport message in place on the next counter. `buf` is the whole message:
+    /// 16-byte header space, `padded_len` bytes of (already padded) plaintext, then 16 bytes for
+    /// the tag. The caller has checked [`Keypair::can_send`]. Returns the counter used.
     #[inline]
     pub fn seal(&mut self, buf: &mut [u8], padded_len: usize) -> u64 {
         let counter = self.send_counter;
         self.send_counter += 1;
-        TransportData::new_unchecked(&mut *buf).set_header(self.remote_index, counter);
-        let (body, tag) = buf[DATA_HEADER_LEN..DATA_HEADER_LEN + padded_len + TAG_LEN].split_at_mut(padded_len);
-        tag.copy_from_slice(&self.send_key.seal_in_place(counter, &[], body));
+        seal_message(&self.send_key, self.remote_index, counter, buf, padded_len);
         counter
     }
 
-    /// Decrypts the payload of a transport message in place (`payload` = ciphertext || tag) and
-    /// records the counter. Returns the plaintext length.
+    /// The receive-side check before decryption: the keypair is not expired and the counter may
+    /// be new. Changes nothing.
     #[inline]
-    pub fn open(&mut self, counter: u64, payload: &mut [u8], now: Instant) -> Result<usize, OpenFailure> {
+    pub fn precheck(&self, counter: u64, now: Instant) -> Result<(), OpenFailure> {
         if now >= self.reject_at {
             return Err(OpenFailure::Expired);
         }
         if !self.replay.check(counter) {
             return Err(OpenFailure::Replay);
         }
-        let len = self.recv_key.open_in_place(counter, &[], payload).map_err(|_| OpenFailure::Auth)?;
+        Ok(())
+    }
+
+    /// The key that opens messages to this keypair.
+    pub fn recv_key(&self) -> &Arc<DefaultAead> {
+        &self.recv_key
+    }
+
+    /// Records an authenticated counter; false (window unchanged) if it was seen meanwhile.
+    #[inline]
+    pub fn commit(&mut self, counter: u64) -> bool {
+        self.replay.update(counter)
+    }
+
+    /// Decrypts the payload of a transport message in place (`payload` = ciphertext || tag) and
+    /// records the counter: the three receive phases in a row. Returns the plaintext length.
+    #[inline]
+    pub fn open(&mut self, counter: u64, payload: &mut [u8], now: Instant) -> Result<usize, OpenFailure> {
+        self.precheck(counter, now)?;
+        let len = open_payload(&self.recv_key, counter, payload)?;
         // Commit only after authentication, so forgeries cannot move the window.
-        if !self.replay.update(counter) {
+        if !self.commit(counter) {
             return Err(OpenFailure::Replay);
         }
         Ok(len)
@@ -133,6 +174,83 @@ impl Keypair {
     pub fn force_send_counter(&mut self, n: u64) {
         self.send_counter = n;
     }
+}
+
+/// A block of send counters reserved by [`Keypair::reserve`], with what sealing needs: usable on
+/// any thread, without the device.
+#[derive(Clone)]
+pub struct SendBlock {
+    key: Arc<DefaultAead>,
+    remote_index: u32,
+    first_counter: u64,
+    count: u64,
+    padding_mtu: usize,
+}
+
+impl core::fmt::Debug for SendBlock {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SendBlock")
+            .field("remote_index", &self.remote_index)
+            .field("first_counter", &self.first_counter)
+            .field("count", &self.count)
+            .field("padding_mtu", &self.padding_mtu)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SendBlock {
+    /// The first counter of the block.
+    pub fn first_counter(&self) -> u64 {
+        self.first_counter
+    }
+
+    /// How many counters the block holds.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Length of the transport message a `payload_len`-byte plaintext becomes.
+    #[inline]
+    pub fn message_len(&self, payload_len: usize) -> usize {
+        DATA_HEADER_LEN + padded_len(payload_len, self.padding_mtu) + TAG_LEN
+    }
+
+    /// Pads and encrypts, on the block's `i`-th counter, the plaintext at
+    /// `buf[DATA_HEADER_LEN..DATA_HEADER_LEN + payload_len]` into a transport message at the
+    /// start of `buf`; returns its length. `None` (nothing written) if `buf` has no room for the
+    /// padding and tag or `i` is outside the block.
+    #[inline]
+    pub fn seal(&self, i: u64, buf: &mut [u8], payload_len: usize) -> Option<usize> {
+        if i >= self.count {
+            return None;
+        }
+        let padded = padded_len(payload_len, self.padding_mtu);
+        let total = DATA_HEADER_LEN + padded + TAG_LEN;
+        if buf.len() < total {
+            return None;
+        }
+        if padded > payload_len {
+            buf[DATA_HEADER_LEN + payload_len..DATA_HEADER_LEN + padded].fill(0);
+        }
+        seal_message(&self.key, self.remote_index, self.first_counter + i, buf, padded);
+        Some(total)
+    }
+}
+
+/// Writes the transport header and encrypts `padded_len` bytes of plaintext after it in place,
+/// the tag behind them.
+#[inline]
+fn seal_message(key: &DefaultAead, remote_index: u32, counter: u64, buf: &mut [u8], padded_len: usize) {
+    TransportData::new_unchecked(&mut *buf).set_header(remote_index, counter);
+    let (body, tag) = buf[DATA_HEADER_LEN..DATA_HEADER_LEN + padded_len + TAG_LEN].split_at_mut(padded_len);
+    tag.copy_from_slice(&key.seal_in_place(counter, &[], body));
+}
+
+/// Decrypts `payload` (ciphertext || tag) in place with `key`; returns the plaintext length.
+/// Commits nothing: see [`Keypair::commit`].
+#[inline]
+pub fn open_payload(key: &DefaultAead, counter: u64, payload: &mut [u8]) -> Result<usize, OpenFailure> {
+    key.open_in_place(counter, &[], payload).map_err(|_| OpenFailure::Auth)
 }
 
 /// Plaintext length after WireGuard's padding: up to a multiple of 16, never beyond the MTU.
@@ -182,6 +300,32 @@ mod tests {
         assert_eq!(b.open(1, &mut forged[16..], now), Err(OpenFailure::Auth));
         let mut late = sealed;
         assert_eq!(b.open(c, &mut late[16..], now + REJECT_AFTER_TIME), Err(OpenFailure::Expired));
+    }
+
+    #[test]
+    fn reserved_blocks_seal_on_their_own_counters() {
+        let now = Instant::now();
+        let keys = SessionKeys { send: [1; 32], recv: [2; 32] };
+        let mut a = Keypair::new(&keys, 10, 20, true, now);
+        let mut b = Keypair::new(&SessionKeys { send: [2; 32], recv: [1; 32] }, 20, 10, false, now);
+        let first = a.reserve(3, 1420);
+        let second = a.reserve(2, 1420);
+        assert_eq!((first.first_counter(), second.first_counter(), a.send_counter()), (0, 3, 5));
+        let mut buf = [0u8; 16 + 16 + 16];
+        assert_eq!(second.seal(1, &mut buf, 5), Some(48));
+        assert_eq!(TransportData::new_checked(&buf[..]).unwrap().counter(), 4);
+        assert_eq!(second.seal(2, &mut buf, 5), None, "outside the block");
+        assert_eq!(second.seal(0, &mut buf[..40], 5), None, "no room for the tag");
+        // Receive in three phases: a forgery does not commit, the genuine message does once.
+        assert_eq!(b.precheck(4, now), Ok(()));
+        let mut forged = buf;
+        forged[20] ^= 1;
+        assert_eq!(open_payload(b.recv_key(), 4, &mut forged[16..]), Err(OpenFailure::Auth));
+        assert_eq!(b.precheck(4, now), Ok(()), "the forgery moved nothing");
+        assert_eq!(open_payload(b.recv_key(), 4, &mut buf[16..]), Ok(16));
+        assert!(b.commit(4));
+        assert!(!b.commit(4), "a second commit of the same counter loses");
+        assert_eq!(b.precheck(4, now), Err(OpenFailure::Replay));
     }
 
     #[test]
