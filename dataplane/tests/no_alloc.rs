@@ -214,6 +214,124 @@ fn steady_state_pod_batches_allocate_nothing() {
     assert_eq!(allocations, 0, "allocations on the steady-state pod path");
 }
 
+/// The phased path the daemon's workers take (plan under the lock, seal or open outside it,
+/// commit) allocates nothing either, with job lists reused by the caller; for the pod path too.
+#[test]
+fn steady_state_phased_batches_allocate_nothing() {
+    use vxwg_dataplane::engine::pod::{seal_pod_jobs, PodConfig, PodEngine, RemoteVtep, POD_HEADROOM, POD_TAILROOM};
+    use vxwg_dataplane::engine::{open_jobs, seal_jobs, Datagram};
+    use vxwg_dataplane::wire::ethernet::EthernetAddress;
+    use vxwg_dataplane::wire::vxlan::Vni;
+
+    let now = Instant::now();
+    let (a_addr, b_addr): (SocketAddr, SocketAddr) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
+    let mut ea = Engine::new(Device::new(DeviceConfig::new([1; 32]), OsRng, now, SystemTime::now()));
+    let mut eb = Engine::new(Device::new(DeviceConfig::new([2; 32]), OsRng, now, SystemTime::now()));
+    let (pa, pb) = (ea.device().public_key(), eb.device().public_key());
+    let net = |s: &str| s.parse::<IpNet>().unwrap();
+    let b_id =
+        ea.add_peer(PeerConfig { endpoint: Some(b_addr), ..PeerConfig::new(pb) }, &[net("10.0.0.2/32")]).unwrap();
+    eb.add_peer(PeerConfig { endpoint: Some(a_addr), ..PeerConfig::new(pa) }, &[net("10.0.0.1/32")]).unwrap();
+    let config = |mac: u8, ip: &str| PodConfig {
+        vni: Vni::new(1).unwrap(),
+        local_vtep_mac: EthernetAddress([2, 0, 0, 0, 0, mac]),
+        local_vtep_ip: ip.parse().unwrap(),
+        dst_port: 8472,
+        pod_mtu: 1370,
+        clamp_mss: true,
+    };
+    let mut a = PodEngine::new(ea, config(0xa, "10.0.0.1")).unwrap();
+    let mut b = PodEngine::new(eb, config(0xb, "10.0.0.2")).unwrap();
+    let vtep = |ip: &str, mac: u8| RemoteVtep {
+        vtep_ip: ip.parse().unwrap(),
+        vtep_mac: EthernetAddress([2, 0, 0, 0, 0, mac]),
+    };
+    a.insert_route(net("10.42.2.0/24"), vtep("10.0.0.2", 0xb)).unwrap();
+    b.insert_route(net("10.42.1.0/24"), vtep("10.0.0.1", 0xa)).unwrap();
+    a.engine_mut().device_mut().initiate_handshake(b_id, now);
+    for _ in 0..3 {
+        while let Some(mut t) = a.poll_transmit() {
+            let _ = b.decapsulate_pod(a_addr, &mut t.payload, now);
+        }
+        while let Some(mut t) = b.poll_transmit() {
+            let _ = a.decapsulate_pod(b_addr, &mut t.payload, now);
+        }
+    }
+
+    // Everything sized once, as a worker does.
+    let mut bufs = vec![vec![0u8; POD_HEADROOM + 1500 + POD_TAILROOM]; BATCH];
+    let mut lens = vec![0usize; BATCH];
+    let mut wire = vec![vec![0u8; 1600]; BATCH];
+    let mut datagrams: Vec<Datagram> = Vec::with_capacity(BATCH);
+    let (mut seal, mut pod_seal, mut open) =
+        (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
+    let (mut out, mut pod_out, mut icmp) =
+        (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
+    let (mut inc, mut pod_inc): (Vec<Incoming>, Vec<_>) = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
+    let mut delivered = 0usize;
+    let mut round = || {
+        // L3: plan, seal, then plan / open / commit on the other side.
+        for (i, (buf, len)) in bufs.iter_mut().zip(lens.iter_mut()).enumerate() {
+            *len = 60 + (i * 23) % 1400;
+            packet([10, 0, 0, 1], [10, 0, 0, 2], *len, buf);
+        }
+        seal.clear();
+        out.clear();
+        a.engine_mut().plan_encapsulate(&bufs, &lens, now, &mut seal);
+        seal_jobs(&mut bufs, &lens, &seal, &mut out);
+        assert_eq!(out.len(), BATCH);
+        datagrams.clear();
+        for o in &out {
+            wire[o.slot][..o.len].copy_from_slice(&bufs[o.slot][..o.len]);
+            datagrams.push(Datagram { slot: o.slot, range: 0..o.len, src: a_addr });
+        }
+        open.clear();
+        inc.clear();
+        b.engine_mut().plan_decapsulate(&mut wire, &datagrams, now, &mut open);
+        open_jobs(&mut wire, &mut open);
+        b.engine_mut().commit_decapsulate(&mut wire, &open, now, &mut inc);
+        assert_eq!(inc.len(), BATCH);
+        delivered += inc.len();
+
+        // Pod: the same, with VXLAN framing in the plan.
+        for (i, (buf, len)) in bufs.iter_mut().zip(lens.iter_mut()).enumerate() {
+            *len = 60 + (i * 23) % 1300;
+            let p = &mut buf[POD_HEADROOM - HEADROOM..];
+            packet([10, 42, 1, 5], [10, 42, 2, 7], *len, p);
+            p[HEADROOM + 6] = 0x40; // DF, as pods send
+            p[HEADROOM + 9] = 17;
+        }
+        pod_seal.clear();
+        pod_out.clear();
+        icmp.clear();
+        a.plan_encapsulate_pod(&mut bufs, &lens, now, &mut pod_seal, &mut icmp);
+        seal_pod_jobs(&mut bufs, &pod_seal, &mut pod_out);
+        assert_eq!(pod_out.len(), BATCH);
+        datagrams.clear();
+        for o in &pod_out {
+            wire[o.slot][..o.range.len()].copy_from_slice(&bufs[o.slot][o.range.clone()]);
+            datagrams.push(Datagram { slot: o.slot, range: 0..o.range.len(), src: a_addr });
+        }
+        open.clear();
+        pod_inc.clear();
+        b.plan_decapsulate_pod(&mut wire, &datagrams, now, &mut open);
+        open_jobs(&mut wire, &mut open);
+        b.commit_decapsulate_pod(&mut wire, &open, now, &mut pod_inc);
+        assert_eq!(pod_inc.len(), BATCH);
+        delivered += pod_inc.len();
+    };
+    for _ in 0..4 {
+        round();
+    }
+    let allocations = allocations_during(|| {
+        for _ in 0..200 {
+            round();
+        }
+    });
+    assert_eq!(delivered, 204 * 2 * BATCH);
+    assert_eq!(allocations, 0, "allocations on the steady-state phased path");
+}
+
 /// A TCP/IPv4 super-packet as a TSO TUN hands it over: 20 + 20 header bytes, then `payload`.
 fn tso_packet(seq: u32, payload: usize, buf: &mut [u8]) -> usize {
     let p = &mut buf[HEADROOM..HEADROOM + 40 + payload];
