@@ -32,8 +32,9 @@
 //! 100.64.20.1/24 <-> .2, MTU 1420), configures them with `wg`, waits for a ping to cross, then runs
 //! `iperf3 -c 100.64.20.2 -t SECONDS -J [case options]` from A against `iperf3 -s -1 -B
 //! 100.64.20.2` in B and reads `end.sum_received`. Each round runs every selected case, and within
-//! a case every contender in turn (vxwg, wireguard-go, boringtun, then the bare veth pair as
-//! context; the pod case has its own two contenders; the order rotates by one each round), for
+//! a case every contender in turn (vxwg with its default of one worker per core, vxwg with one
+//! worker (`VXWG_WORKERS=1`, to show what the second core adds), wireguard-go, boringtun, then the
+//! bare veth pair as context; the pod case has its own two contenders; the order rotates by one each round), for
 //! ROUNDS rounds, so drift on the shared machine hits all of them alike. The summary gives, per case, the median, min and max per
 //! contender and its median receive-buffer drops, then the ratios of the medians vxwg/peer with
 //! the throughput issue's targets next to them.
@@ -60,8 +61,8 @@
 //! and no guessing at target/release. `VXWG_BENCH_BIN=/path/to/vxwg` measures another build.
 //!
 //! Knobs: `VXWG_BENCH_SECONDS` (default 8), `VXWG_BENCH_ROUNDS` (default 3),
-//! `VXWG_BENCH_CASES=tcp,tcp4,udp64,pod` (default: all), `VXWG_BENCH_CONTENDERS=vxwg,wggo,
-//! boringtun,veth` (default: all; the pod case's contenders follow `vxwg` and `wggo`). Filter
+//! `VXWG_BENCH_CASES=tcp,tcp4,udp64,pod` (default: all), `VXWG_BENCH_CONTENDERS=vxwg,vxwg1,
+//! wggo,boringtun,veth` (default: all; the pod case's contenders follow `vxwg` and `wggo`). Filter
 //! arguments select cases too: `cargo bench --bench tunnel -- udp` runs only
 //! `tunnel/udp_64_byte_packets`; `-- --list` lists the case ids. Each run's daemon
 //! stderr and iperf3 output go to files under `CARGO_TARGET_TMPDIR/tunnel-<pid>/`, kept after the
@@ -409,6 +410,8 @@ fn underlay() -> Result<(Netns, Netns), String> {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Impl {
     Vxwg,
+    /// vxwg with one packet worker (`VXWG_WORKERS=1`): what the second core adds.
+    Vxwg1,
     WireguardGo,
     Boringtun,
     /// vxwg with `[vxlan]` on both nodes: pod to pod, VXLAN inside WireGuard.
@@ -423,6 +426,7 @@ impl Impl {
     fn label(self) -> &'static str {
         match self {
             Impl::Vxwg => "vxwg",
+            Impl::Vxwg1 => "vxwg, 1 worker",
             Impl::WireguardGo => "wireguard-go",
             Impl::Boringtun => "boringtun",
             Impl::VxwgPod => "vxwg pod",
@@ -434,6 +438,7 @@ impl Impl {
     fn tag(self) -> &'static str {
         match self {
             Impl::Vxwg => "vxwg",
+            Impl::Vxwg1 => "vxwg1",
             Impl::WireguardGo => "wggo",
             Impl::Boringtun => "boringtun",
             Impl::VxwgPod => "vxwgpod",
@@ -1071,7 +1076,7 @@ fn main() {
     }
     let seconds = env_number("VXWG_BENCH_SECONDS", 8);
     let rounds = env_number("VXWG_BENCH_ROUNDS", 3);
-    let wanted = env_list("VXWG_BENCH_CONTENDERS", &["vxwg", "wggo", "boringtun", "veth"]);
+    let wanted = env_list("VXWG_BENCH_CONTENDERS", &["vxwg", "vxwg1", "wggo", "boringtun", "veth"]);
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&STOP)).expect("registering a signal handler");
     }
@@ -1083,8 +1088,15 @@ fn main() {
         "{} does not exist: run through `cargo bench --bench tunnel`, which builds it, or set VXWG_BENCH_BIN",
         vxwg.display()
     );
-    let mut contenders =
-        vec![Contender { which: Impl::Vxwg, program: vxwg.clone(), args: vec!["up", "--foreground"], env: vec![] }];
+    let mut contenders = vec![
+        Contender { which: Impl::Vxwg, program: vxwg.clone(), args: vec!["up", "--foreground"], env: vec![] },
+        Contender {
+            which: Impl::Vxwg1,
+            program: vxwg.clone(),
+            args: vec!["up", "--foreground"],
+            env: vec![("VXWG_WORKERS", "1")],
+        },
+    ];
     let mut skipped: Vec<(Impl, String)> = Vec::new();
     let wireguard_go = find_tool("wireguard-go");
     match &wireguard_go {
@@ -1137,6 +1149,7 @@ fn main() {
     let selected = |w: Impl| {
         wanted.contains(&match w {
             Impl::Vxwg | Impl::VxwgPod => "vxwg",
+            Impl::Vxwg1 => "vxwg1",
             Impl::WireguardGo | Impl::WgGoVxlan => "wggo",
             Impl::Boringtun => "boringtun",
             Impl::Veth => "veth",
@@ -1323,19 +1336,22 @@ fn main() {
     for &case in &cases {
         let line = match case {
             Case::Tcp => format!(
-                "vxwg/wireguard-go = {}, vxwg/boringtun = {}",
+                "vxwg/wireguard-go = {}, vxwg/boringtun = {}, vxwg/vxwg 1 worker = {}",
                 ratio_of((case, Impl::Vxwg), (case, Impl::WireguardGo), Some(6.0)),
-                ratio_of((case, Impl::Vxwg), (case, Impl::Boringtun), Some(6.0))
+                ratio_of((case, Impl::Vxwg), (case, Impl::Boringtun), Some(6.0)),
+                ratio_of((case, Impl::Vxwg), (case, Impl::Vxwg1), None)
             ),
             Case::Tcp4 => format!(
-                "vxwg/wireguard-go = {}, vxwg/boringtun = {} (no targets)",
+                "vxwg/wireguard-go = {}, vxwg/boringtun = {}, vxwg/vxwg 1 worker = {} (no targets)",
                 ratio_of((case, Impl::Vxwg), (case, Impl::WireguardGo), None),
-                ratio_of((case, Impl::Vxwg), (case, Impl::Boringtun), None)
+                ratio_of((case, Impl::Vxwg), (case, Impl::Boringtun), None),
+                ratio_of((case, Impl::Vxwg), (case, Impl::Vxwg1), None)
             ),
             Case::Udp64 => format!(
-                "vxwg/wireguard-go = {}, vxwg/boringtun = {} (packets delivered)",
+                "vxwg/wireguard-go = {}, vxwg/boringtun = {}, vxwg/vxwg 1 worker = {} (packets delivered)",
                 ratio_of((case, Impl::Vxwg), (case, Impl::WireguardGo), Some(5.0)),
-                ratio_of((case, Impl::Vxwg), (case, Impl::Boringtun), None)
+                ratio_of((case, Impl::Vxwg), (case, Impl::Boringtun), None),
+                ratio_of((case, Impl::Vxwg), (case, Impl::Vxwg1), None)
             ),
             Case::Pod => format!(
                 "vxwg pod/wg-go+kernel vxlan = {}, vxwg pod/vxwg plain single-stream = {}",

@@ -41,6 +41,10 @@ struct RawConfig {
     #[serde(default)]
     fwmark: Option<u32>,
     #[serde(default)]
+    workers: Option<usize>,
+    #[serde(default)]
+    pin_workers: Option<bool>,
+    #[serde(default)]
     routing: Option<RawRouting>,
     #[serde(default)]
     vxlan: Option<RawVxlan>,
@@ -242,6 +246,10 @@ pub struct Config {
     pub vxlan: Option<Vxlan>,
     /// The control plane, when `[control]` is present.
     pub control: Option<Control>,
+    /// Packet worker threads (default: one per CPU the daemon may use).
+    pub workers: Option<usize>,
+    /// Whether each worker is pinned to its own CPU.
+    pub pin_workers: Option<bool>,
     fwmark_default: bool,
 }
 
@@ -272,6 +280,11 @@ impl Config {
             addresses.push(a.parse::<InterfaceAddress>().map_err(|e| anyhow::anyhow!("addresses[{i}] = {a:?}: {e}"))?);
         }
         let has_v6 = addresses.iter().any(|a| a.addr().is_ipv6());
+        if let Some(n) = raw.workers {
+            if !(1..=crate::worker::MAX_WORKERS).contains(&n) {
+                bail!("workers = {n}: must be 1 to {}", crate::worker::MAX_WORKERS);
+            }
+        }
         let mtu = raw.mtu.unwrap_or(1420);
         let min_mtu = if has_v6 { 1280 } else { 576 };
         if !(min_mtu..=65_535).contains(&mtu) {
@@ -361,7 +374,17 @@ impl Config {
             replace_peers: true,
             peers,
         };
-        Ok(Config { update, addresses, mtu, routing, vxlan, control, fwmark_default })
+        Ok(Config {
+            update,
+            addresses,
+            mtu,
+            routing,
+            vxlan,
+            control,
+            workers: raw.workers,
+            pin_workers: raw.pin_workers,
+            fwmark_default,
+        })
     }
 }
 

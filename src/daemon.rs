@@ -1,28 +1,29 @@
-//! `vxwg up`: the node daemon. Wires the engine to a TUN device, a UDP socket and the `wg` UAPI
-//! socket, in one poll loop (batches of up to 64 packets per wake-up). Configured by `wg` over
-//! /var/run/wireguard/IFNAME.sock exactly like wireguard-go, so wg-quick can drive it.
+//! `vxwg up`: the node daemon. Packet workers (one per core, see [`crate::worker`]) move the
+//! traffic; this thread serves the `wg` UAPI socket at /var/run/wireguard/IFNAME.sock exactly like
+//! wireguard-go (so wg-quick can drive it), runs the protocol timers and applies the control plane.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 
 use crate::config::Config;
 use crate::netconf::InterfaceSetup;
-use crate::packet_io::{self, TunPort};
+use crate::packet_io::{self, PortCounters, TunPort};
+use crate::worker::{take_transmits, Exit, PodPort, Running, Shared, StopSignal, Threads, Worker, WorkerStats};
 use rand_core::OsRng;
 use vxwg::control::keys::Key;
 use vxwg::control::uapi::{self, DeviceSnapshot, DeviceUpdate, PeerSnapshot, Request};
-use vxwg::dataplane::engine::pod::{
-    Delivery, PodConfig, PodEngine, PodIcmp, PodIncoming, PodOutgoing, POD_HEADROOM, POD_TAILROOM,
-};
-use vxwg::dataplane::engine::{Datagram, Engine, Incoming, Outgoing, HEADROOM, TAILROOM};
+use vxwg::dataplane::engine::pod::{PodConfig, PodEngine, POD_HEADROOM, POD_TAILROOM};
+use vxwg::dataplane::engine::{Engine, HEADROOM, TAILROOM};
 use vxwg::dataplane::io::netlink::Netlink;
 use vxwg::dataplane::io::poll::wait_readable;
-use vxwg::dataplane::io::{RecvMeta, UdpSocket, BATCH};
+use vxwg::dataplane::io::UdpSocket;
 use vxwg::dataplane::mtu;
 use vxwg::dataplane::wireguard::{Device, DeviceConfig, PeerConfig, Transmit};
 
@@ -31,30 +32,24 @@ pub const STATUS_REQUEST: &str = "vxwg_status=1\n\n";
 
 /// Where `wg` looks for userspace implementations.
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
-/// Largest datagram the UDP socket hands us.
-const MAX_DATAGRAM: usize = 65535;
+/// Longest the control thread sleeps: timers armed by workers meanwhile are at most this late.
+const CONTROL_TICK: Duration = Duration::from_millis(250);
 /// The UDP port used until `wg` sets one (0: any free port, as wireguard-go).
 const DEFAULT_PORT: u16 = 0;
 
 pub struct Daemon {
     name: String,
-    tun: TunPort,
-    udp: UdpSocket,
+    /// The protocol state, shared with the workers.
+    shared: Arc<Shared>,
+    workers: WorkerSet,
     listen_port: u16,
     fwmark: Option<u32>,
     private_key: Option<Key>,
-    dp: Dataplane,
-    /// The pod-side TUN and its buffers, when `[vxlan]` is configured.
-    pod: Option<PodSide>,
+    /// Per peer, with the pod path: the underlay path MTU last read and the pod MTU it allows.
+    pod_paths: Option<PodPaths>,
     uapi: UnixListener,
     socket_path: PathBuf,
     signals: UnixStream,
-    udp_bufs: Vec<Vec<u8>>,
-    /// The datagrams of the last receive (several per buffer with UDP GRO).
-    datagrams: Vec<Datagram>,
-    udp_meta: Vec<RecvMeta>,
-    outgoing: Vec<Outgoing>,
-    incoming: Vec<Incoming>,
     /// For reading the interface MTU, which `ip link set mtu` may change at any time.
     netlink: Option<(Netlink, u32)>,
     mtu_checked: Instant,
@@ -79,7 +74,7 @@ impl Dataplane {
         }
     }
 
-    fn engine_mut(&mut self) -> &mut Engine {
+    pub(crate) fn engine_mut(&mut self) -> &mut Engine {
         match self {
             Dataplane::L3(e) => e,
             Dataplane::Pod(p) => p.engine_mut(),
@@ -87,7 +82,7 @@ impl Dataplane {
     }
 
     /// What the protocol wants sent (with the pod path: its IPv4 fragments first).
-    fn poll_transmit(&mut self) -> Option<Transmit> {
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
         match self {
             Dataplane::L3(e) => e.poll_transmit(),
             Dataplane::Pod(p) => p.poll_transmit(),
@@ -103,16 +98,88 @@ impl Dataplane {
     }
 }
 
-/// The pod-side TUN (pod packets in and out of VXLAN) and its batch buffers.
-struct PodSide {
-    port: TunPort,
-    out: Vec<PodOutgoing>,
-    icmp: Vec<PodIcmp>,
-    incoming: Vec<PodIncoming>,
-    /// Per peer: the underlay path MTU last read and the pod MTU it allows.
+/// Pod path: per peer, the underlay path MTU last read and the pod MTU it allows.
+#[derive(Default)]
+struct PodPaths {
     paths: std::collections::HashMap<vxwg::dataplane::wireguard::PeerId, (u32, u32)>,
-    /// When the paths were last read; a send refused as too big asks for a read at once.
-    paths_checked: Option<Instant>,
+    /// When the paths were last read.
+    checked: Option<Instant>,
+}
+
+/// The packet workers: idle (being configured) or running, with what the control thread keeps
+/// of them: a handle on each socket (marks, control datagrams) and their counters.
+struct WorkerSet {
+    idle: Vec<Worker>,
+    running: Vec<Running>,
+    threads: Threads,
+    /// Second handles on the workers' sockets, in worker order.
+    sockets: Vec<UdpSocket>,
+    stats: Vec<Arc<WorkerStats>>,
+    stop: StopSignal,
+    /// Readable once a worker has ended.
+    ended: UnixStream,
+    ended_writer: UnixStream,
+}
+
+impl WorkerSet {
+    fn new(idle: Vec<Worker>, threads: Threads) -> io::Result<WorkerSet> {
+        let sockets = idle.iter().map(|w| w.udp.try_clone()).collect::<io::Result<_>>()?;
+        let stats = idle.iter().map(|w| w.stats.clone()).collect();
+        let (ended, ended_writer) = UnixStream::pair()?;
+        ended.set_nonblocking(true)?;
+        Ok(WorkerSet {
+            idle,
+            running: Vec::new(),
+            threads,
+            sockets,
+            stats,
+            stop: StopSignal::new()?,
+            ended,
+            ended_writer,
+        })
+    }
+
+    fn start(&mut self, name: &str, shared: &Arc<Shared>) -> anyhow::Result<()> {
+        self.stop = StopSignal::new()?;
+        for worker in std::mem::take(&mut self.idle) {
+            let cpu = self.threads.cpus.as_ref().map(|c| c[worker.index]);
+            let running = worker.spawn(name, shared.clone(), &self.stop, self.ended_writer.try_clone()?, cpu)?;
+            self.running.push(running);
+        }
+        Ok(())
+    }
+
+    /// Stops every worker and takes them back. False if one had already ended on its own (a
+    /// device gone, a panic): the daemon is then shutting down.
+    fn stop(&mut self) -> bool {
+        self.stop.raise();
+        let mut healthy = true;
+        for running in self.running.drain(..) {
+            match running.join() {
+                Some((worker, Exit::Stopped)) => self.idle.push(worker),
+                Some((_, Exit::DeviceGone)) | None => healthy = false,
+            }
+        }
+        self.idle.sort_by_key(|w| w.index);
+        // Each stopped worker said so; only an end nobody asked for must wake the control loop.
+        let mut sink = [0u8; 64];
+        while matches!(io::Read::read(&mut &self.ended, &mut sink), Ok(n) if n > 0) {}
+        healthy
+    }
+
+    /// Gives the (idle) workers new sockets: a new port.
+    fn replace_sockets(&mut self, sockets: Vec<UdpSocket>) -> io::Result<()> {
+        self.sockets = sockets.iter().map(UdpSocket::try_clone).collect::<io::Result<_>>()?;
+        for (worker, udp) in self.idle.iter_mut().zip(sockets) {
+            worker.udp = udp;
+        }
+        Ok(())
+    }
+
+    /// The socket the control thread sends from.
+    fn control_socket(&self) -> &UdpSocket {
+        &self.sockets[0]
+    }
 }
 
 /// Removes the UAPI socket when the daemon ends, however it ends.
@@ -125,13 +192,16 @@ impl Drop for SocketFile {
 }
 
 impl Daemon {
-    /// Creates the TUN device and the UAPI socket; nothing is configured yet.
-    pub fn create(name: &str) -> anyhow::Result<Daemon> {
-        let tun = packet_io::create_tun(name).with_context(|| format!("creating TUN device {name}"))?;
-        let udp = bind_udp(DEFAULT_PORT).context("binding the UDP socket")?;
-        let listen_port = udp.local_port()?;
+    /// Creates the TUN device (one queue per worker), the UDP sockets and the UAPI socket;
+    /// nothing is configured and no worker runs yet.
+    pub fn create(name: &str, threads: Threads) -> anyhow::Result<Daemon> {
+        let n = threads.workers;
+        let tuns = packet_io::create_tun_queues(name, n).with_context(|| format!("creating TUN device {name}"))?;
+        let sockets = bind_udp(DEFAULT_PORT, n).context("binding the UDP sockets")?;
+        let listen_port = sockets[0].local_port()?;
+        let ifname = tuns[0].name().to_string();
         std::fs::create_dir_all(SOCKET_DIR).with_context(|| format!("creating {SOCKET_DIR}"))?;
-        let socket_path = Path::new(SOCKET_DIR).join(format!("{}.sock", tun.name()));
+        let socket_path = Path::new(SOCKET_DIR).join(format!("{ifname}.sock"));
         if socket_path.exists() {
             // A live daemon would answer; a dead one left its socket behind.
             if UnixStream::connect(&socket_path).is_ok() {
@@ -155,23 +225,23 @@ impl Daemon {
         // protocol state well defined meanwhile.
         let placeholder = Key::generate_private(&mut OsRng);
         let device = Device::new(DeviceConfig::new(placeholder.0), OsRng, Instant::now(), SystemTime::now());
+        let idle = tuns
+            .into_iter()
+            .zip(sockets)
+            .enumerate()
+            .map(|(i, (tun, udp))| Worker::new(i, TunPort::new(tun, HEADROOM, TAILROOM), None, udp))
+            .collect();
         Ok(Daemon {
-            name: tun.name().to_string(),
-            tun: TunPort::new(tun, HEADROOM, TAILROOM),
-            udp,
+            name: ifname,
+            shared: Shared::new(Dataplane::L3(Box::new(Engine::new(device)))),
+            workers: WorkerSet::new(idle, threads)?,
             listen_port,
             fwmark: None,
             private_key: None,
-            dp: Dataplane::L3(Box::new(Engine::new(device))),
-            pod: None,
+            pod_paths: None,
             uapi,
             socket_path,
             signals,
-            udp_bufs: vec![vec![0u8; MAX_DATAGRAM]; BATCH],
-            datagrams: Vec::with_capacity(BATCH),
-            udp_meta: vec![RecvMeta::default(); BATCH],
-            outgoing: Vec::with_capacity(BATCH),
-            incoming: Vec::with_capacity(BATCH),
             netlink: None,
             mtu_checked: Instant::now(),
             socket_checked: Instant::now(),
@@ -179,29 +249,49 @@ impl Daemon {
         })
     }
 
-    /// Runs until SIGINT/SIGTERM, the TUN device disappears, or the UAPI socket file is removed.
+    /// Runs until SIGINT/SIGTERM, a TUN device disappears, or the UAPI socket file is removed.
+    /// The packets are the workers'; this thread serves the UAPI, the timers and the control
+    /// plane.
     pub fn run(mut self) -> anyhow::Result<()> {
         let _socket_file = SocketFile(self.socket_path.clone());
-        log(&self.name, &format!("up: UAPI at {}, UDP port {}", self.socket_path.display(), self.listen_port));
-        if let Some(pod) = &self.pod {
-            log(&self.name, &format!("pod path: VXLAN through {}", pod.port.tun.name()));
+        let pinned = match &self.workers.threads.cpus {
+            Some(cpus) => format!(", pinned to CPUs {cpus:?}"),
+            None => String::new(),
+        };
+        log(
+            &self.name,
+            &format!(
+                "up: UAPI at {}, UDP port {}, {} worker(s){pinned}",
+                self.socket_path.display(),
+                self.listen_port,
+                self.workers.threads.workers
+            ),
+        );
+        if self.pod_paths.is_some() {
+            log(&self.name, "pod path: VXLAN through the pod TUN");
         }
+        self.workers.start(&self.name, &self.shared)?;
+        let result = self.control_loop();
+        self.workers.stop();
+        result
+    }
+
+    fn control_loop(&mut self) -> anyhow::Result<()> {
         loop {
             let now = Instant::now();
+            // Workers arm timers while this thread sleeps: wake often enough that none is late
+            // by more than a fraction of the shortest (a 1 s persistent keepalive).
             let timeout = self
-                .dp
+                .shared
+                .lock()
                 .poll_timeout()
-                .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now).min(Duration::from_secs(1)));
-            // poll(2) ignores a negative descriptor: no pod TUN, no readiness.
-            let pod_fd = self.pod.as_ref().map_or(-1, |p| p.port.tun.raw_fd());
-            let [tun, udp, uapi, sig, pod, netmap] = wait_readable(
+                .map_or(CONTROL_TICK, |t| t.saturating_duration_since(now).min(CONTROL_TICK));
+            let [uapi, sig, netmap, ended] = wait_readable(
                 [
-                    self.tun.tun.raw_fd(),
-                    self.udp.raw_fd(),
                     self.uapi.as_raw_fd(),
                     self.signals.as_raw_fd(),
-                    pod_fd,
                     self.control.as_ref().map_or(-1, |c| c.wake_fd()),
+                    self.workers.ended.as_raw_fd(),
                 ],
                 Some(timeout),
             )?;
@@ -209,7 +299,7 @@ impl Daemon {
                 log(&self.name, "signal received, shutting down");
                 return Ok(());
             }
-            if tun.failed || pod.failed {
+            if ended.readable {
                 log(&self.name, "TUN device gone, shutting down");
                 return Ok(());
             }
@@ -221,25 +311,14 @@ impl Daemon {
                     return Ok(());
                 }
             }
-            if tun.readable && !self.drain_tun()? {
-                log(&self.name, "TUN device gone, shutting down");
-                return Ok(());
-            }
-            if pod.readable && !self.drain_pod()? {
-                log(&self.name, "pod TUN device gone, shutting down");
-                return Ok(());
-            }
-            if udp.readable {
-                self.drain_udp()?;
-            }
             if uapi.readable {
                 self.serve_uapi();
             }
             if self.private_key.is_some() {
-                self.dp.handle_timeout(Instant::now());
+                self.shared.lock().handle_timeout(Instant::now());
             }
             if let Some(control) = self.control.as_mut() {
-                control.poll(&self.name, &mut self.dp, netmap.readable);
+                control.poll(&self.name, &mut self.shared.lock(), netmap.readable);
             }
             self.flush_control();
             self.refresh_mtu();
@@ -251,7 +330,7 @@ impl Daemon {
     /// the interface (addresses, MTU, link up) and the routes for peers' AllowedIPs.
     fn configure(&mut self, config: &Config) -> anyhow::Result<InterfaceSetup> {
         self.apply(config.update.clone()).map_err(|(errno, why)| anyhow::anyhow!("{why} (errno {errno})"))?;
-        self.dp.engine_mut().device_mut().set_mtu(config.mtu as usize);
+        self.shared.lock().engine_mut().device_mut().set_mtu(config.mtu as usize);
         let prefixes: Vec<_> = config.update.peers.iter().flat_map(|p| p.allowed_ips.iter().copied()).collect();
         let mut pod_ifname = None;
         if let Some(vxlan) = &config.vxlan {
@@ -267,6 +346,7 @@ impl Daemon {
                 pod_mtu: vxlan.pod_mtu,
                 clamp_mss: vxlan.clamp_mss,
             };
+            let mut dp = self.shared.lock();
             // The pod engine takes over the L3 engine (and its peers); a placeholder stands in
             // for the instant of the swap.
             let placeholder = Engine::new(Device::new(
@@ -275,7 +355,7 @@ impl Daemon {
                 Instant::now(),
                 SystemTime::now(),
             ));
-            let engine = match std::mem::replace(&mut self.dp, Dataplane::L3(Box::new(placeholder))) {
+            let engine = match std::mem::replace(&mut *dp, Dataplane::L3(Box::new(placeholder))) {
                 Dataplane::L3(e) => *e,
                 Dataplane::Pod(p) => bail!("the pod path is already configured (VTEP {})", p.config().local_vtep_ip),
             };
@@ -283,17 +363,16 @@ impl Daemon {
             for r in &vxlan.routes {
                 pod.insert_route(r.net, r.remote).with_context(|| format!("pod route {}", r.net))?;
             }
-            self.dp = Dataplane::Pod(Box::new(pod));
-            let tun = packet_io::create_tun(&name).with_context(|| format!("creating pod TUN device {name}"))?;
-            pod_ifname = Some(tun.name().to_string());
-            self.pod = Some(PodSide {
-                port: TunPort::new(tun, POD_HEADROOM, POD_TAILROOM),
-                out: Vec::with_capacity(BATCH),
-                icmp: Vec::new(),
-                incoming: Vec::with_capacity(BATCH),
-                paths: Default::default(),
-                paths_checked: None,
-            });
+            *dp = Dataplane::Pod(Box::new(pod));
+            drop(dp);
+            let queues = self.workers.idle.len();
+            let tuns = packet_io::create_tun_queues(&name, queues)
+                .with_context(|| format!("creating pod TUN device {name}"))?;
+            pod_ifname = Some(tuns[0].name().to_string());
+            for (worker, tun) in self.workers.idle.iter_mut().zip(tuns) {
+                worker.pod = Some(PodPort::new(TunPort::new(tun, POD_HEADROOM, POD_TAILROOM)));
+            }
+            self.pod_paths = Some(PodPaths::default());
         }
         let setup = InterfaceSetup::apply(&self.name, config, &prefixes, pod_ifname.as_deref())?;
         if config.control.is_some() {
@@ -304,18 +383,34 @@ impl Daemon {
 
     /// Pod path: holds pod packets to each peer to what its underlay path carries, as the kernel
     /// knows it (route MTU, lowered by ICMP it received), read every 2 s and at once after a send
-    /// was refused as too big.
+    /// was refused as too big. The probes run without the lock.
     fn refresh_path_mtus(&mut self) {
-        let (Some(pod), Dataplane::Pod(engine)) = (self.pod.as_mut(), &mut self.dp) else { return };
-        if pod.paths_checked.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+        let Some(pod) = self.pod_paths.as_mut() else { return };
+        let stale = self.shared.paths_stale.swap(false, Ordering::Relaxed);
+        if !stale && pod.checked.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
             return;
         }
-        pod.paths_checked = Some(Instant::now());
-        let device = engine.engine().device();
-        let peers: Vec<_> = device.peer_ids().filter_map(|id| Some((id, device.peer_endpoint(id)?))).collect();
+        pod.checked = Some(Instant::now());
+        let peers: Vec<_> = {
+            let dp = self.shared.lock();
+            let device = dp.engine().device();
+            device.peer_ids().filter_map(|id| Some((id, device.peer_endpoint(id)?))).collect()
+        };
         pod.paths.retain(|id, _| peers.iter().any(|(p, _)| p == id));
-        for (id, endpoint) in peers {
-            let Ok(path) = vxwg::dataplane::io::udp::path_mtu(endpoint, self.fwmark.unwrap_or(0)) else { continue };
+        let probed: Vec<_> = peers
+            .into_iter()
+            .filter_map(|(id, endpoint)| {
+                let path = vxwg::dataplane::io::udp::path_mtu(endpoint, self.fwmark.unwrap_or(0)).ok()?;
+                Some((id, endpoint, path))
+            })
+            .collect();
+        let mut dp = self.shared.lock();
+        let Dataplane::Pod(engine) = &mut *dp else { return };
+        for (id, endpoint, path) in probed {
+            // The peer may have gone (or moved) while we probed without the lock.
+            if engine.engine().device().peer_endpoint(id) != Some(endpoint) {
+                continue;
+            }
             // Set every time: the path lives with the peer, which may be new in this slot, or
             // have moved to an endpoint of the other family with the same path MTU.
             let family = if endpoint.is_ipv4() { mtu::Family::V4 } else { mtu::Family::V6 };
@@ -341,109 +436,21 @@ impl Daemon {
         }
         if let Some((nl, index)) = self.netlink.as_mut() {
             if let Ok(mtu) = nl.link_mtu(*index) {
-                if mtu as usize != self.dp.engine().device().mtu() {
-                    self.dp.engine_mut().device_mut().set_mtu(mtu as usize);
+                let mut dp = self.shared.lock();
+                if mtu as usize != dp.engine().device().mtu() {
+                    dp.engine_mut().device_mut().set_mtu(mtu as usize);
                 }
             }
         }
     }
 
-    /// Reads a batch from the TUN device, encrypts it, sends it. False if the device is gone.
-    fn drain_tun(&mut self) -> anyhow::Result<bool> {
-        let Some(n) = self.tun.read_batch() else { return Ok(false) };
-        if n == 0 || self.private_key.is_none() {
-            return Ok(true);
-        }
-        self.outgoing.clear();
-        self.dp.engine_mut().encapsulate_batch(
-            &mut self.tun.bufs[..n],
-            &self.tun.lens[..n],
-            Instant::now(),
-            &mut self.outgoing,
-        );
-        let msgs = self.outgoing.iter().map(|o| (&self.tun.bufs[o.slot][..o.len], o.dst));
-        if let Err(e) = self.udp.send_batch(msgs) {
-            log(&self.name, &format!("send: {e}"));
-        }
-        Ok(true)
-    }
-
-    /// Reads a batch of pod packets from the pod TUN, wraps them in VXLAN inside WireGuard, sends
-    /// them; ICMP too-big answers go back to the pod TUN. False if the device is gone.
-    fn drain_pod(&mut self) -> anyhow::Result<bool> {
-        let (Some(pod), Dataplane::Pod(engine)) = (self.pod.as_mut(), &mut self.dp) else { return Ok(true) };
-        let Some(n) = pod.port.read_batch() else { return Ok(false) };
-        if n == 0 || self.private_key.is_none() {
-            return Ok(true);
-        }
-        pod.out.clear();
-        pod.icmp.clear();
-        let port = &mut pod.port;
-        engine.encapsulate_pod_batch(&mut port.bufs[..n], &port.lens[..n], Instant::now(), &mut pod.out, &mut pod.icmp);
-        let msgs = pod.out.iter().map(|o| (&port.bufs[o.slot][o.range.clone()], o.dst));
-        if let Err(e) = self.udp.send_batch(msgs) {
-            if e.raw_os_error() == Some(libc::EMSGSIZE) {
-                // The path shrank under us: read it again now rather than in up to 2 s.
-                pod.paths_checked = None;
-            }
-            log(&self.name, &format!("send: {e}"));
-        }
-        for icmp in &pod.icmp {
-            if let Err(e) = port.write_one(&icmp.packet) {
-                log(&self.name, &format!("pod TUN write: {e}"));
-            }
-        }
-        Ok(true)
-    }
-
-    /// Receives a batch of datagrams, decrypts them, writes the packets to the TUN device.
-    fn drain_udp(&mut self) -> anyhow::Result<()> {
-        let n = match self.udp.recv_batch(&mut self.udp_bufs, &mut self.udp_meta) {
-            Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        if self.private_key.is_none() {
-            return Ok(());
-        }
-        // With UDP GRO one buffer may hold a run of datagrams from one sender.
-        self.datagrams.clear();
-        for (slot, meta) in self.udp_meta[..n].iter().enumerate() {
-            self.datagrams.extend(meta.datagrams().map(|range| Datagram { slot, range, src: meta.src }));
-        }
-        if let (Some(pod), Dataplane::Pod(engine)) = (self.pod.as_mut(), &mut self.dp) {
-            // VXLAN for our VTEP goes to the pod TUN, everything else to the host TUN.
-            pod.incoming.clear();
-            engine.decapsulate_pod_datagrams(&mut self.udp_bufs, &self.datagrams, Instant::now(), &mut pod.incoming);
-            let to = |d: Delivery| move |i: &&PodIncoming| i.delivery == d;
-            let pods = pod.incoming.iter().filter(to(Delivery::Pod)).map(|i| (i.slot, i.range.clone()));
-            if let Some(e) = pod.port.write_packets(&mut self.udp_bufs, pods) {
-                log(&self.name, &format!("pod TUN write: {e}"));
-            }
-            let hosts = pod.incoming.iter().filter(to(Delivery::Host)).map(|i| (i.slot, i.range.clone()));
-            if let Some(e) = self.tun.write_packets(&mut self.udp_bufs, hosts) {
-                log(&self.name, &format!("TUN write: {e}"));
-            }
-            return Ok(());
-        }
-        self.incoming.clear();
-        self.dp.engine_mut().decapsulate_datagrams(
-            &mut self.udp_bufs,
-            &self.datagrams,
-            Instant::now(),
-            &mut self.incoming,
-        );
-        let packets = self.incoming.iter().map(|i| (i.slot, i.range.clone()));
-        if let Some(e) = self.tun.write_packets(&mut self.udp_bufs, packets) {
-            log(&self.name, &format!("TUN write: {e}"));
-        }
-        Ok(())
-    }
-
-    /// Sends what the protocol queued: handshakes, keepalives, staged packets.
+    /// Sends what the protocol queued from timers and configuration: handshakes, keepalives,
+    /// staged packets.
     fn flush_control(&mut self) {
-        while let Some(t) = self.dp.poll_transmit() {
-            if let Err(e) = self.udp.send_to(&t.payload, t.dst) {
+        let mut transmits = Vec::new();
+        take_transmits(&mut self.shared.lock(), &mut transmits);
+        for t in transmits {
+            if let Err(e) = self.workers.control_socket().send_to(&t.payload, t.dst) {
                 log(&self.name, &format!("send to {}: {e}", t.dst));
             }
         }
@@ -517,7 +524,8 @@ impl Daemon {
 
     /// `vxwg status --json`: what `wg show` says plus what only vxwg knows (drops by reason).
     fn status_json(&self) -> String {
-        let device = self.dp.engine().device();
+        let dp = self.shared.lock();
+        let device = dp.engine().device();
         let now = Instant::now();
         let unix =
             |t: Option<SystemTime>| t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs());
@@ -528,7 +536,7 @@ impl Daemon {
                 serde_json::json!({
                     "public_key": Key(device.peer_public_key(id).unwrap_or_default()).to_base64(),
                     "endpoint": device.peer_endpoint(id).map(|e| e.to_string()),
-                    "allowed_ips": self.dp.engine().allowed_ips(id).iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                    "allowed_ips": dp.engine().allowed_ips(id).iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                     "latest_handshake": unix(stats.last_handshake),
                     "handshakes": stats.handshakes,
                     "session": device.has_session(id, now),
@@ -542,21 +550,39 @@ impl Daemon {
         for (reason, n) in device.drops() {
             drops.insert(reason.name().to_string(), n.into());
         }
-        let e = self.dp.engine().stats();
+        let e = dp.engine().stats();
+        let stats = &self.workers.stats;
+        let socket_drops: u64 = stats.iter().map(|s| s.socket_receive_drops.load(Ordering::Relaxed)).sum();
         for (name, n) in [
             ("no_route", e.no_route),
             ("not_ip", e.not_ip),
             ("no_endpoint", e.no_endpoint),
             ("source_not_allowed", e.source_not_allowed),
             // Datagrams the kernel dropped for a full socket receive buffer (SO_RXQ_OVFL).
-            ("socket_receive_buffer", self.udp.receive_drops()),
+            ("socket_receive_buffer", socket_drops),
         ] {
             drops.insert(name.to_string(), n.into());
         }
-        let pod = match &self.dp {
+        let pod = match &*dp {
             Dataplane::L3(_) => serde_json::Value::Null,
-            Dataplane::Pod(p) => pod_status(p, self.pod.as_ref().map(|s| &s.paths)),
+            Dataplane::Pod(p) => pod_status(p, self.pod_paths.as_ref().map(|s| &s.paths)),
         };
+        let sum = |port: fn(&WorkerStats) -> PortCounters| stats.iter().map(|s| port(s)).sum::<PortCounters>();
+        let tun = sum(|s| s.tun.load());
+        let pod_tun = self.pod_paths.is_some().then(|| sum(|s| s.pod_tun.load()));
+        let cpus = self.workers.threads.cpus.as_ref();
+        let workers: Vec<_> = stats
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                serde_json::json!({
+                    "cpu": cpus.map(|c| c[i]),
+                    "packets_out": s.packets_out.load(Ordering::Relaxed),
+                    "packets_in": s.packets_in.load(Ordering::Relaxed),
+                    "socket_receive_drops": s.socket_receive_drops.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
         serde_json::json!({
             "interface": self.name,
             "public_key": self.private_key.map(|k| k.public().to_base64()),
@@ -568,15 +594,17 @@ impl Daemon {
             "pod": pod,
             "control": self.control.as_ref().map(|c| c.status_json()),
             "offload": {
-                "tun": self.tun.offload_status(),
-                "pod_tun": self.pod.as_ref().map(|p| p.port.offload_status()),
+                "tun": tun.to_json(),
+                "pod_tun": pod_tun.map(|c| c.to_json()),
             },
+            "workers": workers,
         })
         .to_string()
     }
 
     fn snapshot(&self) -> DeviceSnapshot {
-        let device = self.dp.engine().device();
+        let dp = self.shared.lock();
+        let device = dp.engine().device();
         let peers = device
             .peer_ids()
             .map(|id| {
@@ -591,7 +619,7 @@ impl Daemon {
                     persistent_keepalive: device
                         .peer_persistent_keepalive(id)
                         .map_or(0, |d| d.as_secs().min(u64::from(u16::MAX)) as u16),
-                    allowed_ips: self.dp.engine().allowed_ips(id),
+                    allowed_ips: dp.engine().allowed_ips(id),
                 }
             })
             .collect();
@@ -610,61 +638,62 @@ impl Daemon {
         {
             return Err((EINVAL, format!("peer {} is a low-order point", p.public_key.to_base64())));
         }
-        let new_udp = match update.listen_port {
-            Some(port) if port != self.listen_port => {
-                Some(bind_udp(port).map_err(|e| (EADDRINUSE, format!("listen_port {port}: {e}")))?)
-            }
+        let new_sockets = match update.listen_port {
+            Some(port) if port != self.listen_port => Some(
+                bind_udp(port, self.workers.threads.workers)
+                    .map_err(|e| (EADDRINUSE, format!("listen_port {port}: {e}")))?,
+            ),
             _ => None,
         };
+        if let Some(sockets) = new_sockets {
+            self.move_to(sockets).map_err(|e| (EADDRINUSE, format!("listen_port: {e}")))?;
+        }
 
         let now = Instant::now();
+        let mut dp = self.shared.lock();
         if let Some(key) = update.private_key {
             match key {
                 Some(k) => {
-                    self.dp.engine_mut().set_private_key(k.0);
+                    dp.engine_mut().set_private_key(k.0);
                     self.private_key = Some(k);
                 }
                 None => {
                     let placeholder = Key::generate_private(&mut OsRng);
-                    self.dp.engine_mut().set_private_key(placeholder.0);
+                    dp.engine_mut().set_private_key(placeholder.0);
                     self.private_key = None;
                 }
             }
-        }
-        if let Some(udp) = new_udp {
-            self.udp = udp;
-            self.listen_port = self.udp.local_port().unwrap_or(0);
-            if let Some(mark) = self.fwmark {
-                let _ = self.udp.set_mark(mark);
-            }
+            self.shared.keyed.store(self.private_key.is_some(), Ordering::Relaxed);
         }
         if let Some(mark) = update.fwmark {
             self.fwmark = mark;
-            let _ = self.udp.set_mark(mark.unwrap_or(0));
+            for udp in &self.workers.sockets {
+                let _ = udp.set_mark(mark.unwrap_or(0));
+            }
         }
         if update.replace_peers {
-            for id in self.dp.engine().device().peer_ids().collect::<Vec<_>>() {
-                self.dp.engine_mut().remove_peer(id);
+            for id in dp.engine().device().peer_ids().collect::<Vec<_>>() {
+                dp.engine_mut().remove_peer(id);
             }
         }
         for p in update.peers {
-            let existing = self.dp.engine().device().peer_by_key(&p.public_key.0);
+            let existing = dp.engine().device().peer_by_key(&p.public_key.0);
             if p.remove {
                 if let Some(id) = existing {
-                    self.dp.engine_mut().remove_peer(id);
+                    dp.engine_mut().remove_peer(id);
                 }
                 continue;
             }
             let id = match existing {
                 Some(id) => id,
                 None if p.update_only => continue,
-                None => match self.dp.engine_mut().add_peer(PeerConfig::new(p.public_key.0), &[]) {
+                None => match dp.engine_mut().add_peer(PeerConfig::new(p.public_key.0), &[]) {
                     Ok(id) => id,
                     // Our own public key: ignored, as Linux and wireguard-go do.
                     Err(_) => continue,
                 },
             };
-            let device = self.dp.engine_mut().device_mut();
+            let device = dp.engine_mut().device_mut();
             if let Some(psk) = p.preshared_key {
                 device.set_peer_preshared_key(id, psk.map(|k| k.0));
             }
@@ -674,7 +703,28 @@ impl Daemon {
             if let Some(secs) = p.persistent_keepalive {
                 device.set_peer_persistent_keepalive(id, (secs > 0).then(|| Duration::from_secs(u64::from(secs))), now);
             }
-            self.dp.engine_mut().set_allowed_ips(id, p.replace_allowed_ips, &p.allowed_ips);
+            dp.engine_mut().set_allowed_ips(id, p.replace_allowed_ips, &p.allowed_ips);
+        }
+        Ok(())
+    }
+
+    /// Moves the workers to new sockets (a new listen port): they stop, take their socket of
+    /// the new group and start again; the mark follows.
+    fn move_to(&mut self, sockets: Vec<UdpSocket>) -> anyhow::Result<()> {
+        let port = sockets[0].local_port()?;
+        if let Some(mark) = self.fwmark {
+            for udp in &sockets {
+                udp.set_mark(mark)?;
+            }
+        }
+        let running = !self.workers.running.is_empty();
+        if running && !self.workers.stop() {
+            bail!("a worker has ended; the daemon is shutting down");
+        }
+        self.workers.replace_sockets(sockets)?;
+        self.listen_port = port;
+        if running {
+            self.workers.start(&self.name, &self.shared)?;
         }
         Ok(())
     }
@@ -734,14 +784,16 @@ fn pod_status(
     })
 }
 
-/// The WireGuard socket, taking runs of datagrams per receive (UDP GRO) where the kernel offers
-/// it and the offloads are on.
-fn bind_udp(port: u16) -> io::Result<UdpSocket> {
-    let udp = UdpSocket::bind(port)?;
+/// The WireGuard sockets, one per worker on one port (SO_REUSEPORT), taking runs of datagrams
+/// per receive (UDP GRO) where the kernel offers it and the offloads are on.
+fn bind_udp(port: u16, workers: usize) -> io::Result<Vec<UdpSocket>> {
+    let sockets = UdpSocket::bind_group(port, workers)?;
     if packet_io::offload_wanted() {
-        udp.enable_gro();
+        for udp in &sockets {
+            udp.enable_gro();
+        }
     }
-    Ok(udp)
+    Ok(sockets)
 }
 
 fn log(name: &str, msg: &str) {
@@ -755,7 +807,9 @@ pub fn up(name: &str, foreground: bool, config_path: Option<&Path>) -> anyhow::R
     let config = config_path.map(Config::load).transpose()?;
     let foreground = foreground || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
     if foreground {
-        let mut daemon = Daemon::create(name)?;
+        let threads =
+            Threads::plan(config.as_ref().and_then(|c| c.workers), config.as_ref().and_then(|c| c.pin_workers))?;
+        let mut daemon = Daemon::create(name, threads)?;
         let applied = match &config {
             // A failed configuration leaves nothing behind: the TUN and what netlink added go
             // with their owners; the socket file is removed here (run() guards it from then on).

@@ -15,6 +15,7 @@ mod netconf;
 mod packet_io;
 mod routesync;
 mod status;
+mod worker;
 
 #[derive(Parser)]
 #[command(name = "vxwg", version, about = "Userspace WireGuard + VXLAN node dataplane")]

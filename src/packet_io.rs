@@ -26,18 +26,9 @@ pub fn offload_wanted() -> bool {
 /// to ride out the daemon being descheduled for a moment at small-packet rates.
 const TUN_QUEUE_LEN: u32 = 2048;
 
-/// Creates the TUN device `name`, with offloads unless they are turned off; caps the segments
-/// per super-packet so that one always fits a batch, and deepens the device's queue.
-pub fn create_tun(name: &str) -> io::Result<Tun> {
-    let tun = if offload_wanted() { Tun::create_with_offload(name)? } else { Tun::create(name)? };
-    tune(&tun);
-    Ok(tun)
-}
-
-/// As [`create_tun`], for a multi-queue device of `queues` queues (one per worker); the device is
-/// tuned once, for all of them.
-// Until the multi-worker daemon (issue 7), being written alongside, calls it.
-#[allow(dead_code)]
+/// Creates the TUN device `name` with `queues` queues (one per worker), with offloads unless
+/// they are turned off; caps the segments per super-packet so that one always fits a batch, and
+/// deepens the device's queue (once, for all queues).
 pub fn create_tun_queues(name: &str, queues: usize) -> io::Result<Vec<Tun>> {
     let tuns = Tun::create_queues(name, queues, offload_wanted())?;
     if let Some(first) = tuns.first() {
@@ -210,10 +201,69 @@ impl TunPort {
         first_error
     }
 
+    /// Writes one complete packet (an ICMP answer, say).
+    pub fn write_one(&self, packet: &[u8]) -> io::Result<usize> {
+        if self.vnet {
+            let vnet = VirtioNetHdr::NONE.to_bytes();
+            self.tun.send_vectored(&[IoSlice::new(&vnet), IoSlice::new(packet)])
+        } else {
+            self.tun.send(packet)
+        }
+    }
+}
+
+/// A TUN port's counters, summed over the queues of one device for `vxwg status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    /// The offload mode (`Offload as u64`; every queue of a device has the same).
+    pub mode: u64,
+    /// Ports still merging UDP runs.
+    pub udp_merging: u64,
+    pub split_errors: u64,
+    pub write_errors: u64,
+    pub super_packets: u64,
+    pub segments_cut: u64,
+    pub merged_writes: u64,
+    pub merged_segments: u64,
+}
+
+impl PortCounters {
+    pub fn to_array(self) -> [u64; 8] {
+        [
+            self.mode,
+            self.udp_merging,
+            self.split_errors,
+            self.write_errors,
+            self.super_packets,
+            self.segments_cut,
+            self.merged_writes,
+            self.merged_segments,
+        ]
+    }
+
+    pub fn from_array(a: [u64; 8]) -> Self {
+        let [mode, udp_merging, split_errors, write_errors, super_packets, segments_cut, merged_writes, merged_segments] =
+            a;
+        PortCounters {
+            mode,
+            udp_merging,
+            split_errors,
+            write_errors,
+            super_packets,
+            segments_cut,
+            merged_writes,
+            merged_segments,
+        }
+    }
+
     /// The offload counters for `vxwg status --json`.
-    pub fn offload_status(&self) -> serde_json::Value {
+    pub fn to_json(self) -> serde_json::Value {
+        let mode = [Offload::None, Offload::HeaderOnly, Offload::Tso, Offload::TsoUso]
+            .into_iter()
+            .find(|m| *m as u64 == self.mode)
+            .unwrap_or(Offload::None);
         serde_json::json!({
-            "mode": match self.tun.offload() {
+            "mode": match mode {
                 Offload::None => "off",
                 Offload::HeaderOnly => "header-only",
                 Offload::Tso => "tso",
@@ -223,19 +273,36 @@ impl TunPort {
             "segments_cut": self.segments_cut,
             "merged_writes": self.merged_writes,
             "merged_segments": self.merged_segments,
-            "udp_merging": self.udp_merging,
+            "udp_merging": self.udp_merging > 0,
             "split_errors": self.split_errors,
             "write_errors": self.write_errors,
         })
     }
+}
 
-    /// Writes one complete packet (an ICMP answer, say).
-    pub fn write_one(&self, packet: &[u8]) -> io::Result<usize> {
-        if self.vnet {
-            let vnet = VirtioNetHdr::NONE.to_bytes();
-            self.tun.send_vectored(&[IoSlice::new(&vnet), IoSlice::new(packet)])
-        } else {
-            self.tun.send(packet)
+impl std::iter::Sum for PortCounters {
+    fn sum<I: Iterator<Item = PortCounters>>(iter: I) -> Self {
+        iter.fold(PortCounters::default(), |a, b| {
+            let (x, y) = (a.to_array(), b.to_array());
+            let mut sum = PortCounters::from_array(std::array::from_fn(|i| x[i] + y[i]));
+            sum.mode = a.mode.max(b.mode);
+            sum
+        })
+    }
+}
+
+impl TunPort {
+    /// This port's counters.
+    pub fn counters(&self) -> PortCounters {
+        PortCounters {
+            mode: self.tun.offload() as u64,
+            udp_merging: u64::from(self.udp_merging),
+            split_errors: self.split_errors,
+            write_errors: self.write_errors,
+            super_packets: self.super_packets,
+            segments_cut: self.segments_cut,
+            merged_writes: self.merged_writes,
+            merged_segments: self.merged_segments,
         }
     }
 }

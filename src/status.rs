@@ -43,6 +43,10 @@ pub fn status(ifname: &str, json: bool) -> anyhow::Result<()> {
     println!("  public key: {}", v["public_key"].as_str().unwrap_or("(none)"));
     println!("  listening port: {}", v["listen_port"]);
     println!("  packets: {} out, {} in", v["packets_out"], v["packets_in"]);
+    for (i, w) in v["workers"].as_array().into_iter().flatten().enumerate() {
+        let cpu = w["cpu"].as_u64().map_or("unpinned".to_string(), |c| format!("CPU {c}"));
+        println!("  worker {i} ({cpu}): {} out, {} in", w["packets_out"], w["packets_in"]);
+    }
     for p in v["peers"].as_array().into_iter().flatten() {
         println!("\npeer: {}", p["public_key"].as_str().unwrap_or("?"));
         println!("  endpoint: {}", p["endpoint"].as_str().unwrap_or("(none)"));

@@ -1,0 +1,441 @@
+//! The daemon's packet workers: one thread per core, each with its own TUN queue(s) and its own
+//! UDP socket of the SO_REUSEPORT group, sharing the protocol state behind one lock.
+//!
+//! The kernel steers each flow to one TUN queue (by flow hash) and each peer's datagrams to one
+//! socket (by 4-tuple), so a flow is always handled by one worker, in order. A worker holds the
+//! lock only to plan a batch (routing, counters reserved in blocks, replay pre-check) and to
+//! commit it (replay window, timers, AllowedIPs); the AEAD runs outside it, so workers encrypt
+//! and decrypt in parallel.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::daemon::Dataplane;
+use crate::packet_io::{PortCounters, TunPort};
+use vxwg::dataplane::engine::pod::{self, Delivery, PodIcmp, PodIncoming, PodOutgoing, PodSealJob};
+use vxwg::dataplane::engine::{self, Datagram, Incoming, OpenJob, Outgoing, SealJob};
+use vxwg::dataplane::io::poll::wait_readable;
+use vxwg::dataplane::io::{RecvMeta, UdpSocket, BATCH};
+use vxwg::dataplane::wireguard::Transmit;
+
+/// Largest datagram the UDP socket hands us (a UDP GRO run).
+const MAX_DATAGRAM: usize = 65535;
+
+/// What the workers and the control thread share.
+pub(crate) struct Shared {
+    dp: Mutex<Dataplane>,
+    /// Whether a private key is set; until then traffic is dropped.
+    pub keyed: AtomicBool,
+    /// Set when a send was refused as too big: the control thread reads the path MTUs at once.
+    pub paths_stale: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(dp: Dataplane) -> Arc<Shared> {
+        Arc::new(Shared { dp: Mutex::new(dp), keyed: AtomicBool::new(false), paths_stale: AtomicBool::new(false) })
+    }
+
+    /// The protocol state. A worker that panicked while holding it leaves it poisoned; the
+    /// daemon shuts down when a worker ends, so the state is used only to answer on the way out.
+    pub fn lock(&self) -> MutexGuard<'_, Dataplane> {
+        self.dp.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// One worker's counters, published after each batch for `vxwg status`.
+#[derive(Default)]
+pub(crate) struct WorkerStats {
+    pub tun: PortStats,
+    pub pod_tun: PortStats,
+    /// Datagrams the kernel dropped for this worker's full socket receive buffer.
+    pub socket_receive_drops: AtomicU64,
+    /// Datagrams this worker encrypted and packets it decrypted: how the load is spread.
+    pub packets_out: AtomicU64,
+    pub packets_in: AtomicU64,
+}
+
+/// A TUN port's counters, as atomics.
+#[derive(Default)]
+pub(crate) struct PortStats([AtomicU64; 8]);
+
+impl PortStats {
+    fn publish(&self, c: &PortCounters) {
+        for (slot, v) in self.0.iter().zip(c.to_array()) {
+            slot.store(v, Ordering::Relaxed);
+        }
+    }
+
+    pub fn load(&self) -> PortCounters {
+        PortCounters::from_array(self.0.each_ref().map(|a| a.load(Ordering::Relaxed)))
+    }
+}
+
+/// Everything one worker owns: its queue of each TUN device, its socket, its buffers.
+pub(crate) struct Worker {
+    pub index: usize,
+    pub tun: TunPort,
+    pub pod: Option<PodPort>,
+    pub udp: UdpSocket,
+    pub stats: Arc<WorkerStats>,
+    udp_bufs: Vec<Vec<u8>>,
+    udp_meta: Vec<RecvMeta>,
+    datagrams: Vec<Datagram>,
+    seal_jobs: Vec<SealJob>,
+    open_jobs: Vec<OpenJob>,
+    outgoing: Vec<Outgoing>,
+    incoming: Vec<Incoming>,
+    transmits: Vec<Transmit>,
+}
+
+/// A worker's queue of the pod TUN and its batch buffers.
+pub(crate) struct PodPort {
+    pub port: TunPort,
+    seal_jobs: Vec<PodSealJob>,
+    out: Vec<PodOutgoing>,
+    icmp: Vec<PodIcmp>,
+    incoming: Vec<PodIncoming>,
+}
+
+impl PodPort {
+    pub fn new(port: TunPort) -> PodPort {
+        PodPort {
+            port,
+            seal_jobs: Vec::with_capacity(BATCH),
+            out: Vec::with_capacity(BATCH),
+            icmp: Vec::new(),
+            incoming: Vec::with_capacity(BATCH),
+        }
+    }
+}
+
+/// Why a worker stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// Asked to (shutdown, or a reconfiguration that swaps its socket).
+    Stopped,
+    /// A TUN device is gone.
+    DeviceGone,
+}
+
+/// A running worker thread; it hands its [`Worker`] back when it stops.
+pub(crate) struct Running {
+    handle: std::thread::JoinHandle<(Worker, Exit)>,
+}
+
+/// Tells the workers to stop: a socket that stays readable once written to, which every
+/// worker polls (nobody reads it), plus a flag.
+pub(crate) struct StopSignal {
+    flag: Arc<AtomicBool>,
+    reader: Arc<UnixStream>,
+    writer: UnixStream,
+}
+
+impl StopSignal {
+    pub fn new() -> io::Result<StopSignal> {
+        let (reader, writer) = UnixStream::pair()?;
+        reader.set_nonblocking(true)?;
+        Ok(StopSignal { flag: Arc::new(AtomicBool::new(false)), reader: Arc::new(reader), writer })
+    }
+
+    pub fn raise(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = io::Write::write(&mut &self.writer, &[1]);
+    }
+}
+
+impl Worker {
+    pub fn new(index: usize, tun: TunPort, pod: Option<PodPort>, udp: UdpSocket) -> Worker {
+        Worker {
+            index,
+            tun,
+            pod,
+            udp,
+            stats: Arc::new(WorkerStats::default()),
+            udp_bufs: vec![vec![0u8; MAX_DATAGRAM]; BATCH],
+            udp_meta: vec![RecvMeta::default(); BATCH],
+            datagrams: Vec::with_capacity(BATCH),
+            seal_jobs: Vec::with_capacity(BATCH),
+            open_jobs: Vec::with_capacity(BATCH),
+            outgoing: Vec::with_capacity(BATCH),
+            incoming: Vec::with_capacity(BATCH),
+            transmits: Vec::new(),
+        }
+    }
+
+    /// Starts this worker on its own thread, pinned to `cpu` if given. When it ends (stopped,
+    /// a device gone, or a panic) it writes to `ended`, which the control thread polls.
+    pub fn spawn(
+        self,
+        name: &str,
+        shared: Arc<Shared>,
+        stop: &StopSignal,
+        ended: UnixStream,
+        cpu: Option<usize>,
+    ) -> io::Result<Running> {
+        let (flag, reader) = (stop.flag.clone(), stop.reader.clone());
+        let name = name.to_string();
+        let handle = std::thread::Builder::new().name(format!("vxwg-worker-{}", self.index)).spawn(move || {
+            // Written on the way out however the thread ends, a panic included.
+            struct Ended(UnixStream);
+            impl Drop for Ended {
+                fn drop(&mut self) {
+                    let _ = io::Write::write(&mut &self.0, &[1]);
+                }
+            }
+            let _ended = Ended(ended);
+            if let Some(cpu) = cpu {
+                if let Err(e) = vxwg::dataplane::io::cpu::pin_current_thread(cpu) {
+                    log(&name, &format!("worker {}: pinning to CPU {cpu}: {e}", self.index));
+                }
+            }
+            self.run(&name, &shared, &flag, reader.as_raw_fd())
+        })?;
+        Ok(Running { handle })
+    }
+
+    fn run(mut self, name: &str, shared: &Shared, stop: &AtomicBool, stop_fd: i32) -> (Worker, Exit) {
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return (self, Exit::Stopped);
+            }
+            let pod_fd = self.pod.as_ref().map_or(-1, |p| p.port.tun.raw_fd());
+            let ready = wait_readable(
+                [self.tun.tun.raw_fd(), self.udp.raw_fd(), pod_fd, stop_fd],
+                Some(Duration::from_secs(1)),
+            );
+            let [tun, udp, pod, _] = match ready {
+                Ok(r) => r,
+                Err(e) => {
+                    log(name, &format!("worker {}: poll: {e}", self.index));
+                    return (self, Exit::DeviceGone);
+                }
+            };
+            if tun.failed || pod.failed {
+                return (self, Exit::DeviceGone);
+            }
+            if tun.readable && !self.drain_tun(name, shared) {
+                return (self, Exit::DeviceGone);
+            }
+            if pod.readable && !self.drain_pod(name, shared) {
+                return (self, Exit::DeviceGone);
+            }
+            if udp.readable {
+                self.drain_udp(name, shared);
+            }
+            self.publish_stats();
+        }
+    }
+
+    fn publish_stats(&self) {
+        self.stats.tun.publish(&self.tun.counters());
+        if let Some(pod) = &self.pod {
+            self.stats.pod_tun.publish(&pod.port.counters());
+        }
+        self.stats.socket_receive_drops.store(self.udp.receive_drops(), Ordering::Relaxed);
+    }
+
+    /// Reads a batch from the TUN queue, encrypts it, sends it. False if the device is gone.
+    fn drain_tun(&mut self, name: &str, shared: &Shared) -> bool {
+        let Some(n) = self.tun.read_batch() else { return false };
+        if n == 0 || !shared.keyed.load(Ordering::Relaxed) {
+            return true;
+        }
+        let (bufs, lens) = (&mut self.tun.bufs[..n], &self.tun.lens[..n]);
+        self.seal_jobs.clear();
+        {
+            let mut dp = shared.lock();
+            dp.engine_mut().plan_encapsulate(bufs, lens, Instant::now(), &mut self.seal_jobs);
+            take_transmits(&mut dp, &mut self.transmits);
+        }
+        self.outgoing.clear();
+        engine::seal_jobs(bufs, lens, &self.seal_jobs, &mut self.outgoing);
+        self.stats.packets_out.fetch_add(self.outgoing.len() as u64, Ordering::Relaxed);
+        let msgs = self.outgoing.iter().map(|o| (&bufs[o.slot][..o.len], o.dst));
+        if let Err(e) = self.udp.send_batch(msgs) {
+            log(name, &format!("send: {e}"));
+        }
+        self.send_transmits(name);
+        true
+    }
+
+    /// Reads a batch of pod packets, wraps them in VXLAN inside WireGuard, sends them; ICMP
+    /// too-big answers go back to the pod TUN. False if the device is gone.
+    fn drain_pod(&mut self, name: &str, shared: &Shared) -> bool {
+        let Some(pod) = self.pod.as_mut() else { return true };
+        let Some(n) = pod.port.read_batch() else { return false };
+        if n == 0 || !shared.keyed.load(Ordering::Relaxed) {
+            return true;
+        }
+        let (bufs, lens) = (&mut pod.port.bufs[..n], &pod.port.lens[..n]);
+        pod.seal_jobs.clear();
+        pod.icmp.clear();
+        {
+            let mut dp = shared.lock();
+            if let Dataplane::Pod(engine) = &mut *dp {
+                engine.plan_encapsulate_pod(bufs, lens, Instant::now(), &mut pod.seal_jobs, &mut pod.icmp);
+            }
+            take_transmits(&mut dp, &mut self.transmits);
+        }
+        pod.out.clear();
+        pod::seal_pod_jobs(bufs, &pod.seal_jobs, &mut pod.out);
+        self.stats.packets_out.fetch_add(pod.out.len() as u64, Ordering::Relaxed);
+        let msgs = pod.out.iter().map(|o| (&bufs[o.slot][o.range.clone()], o.dst));
+        if let Err(e) = self.udp.send_batch(msgs) {
+            if e.raw_os_error() == Some(libc::EMSGSIZE) {
+                // The path shrank under us: read it again now rather than in up to 2 s.
+                shared.paths_stale.store(true, Ordering::Relaxed);
+            }
+            log(name, &format!("send: {e}"));
+        }
+        for icmp in &pod.icmp {
+            if let Err(e) = pod.port.write_one(&icmp.packet) {
+                log(name, &format!("pod TUN write: {e}"));
+            }
+        }
+        self.send_transmits(name);
+        true
+    }
+
+    /// Receives a batch of datagrams, decrypts them, writes the packets to the TUN queue(s).
+    fn drain_udp(&mut self, name: &str, shared: &Shared) {
+        let n = match self.udp.recv_batch(&mut self.udp_bufs, &mut self.udp_meta) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => return,
+            Err(e) => {
+                log(name, &format!("receive: {e}"));
+                return;
+            }
+        };
+        if !shared.keyed.load(Ordering::Relaxed) {
+            return;
+        }
+        // With UDP GRO one buffer may hold a run of datagrams from one sender.
+        self.datagrams.clear();
+        for (slot, meta) in self.udp_meta[..n].iter().enumerate() {
+            self.datagrams.extend(meta.datagrams().map(|range| Datagram { slot, range, src: meta.src }));
+        }
+        self.open_jobs.clear();
+        {
+            let mut dp = shared.lock();
+            match &mut *dp {
+                Dataplane::Pod(p) => {
+                    p.plan_decapsulate_pod(&mut self.udp_bufs, &self.datagrams, Instant::now(), &mut self.open_jobs)
+                }
+                Dataplane::L3(e) => {
+                    e.plan_decapsulate(&mut self.udp_bufs, &self.datagrams, Instant::now(), &mut self.open_jobs)
+                }
+            }
+            take_transmits(&mut dp, &mut self.transmits);
+        }
+        engine::open_jobs(&mut self.udp_bufs, &mut self.open_jobs);
+        let now = Instant::now();
+        if let Some(pod) = self.pod.as_mut() {
+            pod.incoming.clear();
+            {
+                let mut dp = shared.lock();
+                if let Dataplane::Pod(p) = &mut *dp {
+                    p.commit_decapsulate_pod(&mut self.udp_bufs, &self.open_jobs, now, &mut pod.incoming);
+                }
+                take_transmits(&mut dp, &mut self.transmits);
+            }
+            self.stats.packets_in.fetch_add(pod.incoming.len() as u64, Ordering::Relaxed);
+            // VXLAN for our VTEP goes to the pod TUN, everything else to the host TUN.
+            let to = |d: Delivery| move |i: &&PodIncoming| i.delivery == d;
+            let pods = pod.incoming.iter().filter(to(Delivery::Pod)).map(|i| (i.slot, i.range.clone()));
+            if let Some(e) = pod.port.write_packets(&mut self.udp_bufs, pods) {
+                log(name, &format!("pod TUN write: {e}"));
+            }
+            let hosts = pod.incoming.iter().filter(to(Delivery::Host)).map(|i| (i.slot, i.range.clone()));
+            if let Some(e) = self.tun.write_packets(&mut self.udp_bufs, hosts) {
+                log(name, &format!("TUN write: {e}"));
+            }
+        } else {
+            self.incoming.clear();
+            {
+                let mut dp = shared.lock();
+                dp.engine_mut().commit_decapsulate(&mut self.udp_bufs, &self.open_jobs, now, &mut self.incoming);
+                take_transmits(&mut dp, &mut self.transmits);
+            }
+            self.stats.packets_in.fetch_add(self.incoming.len() as u64, Ordering::Relaxed);
+            let packets = self.incoming.iter().map(|i| (i.slot, i.range.clone()));
+            if let Some(e) = self.tun.write_packets(&mut self.udp_bufs, packets) {
+                log(name, &format!("TUN write: {e}"));
+            }
+        }
+        self.send_transmits(name);
+    }
+
+    /// Sends the control datagrams taken from the protocol (handshakes, keepalives, staged
+    /// packets released by a handshake) from this worker's socket.
+    fn send_transmits(&mut self, name: &str) {
+        for t in self.transmits.drain(..) {
+            if let Err(e) = self.udp.send_to(&t.payload, t.dst) {
+                log(name, &format!("send to {}: {e}", t.dst));
+            }
+        }
+    }
+}
+
+/// Moves what the protocol queued for sending into `into` (sent once the lock is released).
+pub(crate) fn take_transmits(dp: &mut Dataplane, into: &mut Vec<Transmit>) {
+    while let Some(t) = dp.poll_transmit() {
+        into.push(t);
+    }
+}
+
+impl Running {
+    /// Waits for the worker to end and takes it back (`None` if it panicked).
+    pub fn join(self) -> Option<(Worker, Exit)> {
+        self.handle.join().ok()
+    }
+}
+
+fn log(name: &str, msg: &str) {
+    eprintln!("vxwg[{name}]: {msg}");
+}
+
+/// Most workers a daemon runs (a TUN device takes at most 256 queues; past a few dozen the
+/// shared lock, not the cores, would be the limit).
+pub(crate) const MAX_WORKERS: usize = 64;
+
+/// How many workers to run and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Threads {
+    pub workers: usize,
+    /// CPU for each worker, when pinned.
+    pub cpus: Option<Vec<usize>>,
+}
+
+impl Threads {
+    /// `VXWG_WORKERS` / `VXWG_PIN` (for comparison runs) override the configuration, which
+    /// overrides the default: one worker per CPU the daemon may run on, pinned.
+    pub fn plan(workers: Option<usize>, pin: Option<bool>) -> anyhow::Result<Threads> {
+        let env_workers = match std::env::var("VXWG_WORKERS") {
+            Ok(v) => Some(
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_WORKERS).contains(n))
+                    .ok_or_else(|| anyhow::anyhow!("VXWG_WORKERS={v:?}: must be 1 to {MAX_WORKERS}"))?,
+            ),
+            Err(_) => None,
+        };
+        let env_pin = match std::env::var("VXWG_PIN") {
+            Ok(v) if v == "0" => Some(false),
+            Ok(v) if v == "1" => Some(true),
+            Ok(v) => anyhow::bail!("VXWG_PIN={v:?}: must be 0 or 1"),
+            Err(_) => None,
+        };
+        let cpus = vxwg::dataplane::io::cpu::allowed_cpus().unwrap_or_default();
+        let workers = env_workers.or(workers).unwrap_or(cpus.len().clamp(1, MAX_WORKERS));
+        let pin = env_pin.or(pin).unwrap_or(DEFAULT_PIN) && !cpus.is_empty();
+        let cpus = pin.then(|| (0..workers).map(|i| cpus[i % cpus.len()]).collect());
+        Ok(Threads { workers, cpus })
+    }
+}
+
+/// Whether workers are pinned unless configured otherwise.
+const DEFAULT_PIN: bool = true;
