@@ -3,6 +3,14 @@
 //! [`Device::decapsulate`] for a datagram received, [`Device::handle_timeout`] when the deadline
 //! from [`Device::poll_timeout`] passes — plus [`Device::poll_transmit`] to drain what the
 //! protocol itself wants to send (handshakes, cookie replies, keepalives, staged packets).
+//!
+//! The data path also comes split, for callers that share one device between worker threads
+//! behind a lock and want the AEAD outside it: [`Device::plan_send`] reserves send counters for
+//! a run and returns a [`SendPlan`] whose [`SendBlock`] seals on any thread; receive is
+//! [`Device::plan_decapsulate`] (keypair lookup, replay pre-check) → [`OpenTicket::open`] (any
+//! thread) → [`Device::commit_decapsulate`] (replay commit after authentication, bookkeeping).
+//! [`Device::encapsulate`], [`Device::encapsulate_batch`] and [`Device::decapsulate`] are those
+//! phases back to back.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -911,36 +919,8 @@ fn stage(peer: &mut Peer, packet: &[u8]) {
     peer.staged.push_back(packet.to_vec());
 }
 
-/// Pads, encrypts and accounts one packet on the current keypair (which the caller checked).
-#[inline]
-fn seal_for_peer(
-    peer: &mut Peer,
-    id: PeerId,
-    sh: &mut Shared,
-    buf: &mut [u8],
-    payload_len: usize,
-    padded: usize,
-    now: Instant,
-) -> usize {
-    if padded > payload_len {
-        buf[DATA_HEADER_LEN + payload_len..DATA_HEADER_LEN + padded].fill(0);
-    }
-    let keypair = peer.current.as_deref_mut().expect("caller checked the current keypair");
-    keypair.seal(buf, padded);
-    let rekey = keypair.needs_rekey(now);
-    let len = DATA_HEADER_LEN + padded + TAG_LEN;
-    peer.stats.tx_bytes += len as u64;
-    packet_sent(peer, now);
-    if payload_len > 0 && !peer.timers.is_armed(TimerKind::NewHandshake) {
-        peer.timers.set(TimerKind::NewHandshake, now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT);
-    }
-    if rekey {
-        send_initiation(peer, id, sh, now, false);
-    }
-    len
-}
-
 /// Sends what was staged, on the current session if there is one, else starts a handshake.
+/// Control path: each packet is sealed into a copy, as the data path would seal it in place.
 fn send_staged(peer: &mut Peer, id: PeerId, sh: &mut Shared, now: Instant) {
     if peer.staged.is_empty() {
         return;
@@ -950,13 +930,26 @@ fn send_staged(peer: &mut Peer, id: PeerId, sh: &mut Shared, now: Instant) {
         send_initiation(peer, id, sh, now, false);
         return;
     };
+    let mtu = peer.padding_mtu(sh.mtu);
     while let Some(packet) = peer.staged.pop_front() {
-        let padded = padded_len(packet.len(), peer.padding_mtu(sh.mtu));
-        let mut buf = vec![0u8; DATA_HEADER_LEN + padded + TAG_LEN];
+        let Some(keypair) = peer.current.as_deref_mut() else { break };
+        let block = keypair.reserve(1, mtu);
+        let rekey = keypair.needs_rekey(now);
+        let mut buf = vec![0u8; block.message_len(packet.len())];
         buf[DATA_HEADER_LEN..DATA_HEADER_LEN + packet.len()].copy_from_slice(&packet);
-        let len = seal_for_peer(peer, id, sh, &mut buf, packet.len(), padded, now);
-        buf.truncate(len);
-        sh.transmits.push_back(Transmit { peer: Some(id), dst, payload: buf });
+        let sealed = block.seal(0, &mut buf, packet.len());
+        packet_sent(peer, now);
+        if !packet.is_empty() && !peer.timers.is_armed(TimerKind::NewHandshake) {
+            peer.timers.set(TimerKind::NewHandshake, now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT);
+        }
+        if rekey {
+            send_initiation(peer, id, sh, now, false);
+        }
+        if let Some(len) = sealed {
+            buf.truncate(len);
+            peer.stats.tx_bytes += len as u64;
+            sh.transmits.push_back(Transmit { peer: Some(id), dst, payload: buf });
+        }
         if !peer.current.as_ref().is_some_and(|k| k.can_send(now)) {
             break;
         }

@@ -4,7 +4,8 @@
 //! The AEAD keys are immutable once the handshake is done and shared by `Arc`, so the data path
 //! can split in three: under the caller's lock, [`Keypair::reserve`] hands out a block of send
 //! counters (a [`SendBlock`]) or [`Keypair::precheck`] vets a received counter; without it, the
-//! block seals ([`SendBlock::seal`]) or [`open_payload`] decrypts; then, for receive only,
+//! block seals ([`SendBlock::seal`], the only way anything is sealed) or [`open_payload`]
+//! decrypts; then, for receive only,
 //! [`Keypair::commit`] records the counter after authentication, so a duplicate that raced
 //! through another worker loses there and a forgery never moves the window.
 
@@ -119,17 +120,6 @@ impl Keypair {
             count,
             padding_mtu,
         }
-    }
-
-    /// Encrypts one transport message in place on the next counter. `buf` is the whole message:
-    /// 16-byte header space, `padded_len` bytes of (already padded) plaintext, then 16 bytes for
-    /// the tag. The caller has checked [`Keypair::can_send`]. Returns the counter used.
-    #[inline]
-    pub fn seal(&mut self, buf: &mut [u8], padded_len: usize) -> u64 {
-        let counter = self.send_counter;
-        self.send_counter += 1;
-        seal_message(&self.send_key, self.remote_index, counter, buf, padded_len);
-        counter
     }
 
     /// The receive-side check before decryption: the keypair is not expired and the counter may
@@ -286,7 +276,9 @@ mod tests {
         let mut b = Keypair::new(&mirrored, 20, 10, false, now);
         let mut buf = [0u8; 16 + 32 + 16];
         buf[16..16 + 32].fill(0xab);
-        let c = a.seal(&mut buf, 32);
+        let block = a.reserve(1, 1420);
+        assert_eq!(block.seal(0, &mut buf, 32), Some(buf.len()));
+        let c = block.first_counter();
         assert_eq!(c, 0);
         let sealed = buf;
         let view = TransportData::new_checked(&buf[..]).unwrap();
@@ -334,8 +326,7 @@ mod tests {
         let mut kp = Keypair::new(&SessionKeys { send: [1; 32], recv: [2; 32] }, 1, 2, true, now);
         kp.force_send_counter(REJECT_AFTER_MESSAGES - 1);
         assert!(kp.can_send(now));
-        let mut buf = [0u8; 32];
-        kp.seal(&mut buf, 0);
+        kp.reserve(1, 1420);
         assert!(!kp.can_send(now), "the last permitted nonce has been used");
     }
 }
