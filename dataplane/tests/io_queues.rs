@@ -7,11 +7,13 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use common::{require, Netns};
 use vxwg_dataplane::io::cpu;
+use vxwg_dataplane::io::steering::flow_hash;
 use vxwg_dataplane::io::{Offload, RecvMeta, Tun, UdpSocket, BATCH};
 use vxwg_dataplane::offload::VNET_HDR_LEN;
 
@@ -117,8 +119,22 @@ const DST_PORT: u16 = 9999;
 
 const TUN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const PEER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const TUN_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+const PEER_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
 
-/// A 2-queue TUN device `mq0` with 10.77.0.1/24, up, in a fresh namespace.
+/// One test packet read from a queue.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// The UDP source port: one flow per port.
+    flow: u16,
+    seq: u16,
+    /// What the steering program returns for it.
+    hash: u32,
+    /// IPv4 with options (IHL > 5).
+    options: bool,
+}
+
+/// A 2-queue TUN device `mq0` with 10.77.0.1/24 and fd77::1/64, up, in a fresh namespace.
 fn two_queue_device(offload: bool) -> (Netns, Vec<Tun>) {
     let ns = Netns::new("vxwgmq");
     let name = "mq0";
@@ -130,17 +146,39 @@ fn two_queue_device(offload: bool) -> (Netns, Vec<Tun>) {
         assert_eq!(q.offload() != Offload::None, offload, "a vnet header exactly when asked");
     }
     ns.ip(&format!("addr add {TUN_ADDR}/24 dev {name}"));
+    ns.ip(&format!("addr add {TUN_ADDR6}/64 dev {name} nodad"));
     ns.ip(&format!("link set {name} up"));
     (ns, queues)
 }
 
 /// `n` UDP sockets on 10.77.0.1 in `ns`, one flow each towards the peer.
 fn senders(ns: &Netns, n: u16) -> Vec<std::net::UdpSocket> {
-    ns.run(|| (0..n).map(|_| std::net::UdpSocket::bind((TUN_ADDR, 0)).unwrap()).collect())
+    senders_from(ns, n, IpAddr::V4(TUN_ADDR))
+}
+
+fn senders_from(ns: &Netns, n: u16, addr: IpAddr) -> Vec<std::net::UdpSocket> {
+    ns.run(|| (0..n).map(|_| std::net::UdpSocket::bind((addr, 0)).unwrap()).collect())
+}
+
+/// Has the IPv4 socket's packets carry 4 bytes of IP options (3 NOPs and an end of list), so
+/// their IHL is 6 and the ports sit 4 bytes later.
+fn with_ip_options(socket: &std::net::UdpSocket) {
+    let options = [1u8, 1, 1, 0];
+    // SAFETY: IP_OPTIONS reads `options.len()` bytes from the pointer, valid across the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_OPTIONS,
+            options.as_ptr().cast(),
+            options.len() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "IP_OPTIONS: {}", io::Error::last_os_error());
 }
 
 /// Reads every queue until `got` holds `want` test packets in all (or 5 s passed).
-fn read_test_packets(queues: &[Tun], header: usize, got: &mut [Vec<(u16, u16)>], want: usize) {
+fn read_test_packets(queues: &[Tun], header: usize, got: &mut [Vec<Seen>], want: usize) {
     let mut buf = vec![0u8; 65_536];
     let deadline = Instant::now() + Duration::from_secs(5);
     while got.iter().map(Vec::len).sum::<usize>() < want && Instant::now() < deadline {
@@ -163,14 +201,37 @@ fn read_test_packets(queues: &[Tun], header: usize, got: &mut [Vec<(u16, u16)>],
     }
 }
 
-/// UDP from `FLOWS` sockets (one flow each) towards 10.77.0.2, which the kernel routes into a
-/// 2-queue device. Returns, per queue, the (source port, sequence) of each test packet read.
-fn flows_through_two_queues(offload: bool) -> Vec<Vec<(u16, u16)>> {
-    let (ns, queues) = two_queue_device(offload);
-    let senders = senders(&ns, FLOWS);
-    let dst = SocketAddr::from((PEER_ADDR, DST_PORT));
-    let header = if offload { VNET_HDR_LEN } else { 0 };
-    let mut got: Vec<Vec<(u16, u16)>> = vec![Vec::new(); queues.len()];
+/// How the flows of [`flows_through_two_queues`] are sent and taken.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    offload: bool,
+    /// Steering program attached ([`Tun::set_flow_steering`]).
+    steered: bool,
+    /// Over IPv6 instead of IPv4.
+    ipv6: bool,
+}
+
+const PLAIN: Run = Run { offload: false, steered: false, ipv6: false };
+
+/// UDP from `FLOWS` sockets (one flow each) towards the peer (10.77.0.2 or fd77::2), which the
+/// kernel routes into a 2-queue device; over IPv4 every other flow carries IP options. Returns,
+/// per queue, each test packet read.
+fn flows_through_two_queues(run: Run) -> Vec<Vec<Seen>> {
+    let (ns, queues) = two_queue_device(run.offload);
+    if run.steered {
+        queues[0].set_flow_steering().unwrap();
+    }
+    let (src, dst) = if run.ipv6 {
+        (IpAddr::V6(TUN_ADDR6), SocketAddr::from((PEER_ADDR6, DST_PORT)))
+    } else {
+        (IpAddr::V4(TUN_ADDR), SocketAddr::from((PEER_ADDR, DST_PORT)))
+    };
+    let senders = senders_from(&ns, FLOWS, src);
+    if !run.ipv6 {
+        senders.iter().step_by(2).for_each(with_ip_options);
+    }
+    let header = if run.offload { VNET_HDR_LEN } else { 0 };
+    let mut got: Vec<Vec<Seen>> = vec![Vec::new(); queues.len()];
     for seq in 0..PER_FLOW {
         for s in &senders {
             s.send_to(&seq.to_be_bytes(), dst).unwrap();
@@ -183,46 +244,56 @@ fn flows_through_two_queues(offload: bool) -> Vec<Vec<(u16, u16)>> {
 
 /// An IPv4/UDP packet from the peer's `DST_PORT` to `TUN_ADDR:port`, as a worker would write it.
 fn reply_packet(port: u16, payload: &[u8]) -> Vec<u8> {
+    udp4_packet((PEER_ADDR, DST_PORT), (TUN_ADDR, port), payload)
+}
+
+/// An IPv4/UDP packet without options.
+fn udp4_packet(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
     let len = 20 + 8 + payload.len();
     let mut p = vec![0u8; len];
     p[0] = 0x45;
     p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
     p[8] = 64;
     p[9] = 17;
-    p[12..16].copy_from_slice(&PEER_ADDR.octets());
-    p[16..20].copy_from_slice(&TUN_ADDR.octets());
+    p[12..16].copy_from_slice(&src.0.octets());
+    p[16..20].copy_from_slice(&dst.0.octets());
     let sum: u32 = p[..20].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
     let folded = (sum & 0xffff) + (sum >> 16);
     let checksum = !(((folded & 0xffff) + (folded >> 16)) as u16);
     p[10..12].copy_from_slice(&checksum.to_be_bytes());
-    p[20..22].copy_from_slice(&DST_PORT.to_be_bytes());
-    p[22..24].copy_from_slice(&port.to_be_bytes());
+    p[20..22].copy_from_slice(&src.1.to_be_bytes());
+    p[22..24].copy_from_slice(&dst.1.to_be_bytes());
     p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     // UDP checksum 0: none (allowed over IPv4).
     p[28..].copy_from_slice(payload);
     p
 }
 
-/// The (UDP source port, sequence) of one of the test's packets, after `header` bytes of vnet
-/// header; `None` for anything else the kernel sends (IPv6 router solicitations, say).
-fn test_packet(read: &[u8], header: usize) -> Option<(u16, u16)> {
+/// One of the test's UDP packets (IPv4 or IPv6), after `header` bytes of vnet header; `None` for
+/// anything else the kernel sends (IPv6 router solicitations, say).
+fn test_packet(read: &[u8], header: usize) -> Option<Seen> {
     let ip = read.get(header..)?;
-    if ip.first()? >> 4 != 4 || ip.get(9) != Some(&17) {
+    let (protocol, udp_at) = match ip.first()? >> 4 {
+        4 => (*ip.get(9)?, usize::from(ip[0] & 0x0f) * 4),
+        6 => (*ip.get(6)?, 40),
+        _ => return None,
+    };
+    if protocol != 17 {
         return None;
     }
-    let udp = ip.get(usize::from(ip[0] & 0x0f) * 4..)?;
+    let udp = ip.get(udp_at..)?;
     let port = |at: usize| Some(u16::from_be_bytes([*udp.get(at)?, *udp.get(at + 1)?]));
     if port(2)? != DST_PORT {
         return None;
     }
-    Some((port(0)?, port(8)?))
+    Some(Seen { flow: port(0)?, seq: port(8)?, hash: flow_hash(ip), options: ip[0] >> 4 == 4 && udp_at > 20 })
 }
 
-fn check_flows_kept_to_one_queue(got: &[Vec<(u16, u16)>]) {
+fn check_flows_kept_to_one_queue(got: &[Vec<Seen>]) {
     let mut queue_of: HashMap<u16, HashSet<usize>> = HashMap::new();
     for (q, packets) in got.iter().enumerate() {
-        for (flow, _) in packets {
-            queue_of.entry(*flow).or_default().insert(q);
+        for p in packets {
+            queue_of.entry(p.flow).or_default().insert(q);
         }
     }
     eprintln!("{FLOWS} flows over 2 queues: {:?} packets", got.iter().map(Vec::len).collect::<Vec<_>>());
@@ -235,7 +306,7 @@ fn check_flows_kept_to_one_queue(got: &[Vec<(u16, u16)>]) {
         assert!(!packets.is_empty(), "queue {q} got some flows");
         // In order within each flow.
         let mut last: HashMap<u16, u16> = HashMap::new();
-        for (flow, seq) in packets {
+        for Seen { flow, seq, .. } in packets {
             if let Some(prev) = last.insert(*flow, *seq) {
                 assert!(*seq > prev, "flow {flow}: {seq} after {prev}");
             }
@@ -248,7 +319,7 @@ fn multi_queue_tun_spreads_flows_and_keeps_each_on_one_queue() {
     if !require(&["ip"]) {
         return;
     }
-    check_flows_kept_to_one_queue(&flows_through_two_queues(false));
+    check_flows_kept_to_one_queue(&flows_through_two_queues(PLAIN));
 }
 
 #[test]
@@ -256,18 +327,17 @@ fn multi_queue_tun_with_offload_spreads_flows_and_keeps_each_on_one_queue() {
     if !require(&["ip"]) {
         return;
     }
-    check_flows_kept_to_one_queue(&flows_through_two_queues(true));
+    check_flows_kept_to_one_queue(&flows_through_two_queues(Run { offload: true, ..PLAIN }));
 }
 
-/// The kernel learns which queue a flow's packets come back from (a write on a queue records the
-/// flow's symmetric hash against it) and sends the flow's next packets to that queue: a worker
-/// that answers a flow gets the flow.
-#[test]
-fn a_flow_follows_the_queue_its_replies_were_written_on() {
-    if !require(&["ip"]) {
-        return;
-    }
+/// Sends one packet of a flow into a 2-queue device, writes a reply for the flow on the queue it
+/// did not come out of, then sends `PER_FLOW` more. Returns the first packet, the queue it came
+/// out of, and where the later ones did.
+fn reply_on_the_other_queue(steered: bool) -> (Seen, usize, Vec<Vec<Seen>>) {
     let (ns, queues) = two_queue_device(false);
+    if steered {
+        queues[1].set_flow_steering().unwrap();
+    }
     let sender = senders(&ns, 1).pop().unwrap();
     sender.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let port = sender.local_addr().unwrap().port();
@@ -289,10 +359,108 @@ fn a_flow_follows_the_queue_its_replies_were_written_on() {
     }
     read_test_packets(&queues, 0, &mut after, usize::from(PER_FLOW));
     eprintln!(
-        "first packet on queue {first}, reply written on {other}, then {:?}",
+        "steered: {steered}; first packet on queue {first}, reply written on {other}, then {:?}",
         after.iter().map(Vec::len).collect::<Vec<_>>()
     );
+    (got[first][0], first, after)
+}
+
+/// The kernel learns which queue a flow's packets come back from (a write on a queue records the
+/// flow's symmetric hash against it) and sends the flow's next packets to that queue: a worker
+/// that answers a flow gets the flow.
+#[test]
+fn a_flow_follows_the_queue_its_replies_were_written_on() {
+    if !require(&["ip"]) {
+        return;
+    }
+    let (_, first, after) = reply_on_the_other_queue(false);
+    let other = 1 - first;
     assert_eq!(after[other].len(), usize::from(PER_FLOW), "the flow moved to queue {other}: {after:?}");
+}
+
+/// With the steering program the kernel learns nothing from writes: the flow stays on the queue
+/// its hash picks (set through either queue: the program is the device's).
+#[test]
+fn a_steered_flow_stays_on_its_hash_queue_after_a_reply_on_the_other() {
+    if !require(&["ip"]) {
+        return;
+    }
+    let (packet, first, after) = reply_on_the_other_queue(true);
+    assert_eq!(first, packet.hash as usize % 2, "the first packet came out of the queue its hash picks");
+    assert_eq!(after[first].len(), usize::from(PER_FLOW), "the flow stayed on queue {first}: {after:?}");
+}
+
+/// Every flow on exactly the queue `flow_hash % 2` says, in order, and both queues used.
+fn check_steered(got: &[Vec<Seen>]) {
+    check_flows_kept_to_one_queue(got);
+    for (q, packets) in got.iter().enumerate() {
+        for p in packets {
+            assert_eq!(p.hash as usize % 2, q, "{p:?} came out of the queue its hash picks");
+        }
+    }
+}
+
+#[test]
+fn steered_ipv4_flows_spread_and_each_takes_its_hash_queue() {
+    if !require(&["ip"]) {
+        return;
+    }
+    let got = flows_through_two_queues(Run { steered: true, ..PLAIN });
+    let with_options = got.iter().flatten().filter(|p| p.options).count();
+    assert_eq!(with_options, usize::from(FLOWS / 2 * PER_FLOW), "half the flows carry IP options");
+    check_steered(&got);
+}
+
+#[test]
+fn steered_ipv4_flows_with_offload_spread_and_each_takes_its_hash_queue() {
+    if !require(&["ip"]) {
+        return;
+    }
+    check_steered(&flows_through_two_queues(Run { offload: true, steered: true, ipv6: false }));
+}
+
+#[test]
+fn steered_ipv6_flows_spread_and_each_takes_its_hash_queue() {
+    if !require(&["ip"]) {
+        return;
+    }
+    check_steered(&flows_through_two_queues(Run { steered: true, ipv6: true, ..PLAIN }));
+}
+
+/// Unsteered IPv6 flows too spread over both queues, one queue each, but by the kernel's own
+/// (randomly keyed) hash: some disagree with `flow_hash % 2`, so the agreement the steered tests
+/// check is the program's doing (64 flows agreeing by chance: 1 in 2^64).
+#[test]
+fn unsteered_ipv6_flows_spread_but_not_by_the_steering_hash() {
+    if !require(&["ip"]) {
+        return;
+    }
+    let got = flows_through_two_queues(Run { ipv6: true, ..PLAIN });
+    check_flows_kept_to_one_queue(&got);
+    let disagree =
+        got.iter().enumerate().flat_map(|(q, ps)| ps.iter().filter(move |p| p.hash as usize % 2 != q)).count();
+    assert!(disagree > 0, "the kernel's own choice is not flow_hash % 2");
+}
+
+/// On a single-queue device the program attaches (the driver does not care how many queues
+/// there are) and changes nothing: packets still come out of the one queue.
+#[test]
+fn steering_a_single_queue_device_attaches_and_changes_nothing() {
+    if !require(&["ip"]) {
+        return;
+    }
+    let ns = Netns::new("vxwgsq");
+    let tun = ns.run(|| Tun::create("sq0")).unwrap();
+    tun.set_flow_steering().unwrap();
+    ns.ip(&format!("addr add {TUN_ADDR}/24 dev sq0"));
+    ns.ip("link set sq0 up");
+    let senders = senders(&ns, 4);
+    for s in &senders {
+        s.send_to(&7u16.to_be_bytes(), SocketAddr::from((PEER_ADDR, DST_PORT))).unwrap();
+    }
+    let mut got = vec![Vec::new()];
+    read_test_packets(std::slice::from_ref(&tun), 0, &mut got, senders.len());
+    assert_eq!(got[0].len(), senders.len(), "every packet read: {got:?}");
 }
 
 /// Whether `name` exists in `ns`.

@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod netlink;
 pub mod netns;
 pub mod poll;
+pub mod steering;
 pub mod tun;
 pub mod udp;
 

@@ -7,7 +7,8 @@
 //! a hash of the packet's flow, so one flow always comes out of one queue and is never reordered.
 //! The kernel also learns from writes: once a queue writes a packet of a flow (either direction;
 //! the hash is symmetric), the flow's next packets go to that queue, for a few seconds after the
-//! last such write.
+//! last such write. [`Tun::set_flow_steering`] replaces both with a fixed hash of the flow's
+//! 5-tuple, so a flow stays on one queue whoever answers it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Read, Write};
@@ -25,6 +26,8 @@ const TUN_F_TSO4: libc::c_uint = 0x02;
 const TUN_F_TSO6: libc::c_uint = 0x04;
 const TUN_F_USO4: libc::c_uint = 0x20;
 const TUN_F_USO6: libc::c_uint = 0x40;
+/// `_IOR('T', 224, int)`: attach (or, with -1, detach) a queue-steering socket filter.
+const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
 
 /// What the kernel may hand a TUN device opened with [`Tun::create_with_offload`]. Ordered from
 /// least to most.
@@ -144,6 +147,29 @@ impl Tun {
     /// every packet read or written.
     pub fn offload(&self) -> Offload {
         self.offload
+    }
+
+    /// Makes the device pick each packet's queue by a hash of its flow's addresses, protocol and
+    /// ports ([`crate::io::steering`]) instead of learning flows from writes: every packet of a
+    /// flow comes out of the queue `steering::flow_hash(packet) % queues`, whichever queue wrote
+    /// its replies. Call it once, on any queue: the program is the device's. On a single-queue
+    /// device it succeeds and changes nothing (the kernel asks for a queue only when there are
+    /// several).
+    ///
+    /// Needs CAP_BPF (or CAP_SYS_ADMIN) besides CAP_NET_ADMIN; on an error (no permission, a
+    /// kernel without eBPF or TUNSETSTEERINGEBPF, 4.16+) the device keeps the kernel's default.
+    pub fn set_flow_steering(&self) -> io::Result<()> {
+        let prog = crate::io::steering::load()?;
+        let fd: libc::c_int = prog.as_raw_fd();
+        // SAFETY: TUNSETSTEERINGEBPF reads an int (the program's descriptor) through the pointer,
+        // which lives across the call; the driver takes its own reference to the program, so
+        // `prog` closes when it goes out of scope.
+        let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), TUNSETSTEERINGEBPF, &fd as *const libc::c_int) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("TUN {}: attaching the steering program: {e}", self.name)));
+        }
+        Ok(())
     }
 
     fn set_offload(&self, flags: libc::c_uint) -> io::Result<()> {
