@@ -297,6 +297,48 @@ fn a_keypair_dropped_between_plan_and_commit_drops_the_packet_and_counts_it() {
 }
 
 #[test]
+fn a_peer_removed_and_its_slot_reused_between_plan_and_commit_drops_the_packet() {
+    let now = Instant::now();
+    let (a, mut b, _) = connected(now);
+    let a_public = a.device().public_key();
+    let mut bufs = send_worker(&Mutex::new(a), 0, 1, now);
+    let datagrams = [Datagram { slot: 0, range: 0..bufs[0].len(), src: addr(A) }];
+    let mut jobs = Vec::new();
+    b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs);
+    assert_eq!(jobs.len(), 1);
+    open_jobs(&mut bufs, &mut jobs);
+    // The peer goes, and another one takes its slot (same PeerId) with the same AllowedIPs.
+    let old = b.device().peer_by_key(&a_public).unwrap();
+    assert!(b.remove_peer(old));
+    let other = b.add_peer(PeerConfig::new(vxwg_dataplane::wireguard::public_key(&[9; 32])), &[net("10.0.0.1/32")]);
+    assert_eq!(other.unwrap(), old, "the slot is reused");
+    let mut inc = Vec::new();
+    b.commit_decapsulate(&mut bufs, &jobs, now, &mut inc);
+    assert!(inc.is_empty(), "nothing is delivered in the new peer's name");
+    assert_eq!(b.device().drop_count(DropReason::UnknownIndex), 1);
+    assert_eq!(b.stats().packets_in, 0);
+}
+
+#[test]
+fn a_job_committed_without_being_opened_is_a_failed_decryption() {
+    let now = Instant::now();
+    let (a, mut b, _) = connected(now);
+    let mut bufs = send_worker(&Mutex::new(a), 0, 1, now);
+    let datagrams = [Datagram { slot: 0, range: 0..bufs[0].len(), src: addr(A) }];
+    let (mut jobs, mut inc) = (Vec::new(), Vec::new());
+    b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs);
+    b.commit_decapsulate(&mut bufs, &jobs, now, &mut inc);
+    assert!(inc.is_empty());
+    assert_eq!(b.device().drop_count(DropReason::Decrypt), 1);
+    // The window did not move: the same datagram, opened this time, is accepted.
+    jobs.clear();
+    b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs);
+    open_jobs(&mut bufs, &mut jobs);
+    b.commit_decapsulate(&mut bufs, &jobs, now, &mut inc);
+    assert_eq!(inc.len(), 1);
+}
+
+#[test]
 fn pod_phases_round_trip_a_pod_packet() {
     let now = Instant::now();
     let (ea, eb, b_at_a) = pair(now);
