@@ -269,8 +269,9 @@ fn udp4_packet(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Ve
     p
 }
 
-/// One of the test's UDP packets (IPv4 or IPv6), after `header` bytes of vnet header; `None` for
-/// anything else the kernel sends (IPv6 router solicitations, say).
+/// One of the test's UDP or TCP packets (IPv4 or IPv6) to `DST_PORT`, after `header` bytes of vnet
+/// header (TCP ones with sequence 0); `None` for anything else the kernel sends (IPv6 router
+/// solicitations, say).
 fn test_packet(read: &[u8], header: usize) -> Option<Seen> {
     let ip = read.get(header..)?;
     let (protocol, udp_at) = match ip.first()? >> 4 {
@@ -278,15 +279,17 @@ fn test_packet(read: &[u8], header: usize) -> Option<Seen> {
         6 => (*ip.get(6)?, 40),
         _ => return None,
     };
-    if protocol != 17 {
-        return None;
-    }
-    let udp = ip.get(udp_at..)?;
-    let port = |at: usize| Some(u16::from_be_bytes([*udp.get(at)?, *udp.get(at + 1)?]));
+    let l4 = ip.get(udp_at..)?;
+    let port = |at: usize| Some(u16::from_be_bytes([*l4.get(at)?, *l4.get(at + 1)?]));
+    let seq = match protocol {
+        17 => port(8)?,
+        6 => 0,
+        _ => return None,
+    };
     if port(2)? != DST_PORT {
         return None;
     }
-    Some(Seen { flow: port(0)?, seq: port(8)?, hash: flow_hash(ip), options: ip[0] >> 4 == 4 && udp_at > 20 })
+    Some(Seen { flow: port(0)?, seq, hash: flow_hash(ip), options: ip[0] >> 4 == 4 && udp_at > 20 })
 }
 
 fn check_flows_kept_to_one_queue(got: &[Vec<Seen>]) {
@@ -393,6 +396,10 @@ fn a_steered_flow_stays_on_its_hash_queue_after_a_reply_on_the_other() {
 /// Every flow on exactly the queue `flow_hash % 2` says, in order, and both queues used.
 fn check_steered(got: &[Vec<Seen>]) {
     check_flows_kept_to_one_queue(got);
+    check_steered_each_on_its_queue(got);
+}
+
+fn check_steered_each_on_its_queue(got: &[Vec<Seen>]) {
     for (q, packets) in got.iter().enumerate() {
         for p in packets {
             assert_eq!(p.hash as usize % 2, q, "{p:?} came out of the queue its hash picks");
@@ -440,6 +447,44 @@ fn unsteered_ipv6_flows_spread_but_not_by_the_steering_hash() {
     let disagree =
         got.iter().enumerate().flat_map(|(q, ps)| ps.iter().filter(move |p| p.hash as usize % 2 != q)).count();
     assert!(disagree > 0, "the kernel's own choice is not flow_hash % 2");
+}
+
+/// TCP too: the SYNs of 16 IPv4 and 16 IPv6 connections (nobody answers them) each come out of
+/// the queue their hash picks.
+#[test]
+fn steered_tcp_connections_take_their_hash_queue() {
+    if !require(&["ip"]) {
+        return;
+    }
+    let (ns, queues) = two_queue_device(false);
+    queues[0].set_flow_steering().unwrap();
+    let connecting: Vec<socket2::Socket> = ns.run(|| {
+        let mut v = Vec::new();
+        for (src, dst) in
+            [(IpAddr::V4(TUN_ADDR), IpAddr::V4(PEER_ADDR)), (IpAddr::V6(TUN_ADDR6), IpAddr::V6(PEER_ADDR6))]
+        {
+            for _ in 0..16 {
+                let s = socket2::Socket::new(
+                    socket2::Domain::for_address(SocketAddr::new(src, 0)),
+                    socket2::Type::STREAM,
+                    None,
+                )
+                .unwrap();
+                s.set_nonblocking(true).unwrap();
+                s.bind(&SocketAddr::new(src, 0).into()).unwrap();
+                let e = s.connect(&SocketAddr::new(dst, DST_PORT).into()).unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EINPROGRESS), "{e}");
+                v.push(s);
+            }
+        }
+        v
+    });
+    let mut got = vec![Vec::new(); 2];
+    read_test_packets(&queues, 0, &mut got, connecting.len());
+    check_steered_each_on_its_queue(&got);
+    let flows: HashSet<u16> = got.iter().flatten().map(|p| p.flow).collect();
+    assert_eq!(flows.len(), connecting.len(), "a SYN from every connection: {got:?}");
+    assert!(got.iter().all(|q| !q.is_empty()), "both queues used: {got:?}");
 }
 
 /// On a single-queue device the program attaches (the driver does not care how many queues

@@ -306,12 +306,16 @@ struct ProgLoadAttr {
 /// Loads [`PROGRAM`] as a socket filter (needs CAP_BPF or CAP_SYS_ADMIN). On failure the error
 /// carries the verifier's log.
 pub fn load() -> io::Result<OwnedFd> {
-    match load_with_log(None) {
+    load_program(&PROGRAM)
+}
+
+fn load_program(program: &[Insn]) -> io::Result<OwnedFd> {
+    match load_with_log(program, None) {
         Ok(fd) => Ok(fd),
         Err(e) => {
             // Load again for the verifier's reasons (not asked for the first time: it costs).
             let mut log = vec![0u8; 64 * 1024];
-            let why = match load_with_log(Some(&mut log)) {
+            let why = match load_with_log(program, Some(&mut log)) {
                 Ok(_) => String::new(),
                 Err(_) => {
                     let len = log.iter().position(|&b| b == 0).unwrap_or(log.len());
@@ -323,12 +327,12 @@ pub fn load() -> io::Result<OwnedFd> {
     }
 }
 
-fn load_with_log(log: Option<&mut [u8]>) -> io::Result<OwnedFd> {
+fn load_with_log(program: &[Insn], log: Option<&mut [u8]>) -> io::Result<OwnedFd> {
     let license = b"Dual MIT/GPL\0";
     let mut attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
-        insn_cnt: PROGRAM.len() as u32,
-        insns: PROGRAM.as_ptr() as u64,
+        insn_cnt: program.len() as u32,
+        insns: program.as_ptr() as u64,
         license: license.as_ptr() as u64,
         ..ProgLoadAttr::default()
     };
@@ -540,6 +544,25 @@ mod tests {
             }
             proptest::prop_assert_eq!(run(&bytes), flow_hash(&bytes));
         }
+    }
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    #[test]
+    fn the_kernel_verifier_accepts_the_program_and_its_reasons_name_a_bad_one() {
+        if !is_root() {
+            eprintln!("skipped: loading eBPF needs root");
+            return;
+        }
+        load().expect("the verifier accepts PROGRAM");
+        // r2 is never written before it is read.
+        let e = load_program(&[mov32(R0, R2), exit()]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "the verifier's EACCES: {e}");
+        let text = e.to_string();
+        assert!(text.contains("TUN steering program") && text.contains("R2 !read_ok"), "{text}");
     }
 
     /// Where the IPv6 path starts and where both paths meet, as the comments say.
