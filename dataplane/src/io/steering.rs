@@ -9,9 +9,11 @@
 //! would follow it there. With a steering program attached the driver learns nothing and asks
 //! the program for every packet.
 //!
-//! The hash ([`flow_hash`], which mirrors [`PROGRAM`] exactly) is a pure function of the
-//! packet's source and destination addresses and protocol, plus its source and destination
-//! ports for TCP and UDP. IPv4 options are skipped (the ports are found after IHL words); IPv4
+//! The hash ([`flow_hash`], which mirrors [`PROGRAM`] exactly) is a pure function of a key
+//! fixed when the program is loaded and the packet's source and destination addresses and
+//! protocol, plus its source and destination ports for TCP and UDP. The key is random unless the
+//! caller gives one, so that nobody outside can choose flows that all land on one queue (it is
+//! a mixing function, not a cryptographic one, but its outputs depend on the key throughout). IPv4 options are skipped (the ports are found after IHL words); IPv4
 //! fragments hash without ports (later fragments have none, and all must go one way); IPv6
 //! extension headers are not walked (next header not TCP or UDP: addresses and next header
 //! only). A packet too short for what the program reads, or neither IPv4 nor IPv6, hashes to
@@ -147,8 +149,8 @@ const R7: u8 = 7;
 const R8: u8 = 8;
 const R9: u8 = 9;
 
-/// The hash's starting value (any constant; the first 32 bits of SHA-256's IV).
-pub const SEED: u32 = 0x6a09_e667;
+/// Where [`PROGRAM`] sets the hash's starting value, the key: [`program`] patches it in.
+const KEY_AT: usize = 1;
 /// Multiplier that folds each 32-bit word into the hash (odd: the 32-bit golden ratio).
 pub const FOLD: u32 = 0x9e37_79b1;
 /// The final mix is murmur3's fmix32: every output bit depends on every input bit, so that
@@ -156,16 +158,17 @@ pub const FOLD: u32 = 0x9e37_79b1;
 const FMIX1: u32 = 0x85eb_ca6b;
 const FMIX2: u32 = 0xc2b2_ae35;
 
-/// The steering program. Per word `w` read: `h = (h ^ w) * FOLD`, then fmix32 on the result.
-/// Loads read big-endian (network order) values.
+/// The steering program, with key 0 ([`program`] gives it another). Starting from the key, per
+/// word `w` read: `h = (h ^ w) * FOLD`, then fmix32 on the result. Loads read big-endian
+/// (network order) values.
 pub const PROGRAM: [Insn; 75] = [
     mov64(R6, R1),         // 0: r6 = ctx (for the packet loads)
-    mov32_imm(R7, SEED),   // 1: h = SEED
+    mov32_imm(R7, 0),      // 1 (KEY_AT): h = key
     ld_abs_b(0),           // 2: r0 = version << 4 | IHL
     mov64(R9, R0),         // 3: r9 = r0
     rsh32_imm(R9, 4),      // 4: r9 = IP version
     jeq_imm(R9, 6, 23),    // 5: IPv6: goto V6 (29)
-    jne_imm(R9, 4, 55),    // 6: not IPv4: goto FINISH (62) with h = SEED
+    jne_imm(R9, 4, 55),    // 6: not IPv4: goto FINISH (62) with h = key
     mov64(R8, R0),         // 7: r8 = version << 4 | IHL
     and32_imm(R8, 0x0f),   // 8: r8 = IHL (words)
     lsh32_imm(R8, 2),      // 9: r8 = header length (bytes): where the ports are
@@ -236,11 +239,29 @@ pub const PROGRAM: [Insn; 75] = [
     exit(),                // 74: return h (the driver takes it modulo the queue count)
 ];
 
-/// What [`PROGRAM`] returns for `packet` (an IP packet, no link header): the same hash, computed
-/// in Rust, so callers and tests can tell which queue a flow will come out of
-/// (`flow_hash(p) % queues`).
-pub fn flow_hash(packet: &[u8]) -> u32 {
-    flow_words(packet).map_or(0, |words| fmix(words.fold(SEED, |h, w| (h ^ w).wrapping_mul(FOLD))))
+/// [`PROGRAM`] with `key` as the hash's starting value.
+pub fn program(key: u32) -> [Insn; PROGRAM.len()] {
+    let mut program = PROGRAM;
+    program[KEY_AT] = mov32_imm(R7, key);
+    program
+}
+
+/// What [`program`]`(key)` returns for `packet` (an IP packet, no link header): the same hash,
+/// computed in Rust, so callers and tests can tell which queue a flow will come out of
+/// (`flow_hash(key, p) % queues`).
+pub fn flow_hash(key: u32, packet: &[u8]) -> u32 {
+    flow_words(packet).map_or(0, |words| fmix(words.fold(key, |h, w| (h ^ w).wrapping_mul(FOLD))))
+}
+
+/// A key from the kernel's random pool.
+pub fn random_key() -> io::Result<u32> {
+    let mut key = [0u8; 4];
+    // SAFETY: getrandom writes at most `key.len()` bytes to the pointer, valid across the call.
+    let n = unsafe { libc::getrandom(key.as_mut_ptr().cast(), key.len(), 0) };
+    if n != key.len() as isize {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u32::from_ne_bytes(key))
 }
 
 /// The words the program folds in, in order; `None` where it would read past the end (and so
@@ -303,10 +324,10 @@ struct ProgLoadAttr {
     prog_name: [u8; 16],
 }
 
-/// Loads [`PROGRAM`] as a socket filter (needs CAP_BPF or CAP_SYS_ADMIN). On failure the error
-/// carries the verifier's log.
-pub fn load() -> io::Result<OwnedFd> {
-    load_program(&PROGRAM)
+/// Loads [`program`]`(key)` as a socket filter (needs CAP_BPF or CAP_SYS_ADMIN). On failure the
+/// error carries the verifier's log.
+pub fn load(key: u32) -> io::Result<OwnedFd> {
+    load_program(&program(key))
 }
 
 fn load_program(program: &[Insn]) -> io::Result<OwnedFd> {
@@ -359,8 +380,12 @@ fn load_with_log(program: &[Insn], log: Option<&mut [u8]>) -> io::Result<OwnedFd
 mod tests {
     use super::*;
 
-    /// Runs [`PROGRAM`] on `packet` as the kernel would: just the instructions it uses.
-    fn run(packet: &[u8]) -> u32 {
+    /// Any key, for the tests that compare the program with `flow_hash`.
+    const KEY: u32 = 0x6a09_e667;
+
+    /// Runs [`program`]`(key)` on `packet` as the kernel would: just the instructions it uses.
+    fn run(key: u32, packet: &[u8]) -> u32 {
+        let program = program(key);
         let mut r = [0u64; 11];
         let mut pc = 0usize;
         let dst_src = |i: &Insn| {
@@ -372,7 +397,7 @@ mod tests {
             }
         };
         loop {
-            let i = PROGRAM[pc];
+            let i = program[pc];
             let (dst, src) = dst_src(&i);
             pc += 1;
             let class = i.code & 0x07;
@@ -478,13 +503,14 @@ mod tests {
     #[test]
     fn the_program_computes_flow_hash() {
         for (n, p) in examples().iter().enumerate() {
-            assert_eq!(run(p), flow_hash(p), "example {n}: {p:02x?}");
+            assert_eq!(run(KEY, p), flow_hash(KEY, p), "example {n}: {p:02x?}");
+            assert_eq!(run(!KEY, p), flow_hash(!KEY, p), "example {n}, another key");
         }
     }
 
     #[test]
     fn what_the_hash_covers() {
-        let h = |p: Vec<u8>| flow_hash(&p);
+        let h = |p: Vec<u8>| flow_hash(KEY, &p);
         let udp = h(ipv4(5, 17, 0, A, B, &ports(40000, 53, b"x")));
         // Not the payload, TTL, DF or options: one flow, one hash.
         assert_eq!(h(ipv4(5, 17, 0x4000, A, B, &ports(40000, 53, b"other payload"))), udp);
@@ -505,6 +531,15 @@ mod tests {
         assert_eq!(h(ipv6(58, A6, B6, &[1, 2, 3, 4])), h(ipv6(58, A6, B6, &[5, 6, 7, 8])));
         // Too short for what it reads: 0.
         assert_eq!(h(ipv6(17, A6, B6, &[0, 1])), 0);
+        // The key changes every hash.
+        assert_ne!(flow_hash(KEY ^ 1, &ipv4(5, 17, 0, A, B, &ports(40000, 53, b"x"))), udp);
+        assert_ne!(flow_hash(KEY ^ 1, &ipv6(17, A6, B6, &ports(40000, 53, b"x"))), v6);
+    }
+
+    #[test]
+    fn random_keys_differ() {
+        let keys: std::collections::HashSet<u32> = (0..8).map(|_| random_key().unwrap()).collect();
+        assert!(keys.len() > 1, "{keys:?}");
     }
 
     #[test]
@@ -512,7 +547,7 @@ mod tests {
         for queues in [2u32, 3, 4, 8] {
             let mut count = vec![0u32; queues as usize];
             for port in 0..4096u16 {
-                count[(flow_hash(&ipv4(5, 17, 0, A, B, &ports(32768 + port, 53, b""))) % queues) as usize] += 1;
+                count[(flow_hash(KEY, &ipv4(5, 17, 0, A, B, &ports(32768 + port, 53, b""))) % queues) as usize] += 1;
             }
             let fair = 4096 / queues;
             for (q, &n) in count.iter().enumerate() {
@@ -528,6 +563,7 @@ mod tests {
             low in 0u8..16,
             protocol in proptest::sample::select(vec![6u8, 17, 1, 58]),
             fragment in proptest::bool::ANY,
+            key in proptest::num::u32::ANY,
             mut bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..80),
         ) {
             if let Some(b) = bytes.first_mut() {
@@ -542,7 +578,7 @@ mod tests {
                 bytes[6] &= 0xc0;
                 bytes[7] = 0;
             }
-            proptest::prop_assert_eq!(run(&bytes), flow_hash(&bytes));
+            proptest::prop_assert_eq!(run(key, &bytes), flow_hash(key, &bytes));
         }
     }
 
@@ -557,7 +593,7 @@ mod tests {
             eprintln!("skipped: loading eBPF needs root");
             return;
         }
-        load().expect("the verifier accepts PROGRAM");
+        load(random_key().unwrap()).expect("the verifier accepts the program");
         // r2 is never written before it is read.
         let e = load_program(&[mov32(R0, R2), exit()]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "the verifier's EACCES: {e}");
@@ -618,9 +654,9 @@ mod tests {
             eprintln!("skipped: loading eBPF needs root");
             return;
         }
-        let prog = load().unwrap();
+        let prog = load(KEY).unwrap();
         for (n, p) in examples().iter().enumerate() {
-            assert_eq!(kernel_run(&prog, p, 1).0, flow_hash(p), "example {n}: {p:02x?}");
+            assert_eq!(kernel_run(&prog, p, 1).0, flow_hash(KEY, p), "example {n}: {p:02x?}");
         }
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let mut random = || {
@@ -648,7 +684,7 @@ mod tests {
                 p[6] = 0x40;
                 p[7] = 0;
             }
-            assert_eq!(kernel_run(&prog, &p, 1).0, flow_hash(&p), "random packet {n}: {p:02x?}");
+            assert_eq!(kernel_run(&prog, &p, 1).0, flow_hash(KEY, &p), "random packet {n}: {p:02x?}");
         }
         // A measurement, not a check: next to a program that does nothing, for the harness's share.
         let udp = &examples()[0];
@@ -666,6 +702,8 @@ mod tests {
 
     #[test]
     fn labels_point_where_the_comments_say() {
+        assert_eq!(PROGRAM[KEY_AT], mov32_imm(R7, 0));
+        assert_eq!(program(KEY)[KEY_AT], mov32_imm(R7, KEY));
         assert_eq!(PROGRAM[V6], ld_abs_w(8));
         assert_eq!(PROGRAM[FINISH], mov32(R2, R7));
         assert_eq!(PROGRAM.last(), Some(&exit()));

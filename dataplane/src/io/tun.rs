@@ -7,7 +7,7 @@
 //! a hash of the packet's flow, so one flow always comes out of one queue and is never reordered.
 //! The kernel also learns from writes: once a queue writes a packet of a flow (either direction;
 //! the hash is symmetric), the flow's next packets go to that queue, for a few seconds after the
-//! last such write. [`Tun::set_flow_steering`] replaces both with a fixed hash of the flow's
+//! last such write. [`Tun::set_flow_steering`] replaces both with a keyed hash of the flow's
 //! 5-tuple, so a flow stays on one queue whoever answers it.
 
 use std::fs::{File, OpenOptions};
@@ -149,17 +149,22 @@ impl Tun {
         self.offload
     }
 
-    /// Makes the device pick each packet's queue by a hash of its flow's addresses, protocol and
-    /// ports ([`crate::io::steering`]) instead of learning flows from writes: every packet of a
-    /// flow comes out of the queue `steering::flow_hash(packet) % queues`, whichever queue wrote
-    /// its replies. Call it once, on any queue: the program is the device's. On a single-queue
-    /// device it succeeds and changes nothing (the kernel asks for a queue only when there are
-    /// several).
+    /// Makes the device pick each packet's queue by a keyed hash of its flow's addresses,
+    /// protocol and ports ([`crate::io::steering`], key random) instead of learning flows from
+    /// writes: every packet of a flow comes out of the same queue, whichever queue wrote its
+    /// replies. Call it once, on any queue: the program is the device's. On a single-queue device
+    /// it succeeds and changes nothing (the kernel asks for a queue only when there are several).
     ///
     /// Needs CAP_BPF (or CAP_SYS_ADMIN) besides CAP_NET_ADMIN; on an error (no permission, a
     /// kernel without eBPF or TUNSETSTEERINGEBPF, 4.16+) the device keeps the kernel's default.
     pub fn set_flow_steering(&self) -> io::Result<()> {
-        let prog = crate::io::steering::load()?;
+        self.set_flow_steering_keyed(crate::io::steering::random_key()?)
+    }
+
+    /// As [`Tun::set_flow_steering`] with a known key: a flow's packets then come out of queue
+    /// `steering::flow_hash(key, packet) % queues`.
+    pub fn set_flow_steering_keyed(&self, key: u32) -> io::Result<()> {
+        let prog = crate::io::steering::load(key)?;
         let fd: libc::c_int = prog.as_raw_fd();
         // SAFETY: TUNSETSTEERINGEBPF reads an int (the program's descriptor) through the pointer,
         // which lives across the call; the driver takes its own reference to the program, so
