@@ -9,15 +9,17 @@
 //! would follow it there. With a steering program attached the driver learns nothing and asks
 //! the program for every packet.
 //!
-//! The hash ([`flow_hash`], which mirrors [`PROGRAM`] exactly) is a pure function of a key
-//! fixed when the program is loaded and the packet's source and destination addresses and
-//! protocol, plus its source and destination ports for TCP and UDP. The key is random unless the
-//! caller gives one, so that nobody outside can choose flows that all land on one queue (it is
-//! a mixing function, not a cryptographic one, but its outputs depend on the key throughout). IPv4 options are skipped (the ports are found after IHL words); IPv4
-//! fragments hash without ports (later fragments have none, and all must go one way); IPv6
-//! extension headers are not walked (next header not TCP or UDP: addresses and next header
-//! only). A packet too short for what the program reads, or neither IPv4 nor IPv6, hashes to
-//! 0 (queue 0). At this hook `skb->data` is the IP header: a TUN device has no link header.
+//! The hash ([`flow_hash`], which mirrors [`PROGRAM`] exactly) is a pure function of a key fixed
+//! when the program is loaded and the packet's source and destination addresses and protocol,
+//! plus its source and destination ports for TCP and UDP. The key is random unless the caller
+//! gives one, so that nobody outside can choose flows that all land on one queue (a mixing
+//! function, not a cryptographic one, but every output bit depends on the key).
+//!
+//! IPv4 options are skipped (the ports are found after IHL words); IPv4 fragments hash without
+//! ports (later fragments have none, and all must go one way); IPv6 extension headers are not
+//! walked (next header not TCP or UDP: addresses and next header only). A packet neither IPv4
+//! nor IPv6 hashes the key alone; one too short for what the program reads hashes to 0. At this
+//! hook `skb->data` is the IP header: a TUN device has no link header.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -152,7 +154,7 @@ const R9: u8 = 9;
 /// Where [`PROGRAM`] sets the hash's starting value, the key: [`program`] patches it in.
 const KEY_AT: usize = 1;
 /// Multiplier that folds each 32-bit word into the hash (odd: the 32-bit golden ratio).
-pub const FOLD: u32 = 0x9e37_79b1;
+const FOLD: u32 = 0x9e37_79b1;
 /// The final mix is murmur3's fmix32: every output bit depends on every input bit, so that
 /// `hash % queues` spreads flows whatever their differing bits are.
 const FMIX1: u32 = 0x85eb_ca6b;
@@ -267,33 +269,41 @@ pub fn random_key() -> io::Result<u32> {
 /// The words the program folds in, in order; `None` where it would read past the end (and so
 /// return 0 at once).
 fn flow_words(p: &[u8]) -> Option<impl Iterator<Item = u32>> {
+    // At most 8 address words, the protocol and the ports.
+    let mut words = [0u32; 10];
+    let mut len = 0;
+    let mut push = |w: u32| {
+        words[len] = w;
+        len += 1;
+    };
     let byte = |at: usize| p.get(at).map(|&b| u32::from(b));
     let half = |at: usize| Some(u32::from(u16::from_be_bytes(p.get(at..at + 2)?.try_into().ok()?)));
     let word = |at: usize| Some(u32::from_be_bytes(p.get(at..at + 4)?.try_into().ok()?));
     let first = byte(0)?;
-    let mut words = Vec::with_capacity(10);
     match first >> 4 {
         4 => {
             let header = (first as usize & 0x0f) * 4;
-            words.extend([word(12)?, word(16)?, byte(9)?]);
+            push(word(12)?);
+            push(word(16)?);
             let protocol = byte(9)?;
+            push(protocol);
             if (protocol == 6 || protocol == 17) && half(6)? & 0x3fff == 0 {
-                words.push(word(header)?);
+                push(word(header)?);
             }
         }
         6 => {
             for at in (8..40).step_by(4) {
-                words.push(word(at)?);
+                push(word(at)?);
             }
             let next = byte(6)?;
-            words.push(next);
+            push(next);
             if next == 6 || next == 17 {
-                words.push(word(40)?);
+                push(word(40)?);
             }
         }
         _ => {}
     }
-    Some(words.into_iter())
+    Some(words.into_iter().take(len))
 }
 
 fn fmix(mut h: u32) -> u32 {
