@@ -810,14 +810,12 @@ impl Device {
         now: Instant,
     ) -> Result<Received<'a>, RecvError> {
         let plain_len = opened.map_err(open_error)?;
-        let (id, index) = (ticket.peer, ticket.local_index);
-        // The keypair may have been dropped since phase 1, and its index (even its peer slot)
-        // reused: only the very key the message was opened with may take the counter.
-        if self.shared.by_index.get(&index) != Some(&id) {
-            return Err(RecvError::UnknownIndex);
-        }
-        let peer = self.peers[id.index()].as_mut().ok_or(RecvError::UnknownIndex)?;
-        let (keypair, slot) = peer.keypair_mut(index).ok_or(RecvError::UnknownIndex)?;
+        let id = ticket.peer;
+        // The keypair may have been dropped since phase 1, and its index or even its peer slot
+        // reused: only the very key the message was opened with may take the counter (each
+        // keypair's key is its own allocation).
+        let peer = self.peers.get_mut(id.index()).and_then(Option::as_mut).ok_or(RecvError::UnknownIndex)?;
+        let (keypair, slot) = peer.keypair_mut(ticket.local_index).ok_or(RecvError::UnknownIndex)?;
         if !Arc::ptr_eq(keypair.recv_key(), &ticket.key) {
             return Err(RecvError::UnknownIndex);
         }
