@@ -33,6 +33,16 @@ pub fn create_tun_queues(name: &str, queues: usize) -> io::Result<Vec<Tun>> {
     let tuns = Tun::create_queues(name, queues, offload_wanted())?;
     if let Some(first) = tuns.first() {
         tune(first);
+        // Queues chosen by a hash of each flow, not learned from our writes: otherwise every
+        // flow to a peer follows the worker that receives that peer's datagrams.
+        if queues > 1 {
+            if let Err(e) = first.set_flow_steering() {
+                eprintln!(
+                    "vxwg[{}]: steering flows over the TUN queues (the kernel's default stays): {e}",
+                    first.name()
+                );
+            }
+        }
     }
     Ok(tuns)
 }
