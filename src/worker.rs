@@ -412,7 +412,7 @@ pub(crate) struct Threads {
 
 impl Threads {
     /// `VXWG_WORKERS` / `VXWG_PIN` (for comparison runs) override the configuration, which
-    /// overrides the default: one worker per CPU the daemon may run on, pinned.
+    /// overrides the default: one worker per CPU the daemon may run on, each pinned to its own.
     pub fn plan(workers: Option<usize>, pin: Option<bool>) -> anyhow::Result<Threads> {
         let env_workers = match std::env::var("VXWG_WORKERS") {
             Ok(v) => Some(
@@ -431,11 +431,9 @@ impl Threads {
         };
         let cpus = vxwg::dataplane::io::cpu::allowed_cpus().unwrap_or_default();
         let workers = env_workers.or(workers).unwrap_or(cpus.len().clamp(1, MAX_WORKERS));
-        let pin = env_pin.or(pin).unwrap_or(DEFAULT_PIN) && !cpus.is_empty();
+        // One worker is left to the scheduler; several are spread over the cores.
+        let pin = env_pin.or(pin).unwrap_or(workers > 1) && !cpus.is_empty();
         let cpus = pin.then(|| (0..workers).map(|i| cpus[i % cpus.len()]).collect());
         Ok(Threads { workers, cpus })
     }
 }
-
-/// Whether workers are pinned unless configured otherwise.
-const DEFAULT_PIN: bool = true;
