@@ -93,17 +93,28 @@ impl Tun {
         Ok(tun)
     }
 
-    /// Creates (or attaches to) the multi-queue TUN interface `name` and opens `queues` queues
+    /// Creates the multi-queue TUN interface `name` and opens `queues` queues
     /// (at least 1; the kernel allows 256), one descriptor each, for one worker each. With
     /// `offload`, each queue is set up as [`Tun::create_with_offload`] does, and all report the
     /// least offload any queue was granted (the kernel's offload flags are the device's, so that
     /// is what the device then has); without, as [`Tun::create`].
+    ///
+    /// A device of that name that already exists is refused (`AddrInUse`) and left untouched:
+    /// the kernel would let our queues join another process's multi-queue device (and take our
+    /// flags, vnet header included, for the whole device), where a single-queue open gets EBUSY.
+    /// Two processes creating the same name at the same instant can still meet.
     ///
     /// An error names the queue that failed; the queues already opened are closed again (and the
     /// device goes with them unless someone else holds it open).
     pub fn create_queues(name: &str, queues: usize, offload: bool) -> io::Result<Vec<Tun>> {
         if queues == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("TUN {name}: 0 queues asked for")));
+        }
+        if link_exists(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("TUN {name}: opening queue 0 of {queues}: a device of this name exists already"),
+            ));
         }
         let mode = Mode { vnet_hdr: offload, multi_queue: true };
         let mut tuns = Vec::with_capacity(queues);
@@ -249,4 +260,12 @@ impl AsFd for Tun {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
+}
+
+/// True if this thread's network namespace has an interface named `name` (a name with a `%d`
+/// pattern names none yet).
+fn link_exists(name: &str) -> bool {
+    let Ok(c_name) = std::ffi::CString::new(name) else { return false };
+    // SAFETY: if_nametoindex reads the NUL-terminated string, which lives across the call.
+    !name.contains('%') && unsafe { libc::if_nametoindex(c_name.as_ptr()) } != 0
 }

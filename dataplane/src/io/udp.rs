@@ -78,11 +78,17 @@ impl UdpSocket {
     /// port with `SO_REUSEPORT` (a lone socket does without). Port 0: the kernel picks a free port
     /// for the first and the others join it. All are of the first one's family (dual-stack or
     /// IPv4 only). An error says which socket failed; those already bound are closed.
+    ///
+    /// The first socket binds without `SO_REUSEPORT` and turns it on only once bound, so a port
+    /// another group holds is refused (`AddrInUse`) rather than joined, and port 0 never picks
+    /// one: the kernel lets any socket of the same user that asked for `SO_REUSEPORT` into a
+    /// group, and as root that is every other daemon.
     pub fn bind_group(port: u16, n: usize) -> io::Result<Vec<Self>> {
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("UDP port {port}: 0 sockets asked for")));
         }
-        let first = Self::bind_with(port, n > 1, None)
+        let first = Self::bind_with(port, false, None)
+            .and_then(|s| if n > 1 { s.socket.set_reuse_port(true).map(|()| s) } else { Ok(s) })
             .map_err(|e| io::Error::new(e.kind(), format!("UDP port {port}: binding socket 0 of {n}: {e}")))?;
         let (port, dual_stack) = (first.local_port()?, first.dual_stack);
         let mut group = Vec::with_capacity(n);
@@ -143,7 +149,7 @@ impl UdpSocket {
         let s = Socket::new(Domain::IPV6, Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
         s.set_only_v6(false)?;
         // Before bind: the kernel lets a socket into a port's group only if it asked beforehand
-        // (and runs as the same user as the group's first).
+        // (and runs as the same user as the group's first, which asked at any time).
         if reuse_port {
             s.set_reuse_port(true)?;
         }

@@ -1,0 +1,50 @@
+//! The multi-core IO drivers must not share what belongs to another process: a multi-queue TUN
+//! device another process holds open, or a UDP port another reuseport group holds. Before the
+//! multi-core change both were refused by the kernel (EBUSY, EADDRINUSE); with IFF_MULTI_QUEUE
+//! and SO_REUSEPORT the kernel would let a second daemon join, so the drivers must refuse.
+
+mod common;
+
+use std::io;
+
+use common::{require, Netns};
+use vxwg_dataplane::io::{Offload, Tun, UdpSocket};
+
+#[test]
+fn a_multi_queue_device_in_use_is_not_joined() {
+    if !require(&["ip"]) {
+        return;
+    }
+    let ns = Netns::new("vxwgmqx");
+    let first = ns.run(|| Tun::create_queues("mqx0", 2, true)).unwrap();
+    let offload = first[0].offload();
+    assert_ne!(offload, Offload::None);
+    // A second daemon of the same name, with offloads off: joining would also flip the device's
+    // IFF_VNET_HDR under the first one (the kernel takes a joining queue's flags for the device).
+    for with_offload in [false, true] {
+        let e = ns.run(|| Tun::create_queues("mqx0", 1, with_offload)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        assert!(e.to_string().contains("mqx0"), "the error names the device: {e}");
+    }
+    // The first owner's device is as it was: its queues still carry the vnet header.
+    let show = ns.ip("-d link show mqx0");
+    assert!(
+        show.contains("vnet_hdr on") && show.contains("numqueues 2 "),
+        "the first owner's device is intact: {show}"
+    );
+    drop(first);
+}
+
+#[test]
+fn a_port_held_by_another_group_is_not_joined() {
+    let first = UdpSocket::bind_group(0, 2).unwrap();
+    let port = first[0].local_port().unwrap();
+    for n in [1, 2, 3] {
+        let e = UdpSocket::bind_group(port, n).err().map(|e| e.kind());
+        assert_eq!(e, Some(io::ErrorKind::AddrInUse), "a group of {n} on port {port} held by another group");
+    }
+    // Still ours alone once the first group is gone.
+    drop(first);
+    let again = UdpSocket::bind_group(port, 2).unwrap();
+    assert_eq!(again[1].local_port().unwrap(), port);
+}
