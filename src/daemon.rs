@@ -161,9 +161,14 @@ impl WorkerSet {
             }
         }
         self.idle.sort_by_key(|w| w.index);
-        // Each stopped worker said so; only an end nobody asked for must wake the control loop.
+        // Each stopped worker said so; only an end nobody asked for must wake the control loop,
+        // and it must still do so after this drain (a caller such as a listen-port change goes
+        // back to the loop, which would otherwise run on without workers).
         let mut sink = [0u8; 64];
         while matches!(io::Read::read(&mut &self.ended, &mut sink), Ok(n) if n > 0) {}
+        if !healthy {
+            let _ = io::Write::write(&mut &self.ended_writer, &[1]);
+        }
         healthy
     }
 
@@ -721,12 +726,15 @@ impl Daemon {
         if running && !self.workers.stop() {
             bail!("a worker has ended; the daemon is shutting down");
         }
-        self.workers.replace_sockets(sockets)?;
-        self.listen_port = port;
+        // Whether or not the sockets could be swapped (all or none are), the workers run again.
+        let moved = self.workers.replace_sockets(sockets);
+        if moved.is_ok() {
+            self.listen_port = port;
+        }
         if running {
             self.workers.start(&self.name, &self.shared)?;
         }
-        Ok(())
+        Ok(moved?)
     }
 }
 

@@ -1070,3 +1070,37 @@ fn pod_mtu_over_ipv6_underlays_of_1280_1420_and_1500() {
         pod_mtu_case(mtu, true);
     }
 }
+
+/// A worker that ends on its own (its TUN device deleted) while the control thread is busy
+/// with a listen-port change, which stops the workers: the daemon must still notice and exit,
+/// not carry on serving UAPI with no packet worker left.
+#[test]
+fn a_worker_ending_during_a_listen_port_change_still_ends_the_daemon() {
+    if !require(&["ip", "wg"]) {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let (na, _nb) = underlay();
+    let mut a = Node::start(&na, Impl::VxwgTwoWorkers, "100.64.12.1");
+    let sock = format!("/var/run/wireguard/{}.sock", a.ifname);
+    let stream = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    // One connection, several requests: the control thread stays in it between them (it waits
+    // up to 500 ms for the next), so it cannot see the workers end before the `set` below.
+    let mut request = |text: &str| {
+        writer.write_all(text.as_bytes()).unwrap();
+        let mut reply = String::new();
+        while !reply.ends_with("\n\n") {
+            assert_ne!(reader.read_line(&mut reply).unwrap(), 0, "connection closed after {reply:?}");
+        }
+        reply
+    };
+    assert!(request("get=1\n\n").contains("listen_port=51820"));
+    na.exec(&format!("ip link del {}", a.ifname));
+    std::thread::sleep(Duration::from_millis(100));
+    let reply = request("set=1\nlisten_port=51821\n\n");
+    drop((reader, writer));
+    eprintln!("listen-port change after the TUN device went: {reply:?}");
+    assert!(exits_within(&mut a, 5).success(), "the daemon exits once its workers are gone");
+}
