@@ -285,12 +285,10 @@ impl Daemon {
         loop {
             let now = Instant::now();
             // Workers arm timers while this thread sleeps: wake often enough that none is late
-            // by more than a fraction of the shortest (a 1 s persistent keepalive).
-            let timeout = self
-                .shared
-                .lock()
-                .poll_timeout()
-                .map_or(CONTROL_TICK, |t| t.saturating_duration_since(now).min(CONTROL_TICK));
+            // by more than a fraction of the shortest (a 1 s persistent keepalive). Without a
+            // key the timers do not run, so a due one must not turn into a zero timeout (a spin).
+            let deadline = if self.private_key.is_some() { self.shared.lock().poll_timeout() } else { None };
+            let timeout = deadline.map_or(CONTROL_TICK, |t| t.saturating_duration_since(now).min(CONTROL_TICK));
             let [uapi, sig, netmap, ended] = wait_readable(
                 [
                     self.uapi.as_raw_fd(),

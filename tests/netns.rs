@@ -1104,3 +1104,44 @@ fn a_worker_ending_during_a_listen_port_change_still_ends_the_daemon() {
     eprintln!("listen-port change after the TUN device went: {reply:?}");
     assert!(exits_within(&mut a, 5).success(), "the daemon exits once its workers are gone");
 }
+
+/// CPU time (user + system, in clock ticks) a process has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which ends with the last ')'): utime and stime are the
+    // 12th and 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Without a private key the protocol timers do not run, so a due one (here a peer's persistent
+/// keepalive) must not become a zero poll timeout: the control thread would spin on a core,
+/// taking the workers' lock each turn, until a key is set.
+#[test]
+fn an_unkeyed_daemon_with_a_due_timer_sleeps() {
+    if !require(&["ip", "wg"]) {
+        return;
+    }
+    let (na, _nb) = underlay();
+    let (private, public) = keypair();
+    let ifname = ifname();
+    let child = na.spawn(&format!("{} up --foreground {ifname}", env!("CARGO_BIN_EXE_vxwg")));
+    let node = Node { ns: &na, ifname, child: Some(child), private, public, overlay: String::new() };
+    let sock = format!("/var/run/wireguard/{}.sock", node.ifname);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::path::Path::new(&sock).exists() {
+        assert!(Instant::now() < deadline, "vxwg did not create {sock}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, peer) = keypair();
+    na.exec(&format!("wg set {} peer {peer} endpoint 10.201.0.2:51820 persistent-keepalive 1", node.ifname));
+    // The keepalive falls due after 1 s; then watch the daemon for 2 s.
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = node.child.as_ref().unwrap().id();
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    // A spinning thread uses ~200 ticks in 2 s; an idle daemon a handful.
+    assert!(used < 50, "the daemon used {used} ticks of CPU in 2 s while idle");
+}
