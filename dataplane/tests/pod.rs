@@ -9,7 +9,8 @@ use std::time::{Instant, SystemTime};
 
 use rand_core::OsRng;
 use vxwg_dataplane::engine::pod::{
-    Delivery, PodConfig, PodDrop, PodEngine, PodIcmp, PodIncoming, PodOutgoing, RemoteVtep, POD_HEADROOM, POD_TAILROOM,
+    seal_pod_jobs, Delivery, PodConfig, PodDrop, PodEngine, PodIcmp, PodIncoming, PodOutgoing, RemoteVtep,
+    POD_HEADROOM, POD_TAILROOM,
 };
 use vxwg_dataplane::engine::{Engine, Outgoing, HEADROOM, TAILROOM};
 use vxwg_dataplane::mtu::{self, Family};
@@ -557,4 +558,149 @@ fn a_smaller_path_to_one_peer_lowers_its_pod_mtu_and_answers_with_it() {
     let again = p.a.pod.engine_mut().add_peer(PeerConfig::new(key), &allowed).unwrap();
     assert_eq!(again, p.a.peer, "the slot is reused");
     assert_eq!(p.a.pod.pod_mtu_for(again), 1370);
+}
+
+/// A batch with everything the send path can meet, to the one remote node: pods in two CIDR
+/// families, two destinations, a destination nobody routes, SYNs to clamp, too big with DF (ICMP),
+/// too big without (fragments), not IP.
+fn mixed_batch() -> Vec<Vec<u8>> {
+    let mut packets = Vec::new();
+    for i in 0..150 {
+        packets.push(match i % 25 {
+            3 => udp4([10, 42, 1, 5], [10, 42, 9, 1], 100, true),
+            7 => udp6("fd42:1::5", "fd42:2::7", 300 + i),
+            8 => udp4([10, 42, 1, 5], [10, 42, 2, 8], 200 + i, true),
+            11 => syn4([10, 42, 1, 5], [10, 42, 2, 7], 1460),
+            13 => udp4([10, 42, 1, 5], [10, 42, 2, 7], 1400, true),
+            17 => udp4([10, 42, 1, 5], [10, 42, 2, 7], 2000, false),
+            19 => vec![0u8; 40],
+            _ => udp4([10, 42, 1, 5], [10, 42, 2, 7], 60 + 7 * i, true),
+        });
+    }
+    packets
+}
+
+/// Sends `packets` one call each, as a reference for what one batch must do.
+fn send_one_by_one(from: &mut Node, to: &mut Node, packets: &[Vec<u8>], now: Instant) -> Sent {
+    let mut all = Sent { out: Vec::new(), icmp: Vec::new(), delivered: Vec::new() };
+    for (slot, packet) in packets.iter().enumerate() {
+        let s = send(from, to, std::slice::from_ref(packet), now);
+        all.out.extend(s.out.into_iter().map(|o| PodOutgoing { slot, ..o }));
+        all.icmp.extend(s.icmp.into_iter().map(|i| PodIcmp { slot, ..i }));
+        all.delivered.extend(s.delivered);
+    }
+    all
+}
+
+#[test]
+fn a_batch_does_what_its_packets_sent_one_by_one_do() {
+    let packets = mixed_batch();
+    let mut batched = pair(false);
+    let mut single = pair(false);
+    let b = send(&mut batched.a, &mut batched.b, &packets, batched.now);
+    let s = send_one_by_one(&mut single.a, &mut single.b, &packets, single.now);
+    assert_eq!(batched.a.pod.stats(), single.a.pod.stats(), "sender counters");
+    assert_eq!(batched.b.pod.stats(), single.b.pod.stats(), "receiver counters");
+    assert_eq!(b.icmp, s.icmp, "the same ICMP answers, by slot");
+    let slots = |out: &[PodOutgoing]| out.iter().map(|o| (o.slot, o.range.len())).collect::<Vec<_>>();
+    assert_eq!(slots(&b.out), slots(&s.out), "the same datagrams in place, by slot and length");
+    // One batch delivers its fragments after the in-place datagrams, one by one each after its
+    // own packet: the same packets either way.
+    let sorted = |mut d: Vec<(Delivery, Vec<u8>)>| {
+        d.sort_by(|x, y| x.1.cmp(&y.1));
+        d
+    };
+    let want = sorted(s.delivered);
+    assert_eq!(sorted(b.delivered), want, "the same packets delivered");
+    let stats = batched.a.pod.stats();
+    assert_eq!((stats.no_route, stats.malformed), (6, 6));
+    assert_eq!((stats.too_big, stats.fragmented, stats.mss_clamped), (6, 6, 6));
+    assert_eq!(b.out.len(), 150 - 4 * 6);
+    assert_eq!(stats.packets_out, (150 - 4 * 6) + 2 * 6, "in place, and two fragments each");
+    assert_eq!(batched.b.pod.stats().packets_in, stats.packets_out);
+
+    // Before the handshake the whole batch is staged, then delivered: the same packets again
+    // (100 of them: the protocol stages at most 128 packets per peer).
+    let packets = &packets[..100];
+    let mut single = pair(false);
+    let want = sorted(send_one_by_one(&mut single.a, &mut single.b, packets, single.now).delivered);
+    let mut staged = pair_with(false, 1, false);
+    let b = send(&mut staged.a, &mut staged.b, packets, staged.now);
+    assert!(b.out.is_empty());
+    let stats = staged.a.pod.stats();
+    assert_eq!((stats.staged, stats.packets_out), (4 * (21 + 2), 0));
+    assert_eq!((stats.too_big, stats.fragmented, stats.mss_clamped), (4, 4, 4));
+    let got = sorted(b.delivered);
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "staged packets delivered after the handshake");
+}
+
+#[test]
+fn runs_to_one_peer_share_one_block_of_counters_at_most_64_packets_long() {
+    let mut p = pair(false);
+    // 150 packets to one node, through both inner families: runs of 64, 64 and 22.
+    let packets: Vec<Vec<u8>> = (0..150)
+        .map(|i| {
+            if i % 2 == 0 {
+                udp4([10, 42, 1, 5], [10, 42, 2, 7], 100 + i, true)
+            } else {
+                udp6("fd42:1::5", "fd42:2::7", 100 + i)
+            }
+        })
+        .collect();
+    let (mut bufs, lens) = batch_of(&packets);
+    let (mut jobs, mut icmp) = (Vec::new(), Vec::new());
+    p.a.pod.plan_encapsulate_pod(&mut bufs, &lens, p.now, &mut jobs, &mut icmp);
+    let runs: Vec<_> = jobs.iter().map(|j| (j.slots(), j.first_counter())).collect();
+    let first = runs[0].1;
+    assert_eq!(runs, vec![(0..64, first), (64..128, first + 64), (128..150, first + 128)]);
+    let mut out = Vec::new();
+    seal_pod_jobs(&mut bufs, &jobs, &mut out);
+    assert_eq!(out.iter().map(|o| o.slot).collect::<Vec<_>>(), (0..150).collect::<Vec<_>>());
+    // Each datagram carries its own counter, the run's first plus its place in the run.
+    for o in &out {
+        let message = &bufs[o.slot][o.range.clone()];
+        let counter = u64::from_le_bytes(message[8..16].try_into().unwrap());
+        assert_eq!(counter, first + o.slot as u64);
+    }
+    let mut wire: Vec<Vec<u8>> = out.iter().map(|o| bufs[o.slot][o.range.clone()].to_vec()).collect();
+    let lens: Vec<usize> = wire.iter().map(Vec::len).collect();
+    let mut inc = Vec::new();
+    p.b.pod.decapsulate_pod_batch(&mut wire, &lens, &vec![p.a.addr; 150], p.now, &mut inc);
+    let got: Vec<Vec<u8>> = inc.iter().map(|i| wire[i.slot][i.range.clone()].to_vec()).collect();
+    assert_eq!(got, packets);
+    assert_eq!(p.a.pod.stats().packets_out, 150);
+
+    // A packet to nowhere in the middle splits a run; the counters stay one block per run.
+    let mut packets = packets[..10].to_vec();
+    packets[4] = udp4([10, 42, 1, 5], [10, 42, 9, 1], 100, true);
+    let (mut bufs, lens) = batch_of(&packets);
+    jobs.clear();
+    p.a.pod.plan_encapsulate_pod(&mut bufs, &lens, p.now, &mut jobs, &mut icmp);
+    let runs: Vec<_> = jobs.iter().map(|j| (j.slots(), j.first_counter())).collect();
+    assert_eq!(runs, vec![(0..4, first + 150), (5..10, first + 154)]);
+}
+
+#[test]
+fn buffers_short_of_tailroom_are_checked_exactly() {
+    let mut p = pair(false);
+    // 110 + 50 outer octets = 160, a multiple of 16: no padding, so the tag alone must fit.
+    let packet = udp4([10, 42, 1, 5], [10, 42, 2, 7], 110, true);
+    let mut bufs = vec![vec![0u8; POD_HEADROOM + 110 + POD_TAILROOM]; 4];
+    bufs[1].truncate(POD_HEADROOM + 110 + 16);
+    bufs[2].truncate(POD_HEADROOM + 110 + 15);
+    for b in &mut bufs {
+        b[POD_HEADROOM..POD_HEADROOM + 110].copy_from_slice(&packet);
+    }
+    let (mut out, mut icmp) = (Vec::new(), Vec::new());
+    p.a.pod.encapsulate_pod_batch(&mut bufs, &[110; 4], p.now, &mut out, &mut icmp);
+    assert_eq!(out.iter().map(|o| o.slot).collect::<Vec<_>>(), vec![0, 1, 3], "exactly room for the tag is enough");
+    assert_eq!(p.a.pod.stats().drop_count(PodDrop::Encapsulation), 1, "one octet short is not");
+    assert_eq!(p.a.pod.stats().packets_out, 3);
+    let mut wire: Vec<Vec<u8>> = out.iter().map(|o| bufs[o.slot][o.range.clone()].to_vec()).collect();
+    let lens: Vec<usize> = wire.iter().map(Vec::len).collect();
+    let mut inc = Vec::new();
+    p.b.pod.decapsulate_pod_batch(&mut wire, &lens, &[p.a.addr; 3], p.now, &mut inc);
+    assert_eq!(inc.len(), 3);
+    assert!(inc.iter().all(|i| wire[i.slot][i.range.clone()] == packet[..]));
 }

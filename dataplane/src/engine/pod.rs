@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use super::{Datagram, Engine, OpenJob};
 use crate::mtu::{self, Family, SizeVerdict};
 use crate::route::{AllowedIps, IpNet};
+use crate::vxlan::encap::OuterHeaders;
 use crate::vxlan::{self, HEADROOM_V4, HEADROOM_V6};
 use crate::wire::ethernet::{self, EtherType, EthernetAddress};
 use crate::wire::vxlan::Vni;
@@ -291,44 +292,52 @@ pub struct PodOutgoing {
     pub dst: SocketAddr,
 }
 
-/// One pod packet framed and planned under the engine's lock
-/// ([`PodEngine::plan_encapsulate_pod`]), sealed without it ([`seal_pod_jobs`]).
+/// Most packets one [`PodSealJob`] carries: longer runs to one peer take several jobs.
+const RUN_MAX: usize = 64;
+
+/// A run of consecutive pod packets to one peer, framed and planned under the engine's lock
+/// ([`PodEngine::plan_encapsulate_pod`]) with one block of send counters, sealed without it
+/// ([`seal_pod_jobs`]).
 #[derive(Debug, Clone)]
 pub struct PodSealJob {
     block: SendBlock,
     dst: SocketAddr,
-    slot: usize,
-    /// Where the WireGuard message starts in the slot's buffer.
+    /// The batch slots of the run, one packet each, sealed on the block's counters in order.
+    slots: Range<usize>,
+    /// Where the WireGuard message starts in each slot's buffer.
     wg_start: usize,
-    /// Length of the outer (VTEP) packet behind the WireGuard header.
-    outer_len: usize,
+    /// Length of each packet's outer (VTEP) packet behind the WireGuard header, by position in
+    /// the run (at most 65535: [`vxlan::encapsulate`] refuses larger).
+    outer_lens: [u16; RUN_MAX],
 }
 
 impl PodSealJob {
-    /// The batch slot of the packet.
-    pub fn slot(&self) -> usize {
-        self.slot
+    /// The batch slots of the run.
+    pub fn slots(&self) -> Range<usize> {
+        self.slots.clone()
     }
 
-    /// Where the datagram goes.
+    /// Where the run's datagrams go.
     pub fn dst(&self) -> SocketAddr {
         self.dst
     }
 
-    /// The counter reserved for the packet.
-    pub fn counter(&self) -> u64 {
+    /// The counter reserved for the run's first packet (the others follow it).
+    pub fn first_counter(&self) -> u64 {
         self.block.first_counter()
     }
 }
 
 /// Phase 2 of the pod send path, on any thread and without the engine: encrypts every job's
-/// outer packet in place and appends the datagram to send. A job whose buffer lost its room is
-/// skipped (its counter goes unused).
+/// outer packets in place and appends the datagrams to send. A packet whose buffer lost its room
+/// is skipped (its counter goes unused).
 pub fn seal_pod_jobs<B: AsMut<[u8]>>(bufs: &mut [B], jobs: &[PodSealJob], out: &mut Vec<PodOutgoing>) {
     for job in jobs {
-        let Some(buf) = bufs.get_mut(job.slot).and_then(|b| b.as_mut().get_mut(job.wg_start..)) else { continue };
-        if let Some(len) = job.block.seal(0, buf, job.outer_len) {
-            out.push(PodOutgoing { slot: job.slot, range: job.wg_start..job.wg_start + len, dst: job.dst });
+        for (i, (slot, &outer_len)) in job.slots.clone().zip(&job.outer_lens).enumerate() {
+            let Some(buf) = bufs.get_mut(slot).and_then(|b| b.as_mut().get_mut(job.wg_start..)) else { continue };
+            if let Some(len) = job.block.seal(i as u64, buf, usize::from(outer_len)) {
+                out.push(PodOutgoing { slot, range: job.wg_start..job.wg_start + len, dst: job.dst });
+            }
         }
     }
 }
@@ -377,7 +386,7 @@ pub enum PodRecvError {
     Dropped(PodDrop),
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Key {
     V4([u8; 4]),
     V6([u8; 16]),
@@ -390,6 +399,54 @@ impl Key {
             Key::V6(a) => IpAddr::from(a),
         }
     }
+}
+
+/// What the pod packets of a batch to one destination share: looked up once per run of them
+/// ([`PodEngine::plan_encapsulate_pod`]).
+#[derive(Clone, Copy)]
+struct Target {
+    dst: Key,
+    /// The pod CIDR `dst` matched (the source of ICMP answers).
+    net: IpNet,
+    remote: RemoteVtep,
+    /// The WireGuard peer whose AllowedIPs cover the remote VTEP.
+    peer: PeerId,
+    /// [`PodEngine::pod_mtu_for`] that peer.
+    pod_mtu: u32,
+    headers: OuterHeaders,
+}
+
+/// Consecutive framed pod packets to one peer, waiting for their block of counters.
+struct Run {
+    peer: PeerId,
+    /// The first batch slot; the run holds `start..start + len`.
+    start: usize,
+    len: usize,
+    wg_start: usize,
+    outer_lens: [u16; RUN_MAX],
+}
+
+impl Run {
+    fn new(peer: PeerId, slot: usize, wg_start: usize, outer_len: u16) -> Self {
+        let mut outer_lens = [0; RUN_MAX];
+        outer_lens[0] = outer_len;
+        Self { peer, start: slot, len: 1, wg_start, outer_lens }
+    }
+
+    /// Whether the packet of batch slot `slot` can join the run.
+    fn continues(&self, peer: PeerId, slot: usize, wg_start: usize) -> bool {
+        self.peer == peer && self.start + self.len == slot && self.wg_start == wg_start && self.len < RUN_MAX
+    }
+}
+
+/// What [`PodEngine::prepare`] left to do for a packet.
+enum Step {
+    /// Framed, to be sealed for `peer`; `roomy` if its buffer has room for any padding and the tag.
+    Framed { peer: PeerId, wg_start: usize, outer_len: u16, roomy: bool },
+    /// To be split at the inner layer into fragments of at most `mtu` octets.
+    Fragment { target: Target, mtu: usize },
+    /// Answered (ICMP): nothing more.
+    Done,
 }
 
 /// Source (`src` true) or destination address of an IP packet.
@@ -585,8 +642,14 @@ impl PodEngine {
     /// [`PodEngine::encapsulate_pod_batch`] does before encryption — pod route and peer lookup,
     /// MSS clamp, the MTU check (ICMP answers into `icmp_out`), inner fragmentation (fragments
     /// are sealed here, into [`PodEngine::poll_transmit`]), the Ethernet, VXLAN, UDP and outer
-    /// IP headers written in place — then one send counter reserved per packet. Appends one
-    /// [`PodSealJob`] per packet ready to seal; packets without a session are staged.
+    /// IP headers written in place — then one block of send counters reserved per run of
+    /// consecutive packets to one peer. Appends one [`PodSealJob`] per run ready to seal; packets
+    /// without a session are staged.
+    ///
+    /// Lookups (pod route, peer, pod MTU, outer header template) are done once per run of
+    /// packets to one destination, and the protocol's per-peer work (timers, statistics, rekey)
+    /// once per run to one peer, as [`Engine::plan_encapsulate`] does: this runs under the
+    /// workers' shared lock.
     pub fn plan_encapsulate_pod<B: AsMut<[u8]>>(
         &mut self,
         bufs: &mut [B],
@@ -595,47 +658,81 @@ impl PodEngine {
         jobs: &mut Vec<PodSealJob>,
         icmp_out: &mut Vec<PodIcmp>,
     ) {
-        for (slot, (buf, &len)) in bufs.iter_mut().zip(lens).enumerate() {
-            if let Err(reason) = self.plan_one(slot, buf.as_mut(), len, now, jobs, icmp_out) {
-                self.stats.count(reason);
+        let mut target: Option<Target> = None;
+        let mut run: Option<Run> = None;
+        for slot in 0..bufs.len().min(lens.len()) {
+            let step = self.prepare(slot, bufs[slot].as_mut(), lens[slot], now, &mut target, icmp_out);
+            match step {
+                Ok(Step::Framed { peer, wg_start, outer_len, roomy: true }) => {
+                    if let Some(r) = run.as_mut().filter(|r| r.continues(peer, slot, wg_start)) {
+                        r.outer_lens[r.len] = outer_len;
+                        r.len += 1;
+                    } else {
+                        if let Some(r) = run.take() {
+                            self.plan_run(&r, bufs, now, jobs);
+                        }
+                        run = Some(Run::new(peer, slot, wg_start, outer_len));
+                    }
+                }
+                Ok(Step::Framed { peer, wg_start, outer_len, roomy: false }) => {
+                    // Too little tailroom to be sure: the one-packet path checks exactly.
+                    if let Some(r) = run.take() {
+                        self.plan_run(&r, bufs, now, jobs);
+                    }
+                    let r = Run::new(peer, slot, wg_start, outer_len);
+                    let buf = bufs[slot].as_mut().get(wg_start..).unwrap_or_default();
+                    if let Err(reason) = self.plan_single(&r, buf, now, jobs) {
+                        self.stats.count(reason);
+                    }
+                }
+                Ok(Step::Fragment { target, mtu }) => {
+                    // Counters in packet order: the run so far takes its block first.
+                    if let Some(r) = run.take() {
+                        self.plan_run(&r, bufs, now, jobs);
+                    }
+                    let packet = bufs[slot].as_mut().get(POD_HEADROOM..POD_HEADROOM + lens[slot]).unwrap_or_default();
+                    if let Err(reason) = self.fragment(packet, mtu, &target, now) {
+                        self.stats.count(reason);
+                    }
+                }
+                Ok(Step::Done) => {}
+                Err(reason) => self.stats.count(reason),
             }
+        }
+        if let Some(r) = run.take() {
+            self.plan_run(&r, bufs, now, jobs);
         }
     }
 
-    fn plan_one(
+    /// Everything per packet before the counters: lookups (through `target`, the previous
+    /// packet's), MSS clamp, MTU check, and for a packet that fits, its headers.
+    fn prepare(
         &mut self,
         slot: usize,
         buf: &mut [u8],
         len: usize,
         now: Instant,
-        jobs: &mut Vec<PodSealJob>,
+        target: &mut Option<Target>,
         icmp_out: &mut Vec<PodIcmp>,
-    ) -> Result<(), PodDrop> {
+    ) -> Result<Step, PodDrop> {
         let packet = buf.get_mut(POD_HEADROOM..POD_HEADROOM.checked_add(len).ok_or(PodDrop::Malformed)?);
         let packet = packet.ok_or(PodDrop::Encapsulation)?;
         let dst = ip_addr(packet, false).ok_or(PodDrop::Malformed)?;
-        let (net, remote) = self.routes.lookup_key(dst).ok_or(PodDrop::NoRoute)?;
-        let peer = self.engine.route(remote.vtep_ip).ok_or(PodDrop::NoPeer)?;
-        let pod_mtu = self.pod_mtu_for(peer);
-        let mtu = pod_mtu as usize;
+        let t = self.target(dst, target)?;
+        let mtu = t.pod_mtu as usize;
         if self.config.clamp_mss {
             let family = if matches!(dst, Key::V4(_)) { Family::V4 } else { Family::V6 };
-            if mtu::clamp_tcp_mss(packet, mtu::max_mss(pod_mtu, family)) {
+            if mtu::clamp_tcp_mss(packet, mtu::max_mss(t.pod_mtu, family)) {
                 self.stats.mss_clamped += 1;
             }
         }
         match mtu::check_size(packet, mtu) {
             SizeVerdict::Fits => {
                 let len = inner_ip_len(packet).map_or(len, |(l, _)| l);
-                let (wg_start, outer_len) = frame(&self.config, self.vxlan_headroom, remote, buf, len)?;
-                match plan_send(&mut self.engine, peer, &buf[wg_start..], outer_len, now)? {
-                    Some(plan) => {
-                        self.stats.packets_out += 1;
-                        jobs.push(PodSealJob { block: plan.block, dst: plan.dst, slot, wg_start, outer_len });
-                    }
-                    None => self.stats.staged += 1,
-                }
-                Ok(())
+                let (wg_start, outer_len) = frame(&self.config, &t.headers, t.remote, buf, len)?;
+                let roomy = buf.len().saturating_sub(wg_start) >= HEADROOM + outer_len + TAILROOM;
+                let outer_len = u16::try_from(outer_len).map_err(|_| PodDrop::Encapsulation)?;
+                Ok(Step::Framed { peer: t.peer, wg_start, outer_len, roomy })
             }
             SizeVerdict::TooBig => {
                 if !self.take_icmp_token(now) {
@@ -643,37 +740,99 @@ impl PodEngine {
                 }
                 let mut answer = vec![0u8; mtu::ICMPV6_MAX_LEN];
                 let mtu16 = u16::try_from(mtu).unwrap_or(u16::MAX);
-                match mtu::icmp_too_big(packet, mtu16, net.addr(), &mut answer) {
+                match mtu::icmp_too_big(packet, mtu16, t.net.addr(), &mut answer) {
                     Ok(n) => {
                         answer.truncate(n);
                         self.stats.too_big += 1;
                         icmp_out.push(PodIcmp { slot, packet: answer });
-                        Ok(())
+                        Ok(Step::Done)
                     }
                     Err(_) => Err(PodDrop::TooBigSilent),
                 }
             }
-            SizeVerdict::FragmentV4 => self.fragment(packet, mtu, remote, peer, now),
+            SizeVerdict::FragmentV4 => Ok(Step::Fragment { target: *t, mtu }),
             SizeVerdict::Malformed => Err(PodDrop::Malformed),
         }
     }
 
+    /// Where packets to `dst` go, from `cache` (the previous packet's target) when it is the
+    /// same destination or the same remote VTEP; otherwise looked up and cached. A failed lookup
+    /// leaves the cache as it was.
+    fn target<'c>(&self, dst: Key, cache: &'c mut Option<Target>) -> Result<&'c Target, PodDrop> {
+        if cache.as_ref().is_some_and(|t| t.dst == dst) {
+            return cache.as_ref().ok_or(PodDrop::NoRoute);
+        }
+        let (net, remote) = self.routes.lookup_key(dst).ok_or(PodDrop::NoRoute)?;
+        let target = match cache.as_ref() {
+            Some(t) if t.remote == remote => Target { dst, net, ..*t },
+            _ => {
+                let peer = self.engine.route(remote.vtep_ip).ok_or(PodDrop::NoPeer)?;
+                let c = &self.config;
+                let headers = OuterHeaders::new(c.vni, c.local_vtep_ip, remote.vtep_ip, c.dst_port)
+                    .map_err(|_| PodDrop::Encapsulation)?
+                    .with_macs(remote.vtep_mac, c.local_vtep_mac);
+                Target { dst, net, remote, peer, pod_mtu: self.pod_mtu_for(peer), headers }
+            }
+        };
+        Ok(cache.insert(target))
+    }
+
+    /// Reserves one block of counters for a run (the protocol's per-peer work done once) and
+    /// appends its job; a run without a session is staged, one that cannot be sent is counted.
+    fn plan_run<B: AsMut<[u8]>>(&mut self, run: &Run, bufs: &mut [B], now: Instant, jobs: &mut Vec<PodSealJob>) {
+        let slots = run.start..run.start + run.len;
+        // The WireGuard messages as the device sees them; every one was checked to have room.
+        let mut messages: [&[u8]; RUN_MAX] = [&[]; RUN_MAX];
+        for (message, buf) in messages.iter_mut().zip(&mut bufs[slots.clone()]) {
+            *message = buf.as_mut().get(run.wg_start..).unwrap_or_default();
+        }
+        let mut lens = [0usize; RUN_MAX];
+        for (len, &outer_len) in lens.iter_mut().zip(&run.outer_lens[..run.len]) {
+            *len = usize::from(outer_len);
+        }
+        let n = run.len;
+        match self.engine.device_mut().plan_send(run.peer, &messages[..n], &lens[..n], now) {
+            Ok(Some(plan)) => {
+                self.stats.packets_out += plan.sealable as u64;
+                let (block, dst) = (plan.block, plan.dst);
+                jobs.push(PodSealJob { block, dst, slots, wg_start: run.wg_start, outer_lens: run.outer_lens });
+            }
+            Ok(None) => self.stats.staged += n as u64,
+            Err(e) => {
+                for _ in 0..n {
+                    self.stats.count(send_drop(e));
+                }
+            }
+        }
+    }
+
+    /// A one-packet run whose message `buf` may lack room: planned as [`Device::plan_send_one`]
+    /// does, which refuses a buffer too small before anything else.
+    ///
+    /// [`Device::plan_send_one`]: crate::wireguard::Device::plan_send_one
+    fn plan_single(&mut self, run: &Run, buf: &[u8], now: Instant, jobs: &mut Vec<PodSealJob>) -> Result<(), PodDrop> {
+        let outer_len = usize::from(run.outer_lens[0]);
+        match plan_send(&mut self.engine, run.peer, buf, outer_len, now)? {
+            Some(plan) => {
+                self.stats.packets_out += 1;
+                let (block, dst, slots) = (plan.block, plan.dst, run.start..run.start + 1);
+                jobs.push(PodSealJob { block, dst, slots, wg_start: run.wg_start, outer_lens: run.outer_lens });
+            }
+            None => self.stats.staged += 1,
+        }
+        Ok(())
+    }
+
     /// Splits an IPv4 packet without DF at the inner layer and encrypts each fragment into a
     /// copy queued for [`PodEngine::poll_transmit`]. Rare path: copies and allocates.
-    fn fragment(
-        &mut self,
-        packet: &[u8],
-        mtu: usize,
-        remote: RemoteVtep,
-        peer: PeerId,
-        now: Instant,
-    ) -> Result<(), PodDrop> {
+    fn fragment(&mut self, packet: &[u8], mtu: usize, target: &Target, now: Instant) -> Result<(), PodDrop> {
+        let (remote, peer) = (target.remote, target.peer);
         let mut fragments = mtu::Fragmenter::new(packet, mtu).map_err(|_| PodDrop::Malformed)?;
         self.stats.fragmented += 1;
         let end = POD_HEADROOM + mtu;
         while let Ok(Some(n)) = fragments.next_into(&mut self.frag_buf[POD_HEADROOM..end]) {
             let sealed =
-                seal_now(&mut self.engine, &self.config, self.vxlan_headroom, remote, peer, &mut self.frag_buf, n, now);
+                seal_now(&mut self.engine, &self.config, &target.headers, remote, peer, &mut self.frag_buf, n, now);
             match sealed {
                 Ok(Some((range, dst))) => {
                     self.stats.fragments_out += 1;
@@ -884,11 +1043,11 @@ impl PodEngine {
 }
 
 /// Frames the pod packet at `buf[POD_HEADROOM..POD_HEADROOM + len]`: the Ethernet header, then
-/// VXLAN/UDP/IP via [`vxlan::encapsulate`]. Returns where the WireGuard message will start and
+/// VXLAN/UDP/IP from `headers` (to `remote`, see [`OuterHeaders::encapsulate`]). Returns where the WireGuard message will start and
 /// the length of the outer packet behind its header.
 fn frame(
     config: &PodConfig,
-    vxlan_headroom: usize,
+    headers: &OuterHeaders,
     remote: RemoteVtep,
     buf: &mut [u8],
     len: usize,
@@ -903,17 +1062,9 @@ fn frame(
     header
         .emit(&mut ethernet::Frame::new_unchecked(&mut buf[frame_start..POD_HEADROOM]))
         .map_err(|_| PodDrop::Encapsulation)?;
-    let outer = vxlan::encapsulate(
-        buf,
-        frame_start,
-        ethernet::HEADER_LEN + len,
-        config.vni,
-        config.local_vtep_ip,
-        remote.vtep_ip,
-        config.dst_port,
-    )
-    .map_err(|_| PodDrop::Encapsulation)?;
-    debug_assert_eq!(outer.start, frame_start - vxlan_headroom);
+    let outer =
+        headers.encapsulate(buf, frame_start, ethernet::HEADER_LEN + len).map_err(|_| PodDrop::Encapsulation)?;
+    debug_assert_eq!(outer.start, frame_start - headers.headroom());
     // The outer packet now starts `HEADROOM` octets after the WireGuard message's start: exactly
     // where the device expects a plaintext, so it is encrypted where it lies.
     Ok((outer.start - HEADROOM, outer.len()))
@@ -928,11 +1079,16 @@ fn plan_send(
     outer_len: usize,
     now: Instant,
 ) -> Result<Option<SendPlan>, PodDrop> {
-    engine.device_mut().plan_send_one(peer, message, outer_len, now).map_err(|e| match e {
+    engine.device_mut().plan_send_one(peer, message, outer_len, now).map_err(send_drop)
+}
+
+/// The pod drop a send error stands for.
+fn send_drop(e: SendError) -> PodDrop {
+    match e {
         SendError::NoEndpoint => PodDrop::NoEndpoint,
         SendError::UnknownPeer => PodDrop::NoPeer,
         SendError::BufferTooSmall { .. } => PodDrop::Encapsulation,
-    })
+    }
 }
 
 /// Frames, plans and seals at once (the fragment path, which reuses one buffer). Returns the
@@ -941,14 +1097,14 @@ fn plan_send(
 fn seal_now(
     engine: &mut Engine,
     config: &PodConfig,
-    vxlan_headroom: usize,
+    headers: &OuterHeaders,
     remote: RemoteVtep,
     peer: PeerId,
     buf: &mut [u8],
     len: usize,
     now: Instant,
 ) -> Result<Option<(Range<usize>, SocketAddr)>, PodDrop> {
-    let (wg_start, outer_len) = frame(config, vxlan_headroom, remote, buf, len)?;
+    let (wg_start, outer_len) = frame(config, headers, remote, buf, len)?;
     let Some(plan) = plan_send(engine, peer, &buf[wg_start..], outer_len, now)? else { return Ok(None) };
     let len = plan.block.seal(0, &mut buf[wg_start..], outer_len).ok_or(PodDrop::Encapsulation)?;
     Ok(Some((wg_start..wg_start + len, plan.dst)))

@@ -31,7 +31,8 @@ use core::ops::{Range, RangeInclusive};
 use std::net::IpAddr;
 
 use super::Error;
-use crate::wire::ethernet::{self, EtherType};
+use crate::wire::checksum;
+use crate::wire::ethernet::{self, EtherType, EthernetAddress};
 use crate::wire::ipv4::{self, IpProtocol};
 use crate::wire::vxlan::{self, Vni};
 use crate::wire::{ipv6, udp};
@@ -47,6 +48,7 @@ pub const SOURCE_PORT_RANGE: RangeInclusive<u16> = 49152..=65535;
 const TTL: u8 = 64;
 
 /// FNV-1a, 32 bits: deterministic, dependency-free and good enough to spread flows.
+#[derive(Clone, Copy)]
 struct Fnv(u32);
 
 impl Fnv {
@@ -67,12 +69,22 @@ impl Fnv {
 /// runs and builds. Never panics: short or malformed frames hash whatever part parses.
 pub fn flow_hash(frame: &[u8]) -> u32 {
     let mut h = Fnv::new();
-    let Some(eth) = frame.get(..ethernet::HEADER_LEN) else {
+    if frame.len() < ethernet::HEADER_LEN {
         h.write(frame);
         return h.0;
-    };
-    h.write(eth);
-    let payload = &frame[ethernet::HEADER_LEN..];
+    }
+    h.write(&frame[..MACS_LEN]);
+    hash_after_macs(h, frame)
+}
+
+/// The two MAC addresses at the start of an Ethernet frame.
+const MACS_LEN: usize = 12;
+
+/// Finishes [`flow_hash`] of `frame` (at least an Ethernet header) from `h`, the state after its
+/// two MAC addresses: FNV is a running hash, so that state can be computed once for many frames.
+fn hash_after_macs(mut h: Fnv, frame: &[u8]) -> u32 {
+    let (eth, payload) = frame.split_at(ethernet::HEADER_LEN);
+    h.write(&eth[MACS_LEN..]);
     let ethertype = EtherType(u16::from_be_bytes([eth[12], eth[13]]));
     let l4 = if ethertype == EtherType::IPV4 {
         match ipv4::Packet::new_checked(payload) {
@@ -161,6 +173,9 @@ pub fn encapsulate_vxlan(
 /// family, [`Error::FrameOutOfBounds`] if the frame is not inside `buf`, a truncation error if it
 /// is shorter than an Ethernet header, [`Error::Headroom`] if there is too little room in front of
 /// it, and [`Error::TooLarge`] if the outer packet would exceed 65535 octets.
+///
+/// For many frames between the same VTEPs, [`OuterHeaders`] does the same with the constant part
+/// prepared once.
 pub fn encapsulate(
     buf: &mut [u8],
     frame_start: usize,
@@ -170,54 +185,140 @@ pub fn encapsulate(
     remote_vtep: IpAddr,
     dst_port: u16,
 ) -> Result<Range<usize>, Error> {
-    let ip_len = match (local_vtep, remote_vtep) {
-        (IpAddr::V4(_), IpAddr::V4(_)) => ipv4::HEADER_LEN,
-        (IpAddr::V6(_), IpAddr::V6(_)) => ipv6::HEADER_LEN,
-        _ => return Err(Error::MixedFamilies),
-    };
-    let headroom = ip_len + udp::HEADER_LEN + vxlan::HEADER_LEN;
-    let range = frame_bounds(buf, frame_start, frame_len, headroom)?;
-    let udp_len = udp::HEADER_LEN + vxlan::HEADER_LEN + frame_len;
-    // IPv4's Total Length covers the header too; IPv6's Payload Length does not.
-    let limit = if ip_len == ipv4::HEADER_LEN { usize::from(u16::MAX) - ip_len } else { usize::from(u16::MAX) };
-    if udp_len > limit {
-        return Err(Error::TooLarge);
-    }
-    let packet = &mut buf[range.clone()];
-    let hash = flow_hash(&packet[headroom..]);
+    OuterHeaders::new(vni, local_vtep, remote_vtep, dst_port)?.encapsulate(buf, frame_start, frame_len)
+}
 
-    let datagram_buf = &mut packet[ip_len..];
-    vxlan::Repr { vni }.emit(&mut vxlan::Packet::new_unchecked(&mut datagram_buf[udp::HEADER_LEN..]))?;
-    let mut datagram = udp::Packet::new_unchecked(datagram_buf);
-    let udp_repr = udp::Repr { src_port: source_port(hash), dst_port, payload_len: udp_len - udp::HEADER_LEN };
-    udp_repr.emit(&mut datagram)?;
-    datagram.fill_checksum(local_vtep, remote_vtep)?;
+/// The outer IP, UDP and VXLAN headers from one VTEP to another, prepared once for many frames:
+/// the constant fields are laid out in a template and their share of both checksums summed
+/// ahead, so that [`OuterHeaders::encapsulate`] copies the template, fills in the lengths, the
+/// source port (and IPv6 flow label) and finishes the checksums. It writes exactly what
+/// [`encapsulate`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OuterHeaders {
+    /// IP + UDP + VXLAN headers with every per-frame field zero (lengths, checksums, source
+    /// port, flow label); the first `headroom` octets are used.
+    template: [u8; HEADROOM_V6],
+    /// [`HEADROOM_V4`] or [`HEADROOM_V6`].
+    headroom: usize,
+    /// Partial sum of the template's IPv4 header (unused over IPv6, which has no header checksum).
+    ip_sum: u32,
+    /// Partial sum of the UDP pseudo-header without its length.
+    pseudo_sum: u32,
+    /// The two MAC addresses every frame is expected to start with, and the flow hash state after
+    /// them (see [`OuterHeaders::with_macs`]).
+    macs: Option<([u8; MACS_LEN], u32)>,
+}
 
-    match (local_vtep, remote_vtep) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => ipv4::Repr {
-            src,
-            dst,
-            protocol: IpProtocol::UDP,
-            payload_len: udp_len,
-            ttl: TTL,
-            dont_frag: true,
-            dscp_ecn: 0,
-            ident: 0,
-        }
-        .emit(&mut ipv4::Packet::new_unchecked(packet))?,
-        (IpAddr::V6(src), IpAddr::V6(dst)) => ipv6::Repr {
-            src,
-            dst,
-            next_header: IpProtocol::UDP,
-            payload_len: udp_len,
-            hop_limit: TTL,
-            traffic_class: 0,
-            flow_label: hash & ipv6::MAX_FLOW_LABEL,
-        }
-        .emit(&mut ipv6::Packet::new_unchecked(packet))?,
-        _ => return Err(Error::MixedFamilies),
+impl OuterHeaders {
+    /// Headers from `local_vtep` to `remote_vtep`, UDP port `dst_port`, VNI `vni`; fails with
+    /// [`Error::MixedFamilies`] if the addresses differ in family.
+    pub fn new(vni: Vni, local_vtep: IpAddr, remote_vtep: IpAddr, dst_port: u16) -> Result<Self, Error> {
+        let mut template = [0u8; HEADROOM_V6];
+        let (ip_len, pseudo_sum) = match (local_vtep, remote_vtep) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                let ip = ipv4::Repr {
+                    src,
+                    dst,
+                    protocol: IpProtocol::UDP,
+                    payload_len: 0,
+                    ttl: TTL,
+                    dont_frag: true,
+                    dscp_ecn: 0,
+                    ident: 0,
+                };
+                ip.emit(&mut ipv4::Packet::new_unchecked(&mut template[..ipv4::HEADER_LEN]))?;
+                // Total Length and the header checksum are per frame.
+                template[2..4].fill(0);
+                template[10..12].fill(0);
+                (ipv4::HEADER_LEN, checksum::pseudo_header_v4(src, dst, IpProtocol::UDP.0, 0))
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                let ip = ipv6::Repr {
+                    src,
+                    dst,
+                    next_header: IpProtocol::UDP,
+                    payload_len: 0,
+                    hop_limit: TTL,
+                    traffic_class: 0,
+                    flow_label: 0,
+                };
+                ip.emit(&mut ipv6::Packet::new_unchecked(&mut template[..ipv6::HEADER_LEN]))?;
+                (ipv6::HEADER_LEN, checksum::pseudo_header_v6(src, dst, IpProtocol::UDP.0, 0))
+            }
+            _ => return Err(Error::MixedFamilies),
+        };
+        let headroom = ip_len + udp::HEADER_LEN + vxlan::HEADER_LEN;
+        let (udp_header, vxlan_header) = template[ip_len..headroom].split_at_mut(udp::HEADER_LEN);
+        vxlan::Repr { vni }.emit(&mut vxlan::Packet::new_unchecked(vxlan_header))?;
+        udp_header[2..4].copy_from_slice(&dst_port.to_be_bytes());
+        let ip_sum = checksum::sum(&template[..ip_len]);
+        Ok(Self { template, headroom, ip_sum, pseudo_sum, macs: None })
     }
-    Ok(range)
+
+    /// The same headers for frames that start with `dst` then `src` (one VTEP's frames to
+    /// another): the flow hash of such frames starts from a state computed here, once. Frames
+    /// that start otherwise are still hashed in full.
+    pub fn with_macs(mut self, dst: EthernetAddress, src: EthernetAddress) -> Self {
+        let mut macs = [0u8; MACS_LEN];
+        macs[..6].copy_from_slice(&dst.0);
+        macs[6..].copy_from_slice(&src.0);
+        let mut h = Fnv::new();
+        h.write(&macs);
+        self.macs = Some((macs, h.0));
+        self
+    }
+
+    /// Octets written in front of the frame: [`HEADROOM_V4`] or [`HEADROOM_V6`].
+    pub fn headroom(&self) -> usize {
+        self.headroom
+    }
+
+    /// As [`encapsulate`] with this pair of VTEPs (same result, same errors but
+    /// [`Error::MixedFamilies`], which [`OuterHeaders::new`] took care of).
+    pub fn encapsulate(&self, buf: &mut [u8], frame_start: usize, frame_len: usize) -> Result<Range<usize>, Error> {
+        let headroom = self.headroom;
+        let ip_len = headroom - udp::HEADER_LEN - vxlan::HEADER_LEN;
+        let range = frame_bounds(buf, frame_start, frame_len, headroom)?;
+        let udp_len = udp::HEADER_LEN + vxlan::HEADER_LEN + frame_len;
+        // IPv4's Total Length covers the header too; IPv6's Payload Length does not.
+        let limit = if ip_len == ipv4::HEADER_LEN { usize::from(u16::MAX) - ip_len } else { usize::from(u16::MAX) };
+        if udp_len > limit {
+            return Err(Error::TooLarge);
+        }
+        let packet = &mut buf[range.clone()];
+        let hash = match self.macs {
+            Some((macs, state)) if packet[headroom..headroom + MACS_LEN] == macs => {
+                hash_after_macs(Fnv(state), &packet[headroom..])
+            }
+            _ => flow_hash(&packet[headroom..]),
+        };
+        packet[..headroom].copy_from_slice(&self.template[..headroom]);
+        // `limit` keeps both lengths within 16 bits.
+        let udp_len16 = udp_len as u16;
+        if ip_len == ipv4::HEADER_LEN {
+            let total = (ip_len + udp_len) as u16;
+            packet[2..4].copy_from_slice(&total.to_be_bytes());
+            let sum = checksum::finish(checksum::combine(&[self.ip_sum, u32::from(total)]));
+            packet[10..12].copy_from_slice(&sum.to_be_bytes());
+        } else {
+            // Version 6 and traffic class 0 are in the template's first octet; the 20-bit flow
+            // label takes the rest of the first word.
+            let label = (hash & ipv6::MAX_FLOW_LABEL).to_be_bytes();
+            packet[1..4].copy_from_slice(&label[1..]);
+            packet[4..6].copy_from_slice(&udp_len16.to_be_bytes());
+        }
+        let datagram = &mut packet[ip_len..];
+        datagram[0..2].copy_from_slice(&source_port(hash).to_be_bytes());
+        datagram[4..6].copy_from_slice(&udp_len16.to_be_bytes());
+        let sum = checksum::finish(checksum::combine(&[
+            self.pseudo_sum,
+            u32::from(udp_len16),
+            checksum::sum(&datagram[..udp_len]),
+        ]));
+        // A computed zero is sent as all ones (zero means "no checksum").
+        datagram[6..8].copy_from_slice(&(if sum == 0 { 0xffff } else { sum }).to_be_bytes());
+        Ok(range)
+    }
 }
 
 /// What [`decapsulate`] found.
@@ -290,4 +391,129 @@ pub fn decapsulate(packet: &[u8], dst_port: u16) -> Result<Decapsulated, Error> 
         outer_src: src,
         outer_src_port: repr.src_port,
     })
+}
+
+#[cfg(test)]
+mod outer_headers_tests {
+    use super::*;
+
+    /// The headers written field by field through the wire views, as [`encapsulate`] did before
+    /// [`OuterHeaders`]: what the template must reproduce octet for octet.
+    fn reference(buf: &mut [u8], frame_start: usize, frame_len: usize, local: IpAddr, remote: IpAddr) {
+        let (vni, port) = (Vni::new(0x123456).unwrap(), 8472);
+        let ip_len = if local.is_ipv4() { ipv4::HEADER_LEN } else { ipv6::HEADER_LEN };
+        let headroom = ip_len + udp::HEADER_LEN + vxlan::HEADER_LEN;
+        let packet = &mut buf[frame_start - headroom..frame_start + frame_len];
+        let udp_len = udp::HEADER_LEN + vxlan::HEADER_LEN + frame_len;
+        let hash = flow_hash(&packet[headroom..]);
+        let datagram_buf = &mut packet[ip_len..];
+        vxlan::Repr { vni }.emit(&mut vxlan::Packet::new_unchecked(&mut datagram_buf[udp::HEADER_LEN..])).unwrap();
+        let mut datagram = udp::Packet::new_unchecked(datagram_buf);
+        udp::Repr { src_port: source_port(hash), dst_port: port, payload_len: udp_len - udp::HEADER_LEN }
+            .emit(&mut datagram)
+            .unwrap();
+        datagram.fill_checksum(local, remote).unwrap();
+        match (local, remote) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => ipv4::Repr {
+                src,
+                dst,
+                protocol: IpProtocol::UDP,
+                payload_len: udp_len,
+                ttl: TTL,
+                dont_frag: true,
+                dscp_ecn: 0,
+                ident: 0,
+            }
+            .emit(&mut ipv4::Packet::new_unchecked(packet))
+            .unwrap(),
+            (IpAddr::V6(src), IpAddr::V6(dst)) => ipv6::Repr {
+                src,
+                dst,
+                next_header: IpProtocol::UDP,
+                payload_len: udp_len,
+                hop_limit: TTL,
+                traffic_class: 0,
+                flow_label: hash & ipv6::MAX_FLOW_LABEL,
+            }
+            .emit(&mut ipv6::Packet::new_unchecked(packet))
+            .unwrap(),
+            _ => unreachable!(),
+        }
+    }
+
+    /// Frames of many shapes: IPv4/IPv6 UDP and TCP, fragments, other EtherTypes, bare headers,
+    /// odd lengths; each starting with `macs` or not.
+    fn frames(macs: [u8; 12]) -> Vec<Vec<u8>> {
+        let mut seed = 0x9e37_79b9u32;
+        let mut byte = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed as u8
+        };
+        let mut frames = Vec::new();
+        for (i, len) in [14usize, 15, 34, 54, 61, 100, 333, 1021, 1464].into_iter().enumerate() {
+            for kind in 0..5 {
+                let mut f: Vec<u8> = (0..len).map(|_| byte()).collect();
+                if kind != 4 {
+                    f[..12].copy_from_slice(&macs);
+                }
+                let body = len - ethernet::HEADER_LEN;
+                match kind {
+                    0 if body >= 20 => {
+                        f[12..14].copy_from_slice(&EtherType::IPV4.0.to_be_bytes());
+                        f[14] = 0x45;
+                        f[16..18].copy_from_slice(&(body as u16).to_be_bytes());
+                        f[20] = if i % 2 == 0 { 0x40 } else { 0x20 }; // DF, or more fragments
+                        f[23] = if i % 3 == 0 { 6 } else { 17 };
+                    }
+                    1 if body >= 40 => {
+                        f[12..14].copy_from_slice(&EtherType::IPV6.0.to_be_bytes());
+                        f[14] = 0x60;
+                        f[18..20].copy_from_slice(&((body - 40) as u16).to_be_bytes());
+                        f[20] = 17;
+                    }
+                    _ => {}
+                }
+                frames.push(f);
+            }
+        }
+        frames
+    }
+
+    #[test]
+    fn the_template_writes_what_the_field_by_field_headers_do() {
+        let (dst, src) = (EthernetAddress([2, 0, 0, 0, 0, 0xb]), EthernetAddress([2, 0, 0, 0, 0, 0xa]));
+        let mut macs = [0u8; 12];
+        macs[..6].copy_from_slice(&dst.0);
+        macs[6..].copy_from_slice(&src.0);
+        let pairs: [(IpAddr, IpAddr); 2] = [
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()),
+            ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap()),
+        ];
+        let vni = Vni::new(0x123456).unwrap();
+        let mut checked = 0;
+        for (local, remote) in pairs {
+            let plain = OuterHeaders::new(vni, local, remote, 8472).unwrap();
+            let with_macs = plain.with_macs(dst, src);
+            for frame in frames(macs) {
+                let start = HEADROOM_V6 + 3;
+                let mut want = vec![0xeeu8; start + frame.len() + 5];
+                want[start..start + frame.len()].copy_from_slice(&frame);
+                let mut got = want.clone();
+                reference(&mut want, start, frame.len(), local, remote);
+                for headers in [plain, with_macs] {
+                    let range = headers.encapsulate(&mut got, start, frame.len()).unwrap();
+                    assert_eq!(range, start - headers.headroom()..start + frame.len());
+                    assert_eq!(got, want, "{local} -> {remote}, frame {frame:02x?}");
+                    checked += 1;
+                }
+                let mut free = want.clone();
+                free[..start].fill(0xee);
+                encapsulate(&mut free, start, frame.len(), vni, local, remote, 8472).unwrap();
+                assert_eq!(free, want, "the one-call function");
+            }
+        }
+        assert_eq!(checked, 2 * 2 * 9 * 5);
+    }
 }
