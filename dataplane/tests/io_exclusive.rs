@@ -23,8 +23,8 @@ fn a_multi_queue_device_in_use_is_not_joined() {
     // IFF_VNET_HDR under the first one (the kernel takes a joining queue's flags for the device).
     for with_offload in [false, true] {
         let e = ns.run(|| Tun::create_queues("mqx0", 1, with_offload)).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
-        assert!(e.to_string().contains("mqx0"), "the error names the device: {e}");
+        assert_eq!(e.kind(), io::ErrorKind::ResourceBusy, "{e}");
+        assert!(e.to_string().contains("mqx0") && e.to_string().contains("exists"), "{e}");
     }
     // The first owner's device is as it was: its queues still carry the vnet header.
     let show = ns.ip("-d link show mqx0");
@@ -33,6 +33,20 @@ fn a_multi_queue_device_in_use_is_not_joined() {
         "the first owner's device is intact: {show}"
     );
     drop(first);
+}
+
+#[test]
+fn the_queues_of_a_name_pattern_share_one_device() {
+    if !require(&["ip"]) {
+        return;
+    }
+    let ns = Netns::new("vxwgmqp");
+    let queues = ns.run(|| Tun::create_queues("mqp%d", 2, false)).unwrap();
+    let name = queues[0].name().to_string();
+    assert!(!name.contains('%'), "the kernel resolved the pattern: {name}");
+    assert_eq!(queues[1].name(), name, "queue 1 attached to queue 0's device, not a new one");
+    let show = ns.ip(&format!("-d link show {name}"));
+    assert!(show.contains("numqueues 2 "), "{show}");
 }
 
 #[test]

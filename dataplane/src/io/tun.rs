@@ -19,6 +19,8 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
+/// Fail with EBUSY rather than attach if the device exists already.
+const IFF_TUN_EXCL: libc::c_short = 0x8000u16 as libc::c_short;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUN_F_CSUM: libc::c_uint = 0x01;
@@ -60,6 +62,8 @@ impl Offload {
 struct Mode {
     vnet_hdr: bool,
     multi_queue: bool,
+    /// Create the device, never attach to an existing one.
+    exclusive: bool,
 }
 
 #[repr(C)]
@@ -81,14 +85,14 @@ pub struct Tun {
 impl Tun {
     /// Creates (or attaches to) the TUN interface `name`. Needs CAP_NET_ADMIN.
     pub fn create(name: &str) -> io::Result<Tun> {
-        Self::open(name, Mode { vnet_hdr: false, multi_queue: false })
+        Self::open(name, Mode { vnet_hdr: false, multi_queue: false, exclusive: false })
     }
 
     /// Creates the TUN interface `name` with a `virtio_net_hdr` on every packet and as many
     /// offloads as the kernel grants (TSO, then USO), falling back to plain packets if it grants
     /// none. [`Tun::offload`] says which; reads and writes then carry the header.
     pub fn create_with_offload(name: &str) -> io::Result<Tun> {
-        let mut tun = Self::open(name, Mode { vnet_hdr: true, multi_queue: false })?;
+        let mut tun = Self::open(name, Mode { vnet_hdr: true, multi_queue: false, exclusive: false })?;
         tun.offload = tun.negotiate_offload();
         Ok(tun)
     }
@@ -99,10 +103,10 @@ impl Tun {
     /// least offload any queue was granted (the kernel's offload flags are the device's, so that
     /// is what the device then has); without, as [`Tun::create`].
     ///
-    /// A device of that name that already exists is refused (`AddrInUse`) and left untouched:
-    /// the kernel would let our queues join another process's multi-queue device (and take our
-    /// flags, vnet header included, for the whole device), where a single-queue open gets EBUSY.
-    /// Two processes creating the same name at the same instant can still meet.
+    /// A device of that name that already exists is refused (EBUSY, `ResourceBusy`) and left
+    /// untouched (queue 0 asks for `IFF_TUN_EXCL`): the kernel would let our queues join another
+    /// process's multi-queue device, and take our flags, vnet header included, for the whole
+    /// device, where a single-queue open of a device in use gets EBUSY anyway.
     ///
     /// An error names the queue that failed; the queues already opened are closed again (and the
     /// device goes with them unless someone else holds it open).
@@ -110,19 +114,21 @@ impl Tun {
         if queues == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("TUN {name}: 0 queues asked for")));
         }
-        if link_exists(name) {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("TUN {name}: opening queue 0 of {queues}: a device of this name exists already"),
-            ));
-        }
-        let mode = Mode { vnet_hdr: offload, multi_queue: true };
-        let mut tuns = Vec::with_capacity(queues);
+        let mut tuns: Vec<Tun> = Vec::with_capacity(queues);
         for i in 0..queues {
-            // Every queue after the first attaches to the device the first created (same name,
-            // same flags: the kernel refuses a queue whose IFF_MULTI_QUEUE differs).
-            let mut tun = Self::open(name, mode)
-                .map_err(|e| io::Error::new(e.kind(), format!("TUN {name}: opening queue {i} of {queues}: {e}")))?;
+            // Every queue after the first attaches to the device the first created (its name,
+            // which a `%d` pattern resolved; same flags: the kernel refuses a queue whose
+            // IFF_MULTI_QUEUE differs).
+            let mode = Mode { vnet_hdr: offload, multi_queue: true, exclusive: i == 0 };
+            let device = tuns.first().map_or(name, Tun::name);
+            let mut tun = Self::open(device, mode).map_err(|e| {
+                let why = if i == 0 && e.raw_os_error() == Some(libc::EBUSY) {
+                    "a device of this name exists already".to_string()
+                } else {
+                    e.to_string()
+                };
+                io::Error::new(e.kind(), format!("TUN {name}: opening queue {i} of {queues}: {why}"))
+            })?;
             if offload {
                 tun.offload = tun.negotiate_offload();
             }
@@ -212,7 +218,8 @@ impl Tun {
         let flags = IFF_TUN
             | IFF_NO_PI
             | if mode.vnet_hdr { IFF_VNET_HDR } else { 0 }
-            | if mode.multi_queue { IFF_MULTI_QUEUE } else { 0 };
+            | if mode.multi_queue { IFF_MULTI_QUEUE } else { 0 }
+            | if mode.exclusive { IFF_TUN_EXCL } else { 0 };
         let mut req = IfReqFlags { name: [0; libc::IFNAMSIZ], flags, _pad: [0; 22] };
         for (dst, src) in req.name.iter_mut().zip(name.bytes()) {
             *dst = src as libc::c_char;
@@ -260,12 +267,4 @@ impl AsFd for Tun {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
-}
-
-/// True if this thread's network namespace has an interface named `name` (a name with a `%d`
-/// pattern names none yet).
-fn link_exists(name: &str) -> bool {
-    let Ok(c_name) = std::ffi::CString::new(name) else { return false };
-    // SAFETY: if_nametoindex reads the NUL-terminated string, which lives across the call.
-    !name.contains('%') && unsafe { libc::if_nametoindex(c_name.as_ptr()) } != 0
 }
