@@ -222,6 +222,47 @@ fn two_workers_share_the_flows_and_never_reorder_one() {
     assert!(moved.iter().all(|&m| m > 1000), "UDP datagrams encrypted per worker: {moved:?}");
 }
 
+/// Threads of a running process.
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count()
+}
+
+/// UDP sockets listening on `port` in a namespace.
+fn udp_listeners(ns: &Netns, port: u16) -> usize {
+    ns.exec(&format!("ss -Hulnp sport = :{port}")).lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+/// `wg set listen-port` on a running daemon stops its workers, gives each a socket of the new
+/// port's group and starts them again: traffic flows on the new port, the old one is closed,
+/// and no thread is left behind, however often it happens.
+#[test]
+fn listen_port_changes_move_every_worker_and_leak_no_thread() {
+    if !require(&["ip", "wg", "ping", "python3", "ss"]) {
+        return;
+    }
+    let (na, nb) = underlay();
+    let a = Node::start(&na, Impl::VxwgTwoWorkers, "100.64.7.1");
+    let b = Node::start(&nb, Impl::VxwgTwoWorkers, "100.64.7.2");
+    a.add_peer(&b, "10.201.0.2");
+    b.add_peer(&a, "10.201.0.1");
+    ping(&na, "100.64.7.2");
+    let pid = a.child.as_ref().unwrap().id();
+    let threads = threads_of(pid);
+    assert_eq!(udp_listeners(&na, 51820), 2, "one socket per worker");
+    for port in [51901u16, 51902, 51903] {
+        na.exec(&format!("wg set {} listen-port {port}", a.ifname));
+        nb.exec(&format!("wg set {} peer {} endpoint 10.201.0.1:{port}", b.ifname, a.public));
+        ping(&nb, "100.64.7.1");
+        ping(&na, "100.64.7.2");
+        assert_eq!(udp_listeners(&na, port), 2, "both workers on port {port}");
+        assert_eq!(udp_listeners(&na, port - 1), 0, "the old port is closed");
+        assert_eq!(status_json(&na, &a.ifname)["listen_port"].as_u64(), Some(u64::from(port)));
+        assert_eq!(threads_of(pid), threads, "thread count after moving to port {port}");
+    }
+    tcp_transfer(&na, &nb, "100.64.7.2", 8);
+    tcp_transfer(&nb, &na, "100.64.7.1", 8);
+}
+
 #[test]
 fn vxwg_initiates_to_wireguard_go() {
     two_nodes(Impl::Vxwg, Impl::WireguardGo);
