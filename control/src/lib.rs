@@ -12,3 +12,7 @@ pub mod keys;
 pub mod netmap;
 pub mod source;
 pub mod uapi;
+
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;

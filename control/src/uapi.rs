@@ -472,7 +472,14 @@ fn parse_prefix(value: &str) -> Result<IpNet, ValueError> {
     if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ValueError::Prefix(IpNetError::PrefixLength(shown(len))));
     }
-    value.parse().map_err(ValueError::Prefix)
+    // IpNet's errors quote the whole address or length; quote them only in part, like every value here.
+    value.parse().map_err(|e| {
+        ValueError::Prefix(match e {
+            IpNetError::Address(a) => IpNetError::Address(shown(&a)),
+            IpNetError::PrefixLength(l) => IpNetError::PrefixLength(shown(&l)),
+            other => other,
+        })
+    })
 }
 
 /// The complete answer to a get request, in wireguard-go's order, ending with `errno=0` and the
