@@ -19,8 +19,8 @@ fn a_multi_queue_device_in_use_is_not_joined() {
     let first = ns.run(|| Tun::create_queues("mqx0", 2, true)).unwrap();
     let offload = first[0].offload();
     assert_ne!(offload, Offload::None);
-    // A second daemon of the same name, with offloads off: joining would also flip the device's
-    // IFF_VNET_HDR under the first one (the kernel takes a joining queue's flags for the device).
+    // A second daemon of the same name, with or without offloads: joining would add its queues
+    // to the device, which the kernel then hands part of the first one's flows.
     for with_offload in [false, true] {
         let e = ns.run(|| Tun::create_queues("mqx0", 1, with_offload)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::ResourceBusy, "{e}");

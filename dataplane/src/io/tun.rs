@@ -105,8 +105,8 @@ impl Tun {
     ///
     /// A device of that name that already exists is refused (EBUSY, `ResourceBusy`) and left
     /// untouched (queue 0 asks for `IFF_TUN_EXCL`): the kernel would let our queues join another
-    /// process's multi-queue device, and take our flags, vnet header included, for the whole
-    /// device, where a single-queue open of a device in use gets EBUSY anyway.
+    /// process's multi-queue device, hand them part of its flows, and let our offload and
+    /// steering settings replace its own; a single-queue open of a device in use gets EBUSY.
     ///
     /// An error names the queue that failed; the queues already opened are closed again (and the
     /// device goes with them unless someone else holds it open).
