@@ -19,7 +19,7 @@ use vxwg_dataplane::engine::{
 use vxwg_dataplane::route::IpNet;
 use vxwg_dataplane::wire::ethernet::EthernetAddress;
 use vxwg_dataplane::wire::vxlan::Vni;
-use vxwg_dataplane::wireguard::{Device, DeviceConfig, DropReason, PeerConfig, PeerId};
+use vxwg_dataplane::wireguard::{Device, DeviceConfig, DropReason, Encapsulated, PeerConfig, PeerId, Received};
 
 const A: &str = "127.0.0.1:1";
 const B: &str = "127.0.0.1:2";
@@ -419,4 +419,72 @@ fn pod_phases_round_trip_a_pod_packet() {
         assert_eq!(wire[got.slot][got.range.clone()], originals[i][..], "pod packet {i} intact");
     }
     assert_eq!(b.stats().packets_in, 2);
+}
+
+/// The responder's first two packets on a fresh session (its `next`) are planned by two workers
+/// before either commits: the first commit promotes the session, the second finds it current
+/// and promotes nothing, so the old session stays as `previous` and both packets arrive.
+#[test]
+fn two_workers_committing_first_packets_on_next_promote_it_once() {
+    let now = Instant::now();
+    let (mut a, mut b, b_at_a) = connected(now);
+    let a_at_b = b.device().peer_by_key(&a.device().public_key()).unwrap();
+    // A datagram on the old session, held back until after the rotation.
+    let a_shared = Mutex::new(a);
+    let mut old = send_worker(&a_shared, 9, 1, now);
+    a = a_shared.into_inner().unwrap();
+
+    // Rekey, A initiating; B answers, but A's confirmation is not delivered: B's new session
+    // stays its `next` until the data below.
+    let later = now + Duration::from_secs(6);
+    a.device_mut().initiate_handshake(b_at_a, later);
+    let mut initiation = a.poll_transmit().expect("initiation");
+    b.decapsulate(addr(A), &mut initiation.payload, later).unwrap();
+    let mut response = b.poll_transmit().expect("response");
+    a.decapsulate(addr(B), &mut response.payload, later).unwrap();
+    while a.poll_transmit().is_some() {}
+    let a_shared = Mutex::new(a);
+    let mut fresh = send_worker(&a_shared, 1, 2, later);
+    a = a_shared.into_inner().unwrap();
+
+    // Two workers, one datagram each: both plan and open before either commits.
+    let b = Mutex::new(b);
+    let mut workers: Vec<(Vec<Vec<u8>>, Vec<OpenJob>)> = fresh
+        .drain(..)
+        .map(|d| {
+            let datagrams = [Datagram { slot: 0, range: 0..d.len(), src: addr(A) }];
+            let mut bufs = vec![d];
+            let mut jobs = Vec::new();
+            b.lock().unwrap().plan_decapsulate(&mut bufs, &datagrams, later, &mut jobs);
+            assert_eq!(jobs.len(), 1, "the datagram passes the pre-check on `next`");
+            open_jobs(&mut bufs, &mut jobs);
+            (bufs, jobs)
+        })
+        .collect();
+    let mut delivered = Vec::new();
+    for (bufs, jobs) in &mut workers {
+        let mut inc = Vec::new();
+        b.lock().unwrap().commit_decapsulate(bufs, jobs, later, &mut inc);
+        delivered.extend(inc.iter().map(|i| untag(&bufs[i.slot][i.range.clone()])));
+    }
+    assert_eq!(delivered, [(1, 0), (1, 1)]);
+
+    // The old session is B's previous: the held-back datagram still arrives.
+    let mut b = b.into_inner().unwrap();
+    let lens = [old[0].len()];
+    let mut inc = Vec::new();
+    b.decapsulate_batch(&mut old, &lens, &[addr(A)], later, &mut inc);
+    assert_eq!(inc.len(), 1, "the old session was kept as previous");
+    // And B sends on the new session (its counter 0), which A opens and delivers.
+    let mut buf = vec![0u8; HEADROOM + 40 + TAILROOM];
+    let packet = &mut buf[HEADROOM..HEADROOM + 40];
+    packet[0] = 0x45;
+    packet[2..4].copy_from_slice(&40u16.to_be_bytes());
+    packet[12..16].copy_from_slice(&[10, 0, 0, 2]);
+    packet[16..20].copy_from_slice(&[10, 0, 0, 1]);
+    let Ok(Encapsulated::Ready { len, .. }) = b.device_mut().encapsulate(a_at_b, &mut buf, 40, later) else {
+        panic!("B has a session to send on");
+    };
+    assert_eq!(counter_of(&buf), 0, "B's first packet on the new session");
+    assert!(matches!(a.decapsulate(addr(B), &mut buf[..len], later), Ok(Received::Packet { .. })));
 }
