@@ -1129,15 +1129,19 @@ fn a_worker_ending_during_a_listen_port_change_still_ends_the_daemon() {
     let mut writer = stream;
     // One connection, several requests: the control thread stays in it between them (it waits
     // up to 500 ms for the next), so it cannot see the workers end before the `set` below.
-    let mut request = |text: &str| {
-        writer.write_all(text.as_bytes()).unwrap();
+    // `None`: the connection closed first (on a loaded machine the control thread may give up
+    // waiting and see the workers end by itself; the daemon must exit either way).
+    let mut request = |text: &str| -> Option<String> {
+        writer.write_all(text.as_bytes()).ok()?;
         let mut reply = String::new();
         while !reply.ends_with("\n\n") {
-            assert_ne!(reader.read_line(&mut reply).unwrap(), 0, "connection closed after {reply:?}");
+            if reader.read_line(&mut reply).ok()? == 0 {
+                return None;
+            }
         }
-        reply
+        Some(reply)
     };
-    assert!(request("get=1\n\n").contains("listen_port=51820"));
+    assert!(request("get=1\n\n").expect("get").contains("listen_port=51820"));
     na.exec(&format!("ip link del {}", a.ifname));
     std::thread::sleep(Duration::from_millis(100));
     let reply = request("set=1\nlisten_port=51821\n\n");
