@@ -35,6 +35,7 @@ use vxwg::dataplane::route::IpNet;
 use crate::config::{Config, Control, SourceConfig};
 use crate::daemon::Dataplane;
 use crate::routesync::RouteSync;
+use crate::worker;
 
 /// vxwg's own UAPI request for `vxwg routes` (answered with one line of JSON and a blank line).
 pub const ROUTES_REQUEST: &str = "vxwg_routes=1\n\n";
@@ -169,19 +170,21 @@ impl ControlSide {
 
     /// Called by the daemon loop on every wake-up (`woken`: [`ControlSide::wake_fd`] was
     /// readable): applies a waiting netmap, and once a second reports stale peers to the thread
-    /// and reconciles the kernel's routes. Costs a clock read when there is nothing to do.
-    pub fn poll(&mut self, ifname: &str, dp: &mut Dataplane, woken: bool) {
+    /// and reconciles the kernel's routes. Costs a clock read when there is nothing to do. The
+    /// dataplane lock is taken only to read or change the engine, never around netlink calls,
+    /// so the packet workers do not wait on the kernel's routing tables.
+    pub fn poll(&mut self, ifname: &str, dataplane: &worker::Shared, woken: bool) {
         if woken {
             let mut drain = [0u8; 64];
             while matches!(self.wake.read(&mut drain), Ok(n) if n > 0) {}
             let waiting = self.shared.mailbox.lock().map(|mut m| m.take()).unwrap_or(None);
             if let Some(built) = waiting {
-                self.take(ifname, built, dp);
+                self.take(ifname, built, dataplane);
             }
         }
         if self.last_tick.elapsed() >= TICK_EVERY {
             self.last_tick = Instant::now();
-            let stale = self.engine.stale_peers(dp.engine(), SystemTime::now(), self.stale_after);
+            let stale = self.engine.stale_peers(dataplane.lock().engine(), SystemTime::now(), self.stale_after);
             if let Ok(mut s) = self.shared.stale.lock() {
                 *s = stale;
             }
@@ -203,7 +206,7 @@ impl ControlSide {
     }
 
     /// Applies `built` unless it cannot be right (then the last good state stays).
-    fn take(&mut self, ifname: &str, built: Built, dp: &mut Dataplane) {
+    fn take(&mut self, ifname: &str, built: Built, dataplane: &worker::Shared) {
         if let Some(why) = unusable(&built.netmap) {
             if self.had_good {
                 if self.held.as_deref() != Some(why.as_str()) {
@@ -218,15 +221,18 @@ impl ControlSide {
             self.held = None;
             self.had_good = true;
         }
-        let local_vtep = match dp {
-            Dataplane::L3(_) => None,
-            Dataplane::Pod(p) => Some(p.config().local_vtep_ip),
+        let (report, local_vtep) = {
+            let mut dp = dataplane.lock();
+            let local_vtep = match &*dp {
+                Dataplane::L3(_) => None,
+                Dataplane::Pod(p) => Some(p.config().local_vtep_ip),
+            };
+            let target = match &mut *dp {
+                Dataplane::L3(e) => Target::L3(e),
+                Dataplane::Pod(p) => Target::Pod(p),
+            };
+            (self.engine.apply(built.intent, target, SystemTime::now()), local_vtep)
         };
-        let target = match dp {
-            Dataplane::L3(e) => Target::L3(e),
-            Dataplane::Pod(p) => Target::Pod(p),
-        };
-        let report = self.engine.apply(built.intent, target, SystemTime::now());
         for (what, names) in [("added", &report.added), ("removed", &report.removed), ("updated", &report.updated)] {
             if !names.is_empty() {
                 log(ifname, &format!("peers {what}: {}", names.join(", ")));

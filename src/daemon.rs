@@ -149,15 +149,16 @@ impl WorkerSet {
         Ok(())
     }
 
-    /// Stops every worker and takes them back. False if one had already ended on its own (a
+    /// Stops every worker and takes them back. An error if one had already ended on its own (a
     /// device gone, a panic): the daemon is then shutting down.
-    fn stop(&mut self) -> bool {
+    fn stop(&mut self) -> Result<(), WorkerEnd> {
         self.stop.raise();
-        let mut healthy = true;
+        let mut end = Ok(());
         for running in self.running.drain(..) {
             match running.join() {
                 Some((worker, Exit::Stopped)) => self.idle.push(worker),
-                Some((_, Exit::DeviceGone)) | None => healthy = false,
+                Some((_, Exit::DeviceGone)) => end = end.and(Err(WorkerEnd::DeviceGone)),
+                None => end = Err(WorkerEnd::Panicked),
             }
         }
         self.idle.sort_by_key(|w| w.index);
@@ -166,10 +167,10 @@ impl WorkerSet {
         // back to the loop, which would otherwise run on without workers).
         let mut sink = [0u8; 64];
         while matches!(io::Read::read(&mut &self.ended, &mut sink), Ok(n) if n > 0) {}
-        if !healthy {
+        if end.is_err() {
             let _ = io::Write::write(&mut &self.ended_writer, &[1]);
         }
-        healthy
+        end
     }
 
     /// Gives the (idle) workers new sockets: a new port.
@@ -185,6 +186,13 @@ impl WorkerSet {
     fn control_socket(&self) -> &UdpSocket {
         &self.sockets[0]
     }
+}
+
+/// How a worker ended without being asked to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkerEnd {
+    DeviceGone,
+    Panicked,
 }
 
 /// Removes the UAPI socket when the daemon ends, however it ends.
@@ -277,7 +285,7 @@ impl Daemon {
         }
         self.workers.start(&self.name, &self.shared)?;
         let result = self.control_loop();
-        self.workers.stop();
+        let _ = self.workers.stop();
         result
     }
 
@@ -303,6 +311,11 @@ impl Daemon {
                 return Ok(());
             }
             if ended.readable {
+                // A device gone is a normal end (someone deleted the interface); a panic is not,
+                // so a service manager that restarts on failure sees one.
+                if self.workers.stop() == Err(WorkerEnd::Panicked) {
+                    bail!("a packet worker panicked (its message is above); shutting down");
+                }
                 log(&self.name, "TUN device gone, shutting down");
                 return Ok(());
             }
@@ -321,7 +334,7 @@ impl Daemon {
                 self.shared.lock().handle_timeout(Instant::now());
             }
             if let Some(control) = self.control.as_mut() {
-                control.poll(&self.name, &mut self.shared.lock(), netmap.readable);
+                control.poll(&self.name, &self.shared, netmap.readable);
             }
             self.flush_control();
             self.refresh_mtu();
@@ -721,7 +734,7 @@ impl Daemon {
             }
         }
         let running = !self.workers.running.is_empty();
-        if running && !self.workers.stop() {
+        if running && self.workers.stop().is_err() {
             bail!("a worker has ended; the daemon is shutting down");
         }
         // Whether or not the sockets could be swapped (all or none are), the workers run again.
