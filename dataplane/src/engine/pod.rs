@@ -4,9 +4,11 @@
 //! `buf[POD_HEADROOM..]`): TCP MSS clamp (optional) → pod CIDR lookup in [`PodRoutes`] (the
 //! remote VTEP) → [`mtu::check_size`] against the pod MTU → inner Ethernet header (dst = the
 //! remote VTEP's MAC, src = ours) written in the 14 octets in front of the packet →
-//! [`vxlan::encapsulate`] writes outer IP/UDP/VXLAN in front of that → the L3 engine's AllowedIPs
-//! pick the WireGuard peer that owns the remote VTEP address → [`Device::encapsulate`](crate::wireguard::Device::encapsulate) encrypts
-//! the outer packet in place, its WireGuard header written into the last 16 octets of headroom.
+//! outer IP/UDP/VXLAN in front of that, as [`vxlan::encapsulate`] writes them (from an
+//! [`OuterHeaders`] template) → the L3 engine's AllowedIPs pick the WireGuard peer that owns the
+//! remote VTEP address → the device encrypts the outer packet in place, its WireGuard header
+//! written into the last 16 octets of headroom. Lookups and the outer template are shared by a
+//! run of packets to one destination, send counters reserved once per run to one peer.
 //! The pod packet is never moved: every layer is written around it. This is what flannel's
 //! `flannel.1` (VXLAN, UDP 8472) puts on the wire, so a Linux vxlan device on the other side of a
 //! kernel WireGuard tunnel accepts it too.
@@ -36,7 +38,7 @@ use std::time::{Duration, Instant};
 use super::{Datagram, Engine, OpenJob};
 use crate::mtu::{self, Family, SizeVerdict};
 use crate::route::{AllowedIps, IpNet};
-use crate::vxlan::encap::OuterHeaders;
+use crate::vxlan::encap::{FrameHeaders, OuterHeaders};
 use crate::vxlan::{self, HEADROOM_V4, HEADROOM_V6};
 use crate::wire::ethernet::{self, EtherType, EthernetAddress};
 use crate::wire::vxlan::Vni;
@@ -413,7 +415,7 @@ struct Target {
     peer: PeerId,
     /// [`PodEngine::pod_mtu_for`] that peer.
     pod_mtu: u32,
-    headers: OuterHeaders,
+    headers: FrameHeaders,
 }
 
 /// Consecutive framed pod packets to one peer, waiting for their block of counters.
@@ -729,7 +731,7 @@ impl PodEngine {
         match mtu::check_size(packet, mtu) {
             SizeVerdict::Fits => {
                 let len = inner_ip_len(packet).map_or(len, |(l, _)| l);
-                let (wg_start, outer_len) = frame(&self.config, &t.headers, t.remote, buf, len)?;
+                let (wg_start, outer_len) = frame(&t.headers, buf, len)?;
                 let roomy = buf.len().saturating_sub(wg_start) >= HEADROOM + outer_len + TAILROOM;
                 let outer_len = u16::try_from(outer_len).map_err(|_| PodDrop::Encapsulation)?;
                 Ok(Step::Framed { peer: t.peer, wg_start, outer_len, roomy })
@@ -826,13 +828,12 @@ impl PodEngine {
     /// Splits an IPv4 packet without DF at the inner layer and encrypts each fragment into a
     /// copy queued for [`PodEngine::poll_transmit`]. Rare path: copies and allocates.
     fn fragment(&mut self, packet: &[u8], mtu: usize, target: &Target, now: Instant) -> Result<(), PodDrop> {
-        let (remote, peer) = (target.remote, target.peer);
+        let peer = target.peer;
         let mut fragments = mtu::Fragmenter::new(packet, mtu).map_err(|_| PodDrop::Malformed)?;
         self.stats.fragmented += 1;
         let end = POD_HEADROOM + mtu;
         while let Ok(Some(n)) = fragments.next_into(&mut self.frag_buf[POD_HEADROOM..end]) {
-            let sealed =
-                seal_now(&mut self.engine, &self.config, &target.headers, remote, peer, &mut self.frag_buf, n, now);
+            let sealed = seal_now(&mut self.engine, &target.headers, peer, &mut self.frag_buf, n, now);
             match sealed {
                 Ok(Some((range, dst))) => {
                     self.stats.fragments_out += 1;
@@ -1043,28 +1044,16 @@ impl PodEngine {
 }
 
 /// Frames the pod packet at `buf[POD_HEADROOM..POD_HEADROOM + len]`: the Ethernet header, then
-/// VXLAN/UDP/IP from `headers` (to `remote`, see [`OuterHeaders::encapsulate`]). Returns where the WireGuard message will start and
-/// the length of the outer packet behind its header.
-fn frame(
-    config: &PodConfig,
-    headers: &OuterHeaders,
-    remote: RemoteVtep,
-    buf: &mut [u8],
-    len: usize,
-) -> Result<(usize, usize), PodDrop> {
-    let frame_start = POD_HEADROOM - ethernet::HEADER_LEN;
+/// VXLAN/UDP/IP, from `headers` (see [`FrameHeaders::encapsulate`]). Returns where the WireGuard
+/// message will start and the length of the outer packet behind its header.
+fn frame(headers: &FrameHeaders, buf: &mut [u8], len: usize) -> Result<(usize, usize), PodDrop> {
     let ethertype = match buf.get(POD_HEADROOM).map(|b| b >> 4) {
         Some(4) => EtherType::IPV4,
         Some(6) => EtherType::IPV6,
         _ => return Err(PodDrop::Malformed),
     };
-    let header = ethernet::Repr { src: config.local_vtep_mac, dst: remote.vtep_mac, ethertype };
-    header
-        .emit(&mut ethernet::Frame::new_unchecked(&mut buf[frame_start..POD_HEADROOM]))
-        .map_err(|_| PodDrop::Encapsulation)?;
-    let outer =
-        headers.encapsulate(buf, frame_start, ethernet::HEADER_LEN + len).map_err(|_| PodDrop::Encapsulation)?;
-    debug_assert_eq!(outer.start, frame_start - headers.headroom());
+    let outer = headers.encapsulate(buf, POD_HEADROOM, len, ethertype).map_err(|_| PodDrop::Encapsulation)?;
+    debug_assert_eq!(outer.start, POD_HEADROOM - headers.headroom());
     // The outer packet now starts `HEADROOM` octets after the WireGuard message's start: exactly
     // where the device expects a plaintext, so it is encrypted where it lies.
     Ok((outer.start - HEADROOM, outer.len()))
@@ -1093,18 +1082,15 @@ fn send_drop(e: SendError) -> PodDrop {
 
 /// Frames, plans and seals at once (the fragment path, which reuses one buffer). Returns the
 /// datagram's range in `buf` and its destination, or `None` if it was staged.
-#[allow(clippy::too_many_arguments)]
 fn seal_now(
     engine: &mut Engine,
-    config: &PodConfig,
-    headers: &OuterHeaders,
-    remote: RemoteVtep,
+    headers: &FrameHeaders,
     peer: PeerId,
     buf: &mut [u8],
     len: usize,
     now: Instant,
 ) -> Result<Option<(Range<usize>, SocketAddr)>, PodDrop> {
-    let (wg_start, outer_len) = frame(config, headers, remote, buf, len)?;
+    let (wg_start, outer_len) = frame(headers, buf, len)?;
     let Some(plan) = plan_send(engine, peer, &buf[wg_start..], outer_len, now)? else { return Ok(None) };
     let len = plan.block.seal(0, &mut buf[wg_start..], outer_len).ok_or(PodDrop::Encapsulation)?;
     Ok(Some((wg_start..wg_start + len, plan.dst)))

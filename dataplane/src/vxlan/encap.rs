@@ -81,11 +81,16 @@ pub fn flow_hash(frame: &[u8]) -> u32 {
 const MACS_LEN: usize = 12;
 
 /// Finishes [`flow_hash`] of `frame` (at least an Ethernet header) from `h`, the state after its
-/// two MAC addresses: FNV is a running hash, so that state can be computed once for many frames.
+/// two MAC addresses.
 fn hash_after_macs(mut h: Fnv, frame: &[u8]) -> u32 {
     let (eth, payload) = frame.split_at(ethernet::HEADER_LEN);
     h.write(&eth[MACS_LEN..]);
-    let ethertype = EtherType(u16::from_be_bytes([eth[12], eth[13]]));
+    hash_payload(h, EtherType(u16::from_be_bytes([eth[12], eth[13]])), payload)
+}
+
+/// Finishes [`flow_hash`] from `h`, the state after the whole Ethernet header (EtherType
+/// `ethertype`), with the frame's `payload`.
+fn hash_payload(mut h: Fnv, ethertype: EtherType, payload: &[u8]) -> u32 {
     let l4 = if ethertype == EtherType::IPV4 {
         match ipv4::Packet::new_checked(payload) {
             Ok(ip) => {
@@ -204,9 +209,6 @@ pub struct OuterHeaders {
     ip_sum: u32,
     /// Partial sum of the UDP pseudo-header without its length.
     pseudo_sum: u32,
-    /// The two MAC addresses every frame is expected to start with, and the flow hash state after
-    /// them (see [`OuterHeaders::with_macs`]).
-    macs: Option<([u8; MACS_LEN], u32)>,
 }
 
 impl OuterHeaders {
@@ -252,51 +254,37 @@ impl OuterHeaders {
         vxlan::Repr { vni }.emit(&mut vxlan::Packet::new_unchecked(vxlan_header))?;
         udp_header[2..4].copy_from_slice(&dst_port.to_be_bytes());
         let ip_sum = checksum::sum(&template[..ip_len]);
-        Ok(Self { template, headroom, ip_sum, pseudo_sum, macs: None })
+        Ok(Self { template, headroom, ip_sum, pseudo_sum })
     }
 
-    /// The same headers for frames that start with `dst` then `src` (one VTEP's frames to
-    /// another): the flow hash of such frames starts from a state computed here, once. Frames
-    /// that start otherwise are still hashed in full.
-    pub fn with_macs(mut self, dst: EthernetAddress, src: EthernetAddress) -> Self {
+    /// These headers around frames from MAC `src` to MAC `dst` (one VTEP's frames to another),
+    /// for callers that hold an IP packet and want the whole frame built around it.
+    pub fn with_macs(self, dst: EthernetAddress, src: EthernetAddress) -> FrameHeaders {
         let mut macs = [0u8; MACS_LEN];
         macs[..6].copy_from_slice(&dst.0);
         macs[6..].copy_from_slice(&src.0);
         let mut h = Fnv::new();
         h.write(&macs);
-        self.macs = Some((macs, h.0));
-        self
+        let ip_len = self.ip_len();
+        // UDP and VXLAN headers (per-frame fields zero) and the MACs: 28 octets, so the
+        // EtherType and the IP packet after them start on 16-bit word boundaries of the datagram.
+        let mut constant = [0u8; udp::HEADER_LEN + vxlan::HEADER_LEN + MACS_LEN];
+        constant[..udp::HEADER_LEN + vxlan::HEADER_LEN].copy_from_slice(&self.template[ip_len..self.headroom]);
+        constant[udp::HEADER_LEN + vxlan::HEADER_LEN..].copy_from_slice(&macs);
+        FrameHeaders { outer: self, macs, macs_hash: h.0, datagram_sum: checksum::sum(&constant) }
     }
 
-    /// Octets written in front of the frame: [`HEADROOM_V4`] or [`HEADROOM_V6`].
-    pub fn headroom(&self) -> usize {
-        self.headroom
+    /// Length of the outer IP header.
+    fn ip_len(&self) -> usize {
+        self.headroom - udp::HEADER_LEN - vxlan::HEADER_LEN
     }
 
-    /// As [`encapsulate`] with this pair of VTEPs (same result, same errors but
-    /// [`Error::MixedFamilies`], which [`OuterHeaders::new`] took care of).
-    pub fn encapsulate(&self, buf: &mut [u8], frame_start: usize, frame_len: usize) -> Result<Range<usize>, Error> {
-        let headroom = self.headroom;
-        let ip_len = headroom - udp::HEADER_LEN - vxlan::HEADER_LEN;
-        let range = frame_bounds(buf, frame_start, frame_len, headroom)?;
-        let udp_len = udp::HEADER_LEN + vxlan::HEADER_LEN + frame_len;
-        // IPv4's Total Length covers the header too; IPv6's Payload Length does not.
-        let limit = if ip_len == ipv4::HEADER_LEN { usize::from(u16::MAX) - ip_len } else { usize::from(u16::MAX) };
-        if udp_len > limit {
-            return Err(Error::TooLarge);
-        }
-        let packet = &mut buf[range.clone()];
-        let hash = match self.macs {
-            Some((macs, state)) if packet[headroom..headroom + MACS_LEN] == macs => {
-                hash_after_macs(Fnv(state), &packet[headroom..])
-            }
-            _ => flow_hash(&packet[headroom..]),
-        };
-        packet[..headroom].copy_from_slice(&self.template[..headroom]);
-        // `limit` keeps both lengths within 16 bits.
+    /// Writes the IP header's per-frame fields for a UDP datagram of `udp_len` octets whose flow
+    /// hashed to `hash` (`udp_len` was checked against the IP length limit).
+    fn fill_ip(&self, packet: &mut [u8], udp_len: usize, hash: u32) {
         let udp_len16 = udp_len as u16;
-        if ip_len == ipv4::HEADER_LEN {
-            let total = (ip_len + udp_len) as u16;
+        if self.ip_len() == ipv4::HEADER_LEN {
+            let total = (ipv4::HEADER_LEN + udp_len) as u16;
             packet[2..4].copy_from_slice(&total.to_be_bytes());
             let sum = checksum::finish(checksum::combine(&[self.ip_sum, u32::from(total)]));
             packet[10..12].copy_from_slice(&sum.to_be_bytes());
@@ -307,16 +295,114 @@ impl OuterHeaders {
             packet[1..4].copy_from_slice(&label[1..]);
             packet[4..6].copy_from_slice(&udp_len16.to_be_bytes());
         }
+    }
+
+    /// Checks the frame's place in `buf` and the outer packet's size; returns the outer
+    /// packet's range and the UDP length.
+    fn bounds(&self, buf: &[u8], frame_start: usize, frame_len: usize) -> Result<(Range<usize>, usize), Error> {
+        let range = frame_bounds(buf, frame_start, frame_len, self.headroom)?;
+        let udp_len = udp::HEADER_LEN + vxlan::HEADER_LEN + frame_len;
+        // IPv4's Total Length covers the header too; IPv6's Payload Length does not.
+        let ip_len = self.ip_len();
+        let limit = if ip_len == ipv4::HEADER_LEN { usize::from(u16::MAX) - ip_len } else { usize::from(u16::MAX) };
+        if udp_len > limit {
+            return Err(Error::TooLarge);
+        }
+        Ok((range, udp_len))
+    }
+
+    /// Octets written in front of the frame: [`HEADROOM_V4`] or [`HEADROOM_V6`].
+    pub fn headroom(&self) -> usize {
+        self.headroom
+    }
+
+    /// As [`encapsulate`] with this pair of VTEPs (same result, same errors but
+    /// [`Error::MixedFamilies`], which [`OuterHeaders::new`] took care of).
+    pub fn encapsulate(&self, buf: &mut [u8], frame_start: usize, frame_len: usize) -> Result<Range<usize>, Error> {
+        let (range, udp_len) = self.bounds(buf, frame_start, frame_len)?;
+        let (headroom, ip_len) = (self.headroom, self.ip_len());
+        let packet = &mut buf[range.clone()];
+        let hash = flow_hash(&packet[headroom..]);
+        packet[..headroom].copy_from_slice(&self.template[..headroom]);
+        self.fill_ip(packet, udp_len, hash);
         let datagram = &mut packet[ip_len..];
         datagram[0..2].copy_from_slice(&source_port(hash).to_be_bytes());
-        datagram[4..6].copy_from_slice(&udp_len16.to_be_bytes());
+        datagram[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
         let sum = checksum::finish(checksum::combine(&[
             self.pseudo_sum,
-            u32::from(udp_len16),
+            udp_len as u32,
             checksum::sum(&datagram[..udp_len]),
         ]));
         // A computed zero is sent as all ones (zero means "no checksum").
         datagram[6..8].copy_from_slice(&(if sum == 0 { 0xffff } else { sum }).to_be_bytes());
+        Ok(range)
+    }
+}
+
+/// The inner Ethernet header and the outer headers of frames from one VTEP to another
+/// ([`OuterHeaders::with_macs`]), for an IP packet already in place: everything in front of it
+/// written at once from what was prepared. The flow hash starts from the MACs' state, and the
+/// UDP checksum sums only the IP packet, the rest being known: nothing just written is read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeaders {
+    outer: OuterHeaders,
+    /// Destination then source MAC.
+    macs: [u8; MACS_LEN],
+    /// Flow hash state after the MACs.
+    macs_hash: u32,
+    /// Partial sum of the UDP and VXLAN headers' constant fields and the MACs.
+    datagram_sum: u32,
+}
+
+impl FrameHeaders {
+    /// Octets written in front of the IP packet: the outer headers and the Ethernet header.
+    pub fn headroom(&self) -> usize {
+        self.outer.headroom + ethernet::HEADER_LEN
+    }
+
+    /// Writes the Ethernet header (`ethertype`) in front of the IP packet at
+    /// `buf[packet_start..packet_start + packet_len]` and the outer headers in front of that:
+    /// the same octets as writing the Ethernet header, then [`encapsulate`] on the frame, with
+    /// the same errors (a missing Ethernet header's room counts as headroom). Returns the range
+    /// of the complete outer packet.
+    pub fn encapsulate(
+        &self,
+        buf: &mut [u8],
+        packet_start: usize,
+        packet_len: usize,
+        ethertype: EtherType,
+    ) -> Result<Range<usize>, Error> {
+        let frame_start = packet_start
+            .checked_sub(ethernet::HEADER_LEN)
+            .ok_or(Error::Headroom { needed: self.headroom(), actual: packet_start })?;
+        let frame_len = packet_len.checked_add(ethernet::HEADER_LEN).ok_or(Error::FrameOutOfBounds)?;
+        let outer = &self.outer;
+        let (range, udp_len) = outer.bounds(buf, frame_start, frame_len)?;
+        let (headroom, ip_len) = (outer.headroom, outer.ip_len());
+        let packet = &mut buf[range.clone()];
+        let (headers, ip_packet) = packet.split_at_mut(headroom + ethernet::HEADER_LEN);
+        let mut h = Fnv(self.macs_hash);
+        h.write(&ethertype.0.to_be_bytes());
+        let hash = hash_payload(h, ethertype, ip_packet);
+        let src_port = source_port(hash);
+        let (outer_headers, eth) = headers.split_at_mut(headroom);
+        outer_headers.copy_from_slice(&outer.template[..headroom]);
+        eth[..MACS_LEN].copy_from_slice(&self.macs);
+        eth[MACS_LEN..].copy_from_slice(&ethertype.0.to_be_bytes());
+        outer.fill_ip(outer_headers, udp_len, hash);
+        let udp_header = &mut outer_headers[ip_len..ip_len + udp::HEADER_LEN];
+        udp_header[0..2].copy_from_slice(&src_port.to_be_bytes());
+        udp_header[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+        // The Length field counts twice: in the pseudo-header and in the UDP header.
+        let sum = checksum::finish(checksum::combine(&[
+            outer.pseudo_sum,
+            2 * udp_len as u32,
+            self.datagram_sum,
+            u32::from(src_port),
+            u32::from(ethertype.0),
+            checksum::sum(ip_packet),
+        ]));
+        udp_header[6..8].copy_from_slice(&(if sum == 0 { 0xffff } else { sum }).to_be_bytes());
         Ok(range)
     }
 }
@@ -482,6 +568,28 @@ mod outer_headers_tests {
     }
 
     #[test]
+    fn framing_refuses_what_encapsulate_refuses_and_leaves_the_buffer_unchanged() {
+        let local: IpAddr = "10.0.0.1".parse().unwrap();
+        let remote: IpAddr = "10.0.0.2".parse().unwrap();
+        let mac = EthernetAddress([2, 0, 0, 0, 0, 1]);
+        let framing = OuterHeaders::new(Vni::new(1).unwrap(), local, remote, 8472).unwrap().with_macs(mac, mac);
+        assert_eq!(framing.headroom(), HEADROOM_V4 + ethernet::HEADER_LEN);
+        let mut buf = vec![0x5a; 200];
+        let before = buf.clone();
+        let ip = EtherType::IPV4;
+        assert!(matches!(framing.encapsulate(&mut buf, 13, 20, ip), Err(Error::Headroom { .. })));
+        assert!(matches!(framing.encapsulate(&mut buf, 49, 20, ip), Err(Error::Headroom { .. })));
+        assert!(matches!(framing.encapsulate(&mut buf, 50, 151, ip), Err(Error::FrameOutOfBounds)));
+        assert!(matches!(framing.encapsulate(&mut buf, 50, usize::MAX, ip), Err(Error::FrameOutOfBounds)));
+        assert_eq!(buf, before);
+        let mut big = vec![0u8; 70_000];
+        assert!(matches!(framing.encapsulate(&mut big, 50, 65_535 - 50 + 1, ip), Err(Error::TooLarge)));
+        assert_eq!(framing.encapsulate(&mut big, 50, 65_535 - 50, ip), Ok(0..65_535));
+        assert_eq!(framing.encapsulate(&mut buf, 50, 150, ip), Ok(0..200));
+        assert!(OuterHeaders::new(Vni::new(1).unwrap(), local, "fd00::2".parse().unwrap(), 8472).is_err());
+    }
+
+    #[test]
     fn the_template_writes_what_the_field_by_field_headers_do() {
         let (dst, src) = (EthernetAddress([2, 0, 0, 0, 0, 0xb]), EthernetAddress([2, 0, 0, 0, 0, 0xa]));
         let mut macs = [0u8; 12];
@@ -494,26 +602,39 @@ mod outer_headers_tests {
         let vni = Vni::new(0x123456).unwrap();
         let mut checked = 0;
         for (local, remote) in pairs {
-            let plain = OuterHeaders::new(vni, local, remote, 8472).unwrap();
-            let with_macs = plain.with_macs(dst, src);
+            let outer = OuterHeaders::new(vni, local, remote, 8472).unwrap();
+            let framing = outer.with_macs(dst, src);
             for frame in frames(macs) {
                 let start = HEADROOM_V6 + 3;
                 let mut want = vec![0xeeu8; start + frame.len() + 5];
                 want[start..start + frame.len()].copy_from_slice(&frame);
                 let mut got = want.clone();
                 reference(&mut want, start, frame.len(), local, remote);
-                for headers in [plain, with_macs] {
-                    let range = headers.encapsulate(&mut got, start, frame.len()).unwrap();
-                    assert_eq!(range, start - headers.headroom()..start + frame.len());
-                    assert_eq!(got, want, "{local} -> {remote}, frame {frame:02x?}");
-                    checked += 1;
-                }
-                let mut free = want.clone();
+                let whole = start - outer.headroom()..start + frame.len();
+
+                let range = outer.encapsulate(&mut got, start, frame.len()).unwrap();
+                assert_eq!(range, whole);
+                assert_eq!(got, want, "{local} -> {remote}, frame {frame:02x?}");
+                checked += 1;
+
+                let mut free = got.clone();
                 free[..start].fill(0xee);
                 encapsulate(&mut free, start, frame.len(), vni, local, remote, 8472).unwrap();
                 assert_eq!(free, want, "the one-call function");
+
+                // The Ethernet header too, from the MACs given once and the packet's EtherType.
+                if frame[..12] == macs {
+                    got[..start + ethernet::HEADER_LEN].fill(0xee);
+                    let ethertype = EtherType(u16::from_be_bytes([frame[12], frame[13]]));
+                    let packet_start = start + ethernet::HEADER_LEN;
+                    let range = framing.encapsulate(&mut got, packet_start, frame.len() - 14, ethertype).unwrap();
+                    assert_eq!(range, whole);
+                    assert_eq!(packet_start - framing.headroom(), whole.start);
+                    assert_eq!(got, want, "{local} -> {remote}, IP packet {:02x?}", &frame[14..]);
+                    checked += 1;
+                }
             }
         }
-        assert_eq!(checked, 2 * 2 * 9 * 5);
+        assert_eq!(checked, 2 * 9 * (5 + 4));
     }
 }
