@@ -417,8 +417,8 @@ pub(crate) struct Threads {
 
 impl Threads {
     /// `VXWG_WORKERS` / `VXWG_PIN` (for comparison runs) override the configuration, which
-    /// overrides the default: one worker per CPU the daemon may run on (at most 4), each pinned
-    /// to its own.
+    /// overrides the default: one worker per CPU the daemon may run on (at most 4), left to the
+    /// scheduler.
     pub fn plan(workers: Option<usize>, pin: Option<bool>) -> anyhow::Result<Threads> {
         let env_workers = match std::env::var("VXWG_WORKERS") {
             Ok(v) => Some(
@@ -437,8 +437,10 @@ impl Threads {
         };
         let cpus = vxwg::dataplane::io::cpu::allowed_cpus().unwrap_or_default();
         let workers = env_workers.or(workers).unwrap_or(cpus.len().clamp(1, DEFAULT_MAX_WORKERS));
-        // One worker is left to the scheduler; several are spread over the cores.
-        let pin = env_pin.or(pin).unwrap_or(workers > 1) && !cpus.is_empty();
+        // Unpinned unless asked: a node agent shares its cores with pods, and the scheduler can
+        // move an unpinned worker off a core that something else keeps busy. Pinning pays when
+        // the cores are the daemon's (docs/performance.md has both measured).
+        let pin = env_pin.or(pin).unwrap_or(false) && !cpus.is_empty();
         let cpus = pin.then(|| (0..workers).map(|i| cpus[i % cpus.len()]).collect());
         Ok(Threads { workers, cpus })
     }
