@@ -16,8 +16,10 @@
 //!   meaning for an atomic datagram), header checksum filled.
 //! * IPv6: hop limit 64, traffic class 0, flow label from the inner flow hash (RFC 6438).
 //! * UDP: destination port as given (vxwg default [`DEFAULT_PORT`](crate::wire::vxlan::DEFAULT_PORT),
-//!   8472); source port from [`source_port`]`(`[`flow_hash`]`(frame))`; checksum always computed
-//!   (required over IPv6, and over IPv4 too so that every outer checksum is valid).
+//!   8472); source port from [`source_port`]`(`[`flow_hash`]`(frame))`; checksum zero over IPv4
+//!   (RFC 7348 section 5: it SHOULD be transmitted as zero; Linux's vxlan device does the same
+//!   unless `udpcsum` is set; inside WireGuard the AEAD covers every byte anyway), computed over
+//!   IPv6 (where zero needs RFC 6935's opt-in on the receiver).
 //!
 //! # Source port
 //! RFC 7348 section 5 recommends a source port derived from a hash of the inner frame, in the
@@ -328,13 +330,15 @@ impl OuterHeaders {
         let datagram = &mut packet[ip_len..];
         datagram[0..2].copy_from_slice(&source_port(hash).to_be_bytes());
         datagram[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-        let sum = checksum::finish(checksum::combine(&[
-            self.pseudo_sum,
-            udp_len as u32,
-            checksum::sum(&datagram[..udp_len]),
-        ]));
-        // A computed zero is sent as all ones (zero means "no checksum").
-        datagram[6..8].copy_from_slice(&(if sum == 0 { 0xffff } else { sum }).to_be_bytes());
+        if ip_len == ipv6::HEADER_LEN {
+            let sum = checksum::finish(checksum::combine(&[
+                self.pseudo_sum,
+                udp_len as u32,
+                checksum::sum(&datagram[..udp_len]),
+            ]));
+            // A computed zero is sent as all ones (zero means "no checksum").
+            datagram[6..8].copy_from_slice(&(if sum == 0 { 0xffff } else { sum }).to_be_bytes());
+        }
         Ok(range)
     }
 }
@@ -393,16 +397,18 @@ impl FrameHeaders {
         let udp_header = &mut outer_headers[ip_len..ip_len + udp::HEADER_LEN];
         udp_header[0..2].copy_from_slice(&src_port.to_be_bytes());
         udp_header[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-        // The Length field counts twice: in the pseudo-header and in the UDP header.
-        let sum = checksum::finish(checksum::combine(&[
-            outer.pseudo_sum,
-            2 * udp_len as u32,
-            self.datagram_sum,
-            u32::from(src_port),
-            u32::from(ethertype.0),
-            checksum::sum(ip_packet),
-        ]));
-        udp_header[6..8].copy_from_slice(&(if sum == 0 { 0xffff } else { sum }).to_be_bytes());
+        if ip_len == ipv6::HEADER_LEN {
+            // The Length field counts twice: in the pseudo-header and in the UDP header.
+            let sum = checksum::finish(checksum::combine(&[
+                outer.pseudo_sum,
+                2 * udp_len as u32,
+                self.datagram_sum,
+                u32::from(src_port),
+                u32::from(ethertype.0),
+                checksum::sum(ip_packet),
+            ]));
+            udp_header[6..8].copy_from_slice(&(if sum == 0 { 0xffff } else { sum }).to_be_bytes());
+        }
         Ok(range)
     }
 }
@@ -498,7 +504,10 @@ mod outer_headers_tests {
         udp::Repr { src_port: source_port(hash), dst_port: port, payload_len: udp_len - udp::HEADER_LEN }
             .emit(&mut datagram)
             .unwrap();
-        datagram.fill_checksum(local, remote).unwrap();
+        // Zero (none) over IPv4, as RFC 7348 recommends; computed over IPv6.
+        if local.is_ipv6() {
+            datagram.fill_checksum(local, remote).unwrap();
+        }
         match (local, remote) {
             (IpAddr::V4(src), IpAddr::V4(dst)) => ipv4::Repr {
                 src,
