@@ -569,6 +569,7 @@ impl Daemon {
         let e = dp.engine().stats();
         let stats = &self.workers.stats;
         let socket_drops: u64 = stats.iter().map(|s| s.socket_receive_drops.load(Ordering::Relaxed)).sum();
+        let unsent: u64 = stats.iter().map(|s| s.send_unsent.load(Ordering::Relaxed)).sum();
         for (name, n) in [
             ("no_route", e.no_route),
             ("not_ip", e.not_ip),
@@ -576,6 +577,8 @@ impl Daemon {
             ("source_not_allowed", e.source_not_allowed),
             // Datagrams the kernel dropped for a full socket receive buffer (SO_RXQ_OVFL).
             ("socket_receive_buffer", socket_drops),
+            // Datagrams the socket did not take (full send buffer, or refused mid-batch).
+            ("socket_send", unsent),
         ] {
             drops.insert(name.to_string(), n.into());
         }
@@ -596,6 +599,7 @@ impl Daemon {
                     "packets_out": s.packets_out.load(Ordering::Relaxed),
                     "packets_in": s.packets_in.load(Ordering::Relaxed),
                     "socket_receive_drops": s.socket_receive_drops.load(Ordering::Relaxed),
+                    "send_unsent": s.send_unsent.load(Ordering::Relaxed),
                 })
             })
             .collect();

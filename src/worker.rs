@@ -53,6 +53,9 @@ pub(crate) struct WorkerStats {
     pub pod_tun: PortStats,
     /// Datagrams the kernel dropped for this worker's full socket receive buffer.
     pub socket_receive_drops: AtomicU64,
+    /// Datagrams the socket did not take (its buffer full, or refused after others of the same
+    /// batch went out): lost here, never retried.
+    pub send_unsent: AtomicU64,
     /// Datagrams this worker encrypted and packets it decrypted: how the load is spread.
     pub packets_out: AtomicU64,
     pub packets_in: AtomicU64,
@@ -255,8 +258,12 @@ impl Worker {
         engine::seal_jobs(bufs, lens, &self.seal_jobs, &mut self.outgoing);
         self.stats.packets_out.fetch_add(self.outgoing.len() as u64, Ordering::Relaxed);
         let msgs = self.outgoing.iter().map(|o| (&bufs[o.slot][..o.len], o.dst));
-        if let Err(e) = self.udp.send_batch(msgs) {
-            log(name, &format!("send: {e}"));
+        match self.udp.send_batch(msgs) {
+            Ok(sent) => self.count_unsent(self.outgoing.len() - sent.min(self.outgoing.len())),
+            Err(e) => {
+                self.count_unsent(self.outgoing.len());
+                log(name, &format!("send: {e}"));
+            }
         }
         self.send_transmits(name);
         true
@@ -284,13 +291,18 @@ impl Worker {
         pod::seal_pod_jobs(bufs, &pod.seal_jobs, &mut pod.out);
         self.stats.packets_out.fetch_add(pod.out.len() as u64, Ordering::Relaxed);
         let msgs = pod.out.iter().map(|o| (&bufs[o.slot][o.range.clone()], o.dst));
-        if let Err(e) = self.udp.send_batch(msgs) {
-            if e.raw_os_error() == Some(libc::EMSGSIZE) {
-                // The path shrank under us: read it again now rather than in up to 2 s.
-                shared.paths_stale.store(true, Ordering::Relaxed);
+        let unsent = match self.udp.send_batch(msgs) {
+            Ok(sent) => pod.out.len() - sent.min(pod.out.len()),
+            Err(e) => {
+                if e.raw_os_error() == Some(libc::EMSGSIZE) {
+                    // The path shrank under us: read it again now rather than in up to 2 s.
+                    shared.paths_stale.store(true, Ordering::Relaxed);
+                }
+                log(name, &format!("send: {e}"));
+                pod.out.len()
             }
-            log(name, &format!("send: {e}"));
-        }
+        };
+        self.stats.send_unsent.fetch_add(unsent as u64, Ordering::Relaxed);
         for icmp in &pod.icmp {
             if let Err(e) = pod.port.write_one(&icmp.packet) {
                 log(name, &format!("pod TUN write: {e}"));
@@ -367,6 +379,10 @@ impl Worker {
             }
         }
         self.send_transmits(name);
+    }
+
+    fn count_unsent(&self, n: usize) {
+        self.stats.send_unsent.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Sends the control datagrams taken from the protocol (handshakes, keepalives, staged

@@ -151,6 +151,8 @@ fn two_nodes(a_impl: Impl, b_impl: Impl) {
         // The receiving socket's kernel drops are reported (SO_RXQ_OVFL); with 8 MB buffers,
         // usually none.
         assert!(status["drops"]["socket_receive_buffer"].is_u64(), "{status}");
+        // And what its own socket did not take on the way out.
+        assert!(status["drops"]["socket_send"].is_u64(), "{status}");
         let offload = &status["offload"]["tun"];
         assert!(offload["merged_writes"].as_u64().unwrap() > 100, "{offload}");
         assert_eq!(offload["write_errors"].as_u64(), Some(0), "{offload}");
