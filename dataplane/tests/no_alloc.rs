@@ -11,6 +11,9 @@ use vxwg_dataplane::engine::{Engine, Incoming, Outgoing, HEADROOM, TAILROOM};
 use vxwg_dataplane::route::IpNet;
 use vxwg_dataplane::wireguard::{Device, DeviceConfig, PeerConfig};
 
+mod common;
+use common::engines::{addr, pod_pair, A};
+
 struct Counting;
 
 // Per thread, so tests running in parallel never count each other's allocations. Const-initialised
@@ -133,44 +136,11 @@ fn steady_state_batches_allocate_nothing() {
 /// The pod path (VXLAN in front of the packet, then WireGuard, in one buffer) is just as frugal.
 #[test]
 fn steady_state_pod_batches_allocate_nothing() {
-    use vxwg_dataplane::engine::pod::{PodConfig, PodEngine, RemoteVtep, POD_HEADROOM, POD_TAILROOM};
-    use vxwg_dataplane::wire::ethernet::EthernetAddress;
-    use vxwg_dataplane::wire::vxlan::Vni;
+    use vxwg_dataplane::engine::pod::{POD_HEADROOM, POD_TAILROOM};
 
     let now = Instant::now();
-    let (a_addr, b_addr): (SocketAddr, SocketAddr) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
-    let mut ea = Engine::new(Device::new(DeviceConfig::new([1; 32]), OsRng, now, SystemTime::now()));
-    let mut eb = Engine::new(Device::new(DeviceConfig::new([2; 32]), OsRng, now, SystemTime::now()));
-    let (pa, pb) = (ea.device().public_key(), eb.device().public_key());
-    let net = |s: &str| s.parse::<IpNet>().unwrap();
-    let b_id =
-        ea.add_peer(PeerConfig { endpoint: Some(b_addr), ..PeerConfig::new(pb) }, &[net("10.0.0.2/32")]).unwrap();
-    eb.add_peer(PeerConfig { endpoint: Some(a_addr), ..PeerConfig::new(pa) }, &[net("10.0.0.1/32")]).unwrap();
-    let config = |mac: u8, ip: &str| PodConfig {
-        vni: Vni::new(1).unwrap(),
-        local_vtep_mac: EthernetAddress([2, 0, 0, 0, 0, mac]),
-        local_vtep_ip: ip.parse().unwrap(),
-        dst_port: 8472,
-        pod_mtu: 1370,
-        clamp_mss: true,
-    };
-    let mut a = PodEngine::new(ea, config(0xa, "10.0.0.1")).unwrap();
-    let mut b = PodEngine::new(eb, config(0xb, "10.0.0.2")).unwrap();
-    let vtep = |ip: &str, mac: u8| RemoteVtep {
-        vtep_ip: ip.parse().unwrap(),
-        vtep_mac: EthernetAddress([2, 0, 0, 0, 0, mac]),
-    };
-    a.insert_route(net("10.42.2.0/24"), vtep("10.0.0.2", 0xb)).unwrap();
-    b.insert_route(net("10.42.1.0/24"), vtep("10.0.0.1", 0xa)).unwrap();
-    a.engine_mut().device_mut().initiate_handshake(b_id, now);
-    for _ in 0..3 {
-        while let Some(mut t) = a.poll_transmit() {
-            let _ = b.decapsulate_pod(a_addr, &mut t.payload, now);
-        }
-        while let Some(mut t) = b.poll_transmit() {
-            let _ = a.decapsulate_pod(b_addr, &mut t.payload, now);
-        }
-    }
+    let a_addr = addr(A);
+    let (mut a, mut b) = pod_pair(now);
 
     let mut bufs = vec![vec![0u8; POD_HEADROOM + 1370 + POD_TAILROOM]; BATCH];
     let mut lens = vec![0usize; BATCH];
@@ -218,45 +188,12 @@ fn steady_state_pod_batches_allocate_nothing() {
 /// commit) allocates nothing either, with job lists reused by the caller; for the pod path too.
 #[test]
 fn steady_state_phased_batches_allocate_nothing() {
-    use vxwg_dataplane::engine::pod::{seal_pod_jobs, PodConfig, PodEngine, RemoteVtep, POD_HEADROOM, POD_TAILROOM};
+    use vxwg_dataplane::engine::pod::{seal_pod_jobs, POD_HEADROOM, POD_TAILROOM};
     use vxwg_dataplane::engine::{open_jobs, seal_jobs, Datagram};
-    use vxwg_dataplane::wire::ethernet::EthernetAddress;
-    use vxwg_dataplane::wire::vxlan::Vni;
 
     let now = Instant::now();
-    let (a_addr, b_addr): (SocketAddr, SocketAddr) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
-    let mut ea = Engine::new(Device::new(DeviceConfig::new([1; 32]), OsRng, now, SystemTime::now()));
-    let mut eb = Engine::new(Device::new(DeviceConfig::new([2; 32]), OsRng, now, SystemTime::now()));
-    let (pa, pb) = (ea.device().public_key(), eb.device().public_key());
-    let net = |s: &str| s.parse::<IpNet>().unwrap();
-    let b_id =
-        ea.add_peer(PeerConfig { endpoint: Some(b_addr), ..PeerConfig::new(pb) }, &[net("10.0.0.2/32")]).unwrap();
-    eb.add_peer(PeerConfig { endpoint: Some(a_addr), ..PeerConfig::new(pa) }, &[net("10.0.0.1/32")]).unwrap();
-    let config = |mac: u8, ip: &str| PodConfig {
-        vni: Vni::new(1).unwrap(),
-        local_vtep_mac: EthernetAddress([2, 0, 0, 0, 0, mac]),
-        local_vtep_ip: ip.parse().unwrap(),
-        dst_port: 8472,
-        pod_mtu: 1370,
-        clamp_mss: true,
-    };
-    let mut a = PodEngine::new(ea, config(0xa, "10.0.0.1")).unwrap();
-    let mut b = PodEngine::new(eb, config(0xb, "10.0.0.2")).unwrap();
-    let vtep = |ip: &str, mac: u8| RemoteVtep {
-        vtep_ip: ip.parse().unwrap(),
-        vtep_mac: EthernetAddress([2, 0, 0, 0, 0, mac]),
-    };
-    a.insert_route(net("10.42.2.0/24"), vtep("10.0.0.2", 0xb)).unwrap();
-    b.insert_route(net("10.42.1.0/24"), vtep("10.0.0.1", 0xa)).unwrap();
-    a.engine_mut().device_mut().initiate_handshake(b_id, now);
-    for _ in 0..3 {
-        while let Some(mut t) = a.poll_transmit() {
-            let _ = b.decapsulate_pod(a_addr, &mut t.payload, now);
-        }
-        while let Some(mut t) = b.poll_transmit() {
-            let _ = a.decapsulate_pod(b_addr, &mut t.payload, now);
-        }
-    }
+    let a_addr = addr(A);
+    let (mut a, mut b) = pod_pair(now);
 
     // Everything sized once, as a worker does.
     let mut bufs = vec![vec![0u8; POD_HEADROOM + 1500 + POD_TAILROOM]; BATCH];

@@ -7,42 +7,18 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use rand_core::OsRng;
-use vxwg_dataplane::engine::pod::{
-    seal_pod_jobs, Delivery, PodConfig, PodEngine, PodSealJob, RemoteVtep, POD_HEADROOM, POD_TAILROOM,
-};
+mod common;
+use common::engines::{addr, engine_pair as pair, net, pod_pair, A, B};
+
+use vxwg_dataplane::engine::pod::{seal_pod_jobs, Delivery, PodSealJob, POD_HEADROOM, POD_TAILROOM};
 use vxwg_dataplane::engine::{
     open_jobs, seal_jobs, Datagram, Engine, Incoming, OpenJob, Outgoing, SealJob, HEADROOM, TAILROOM,
 };
-use vxwg_dataplane::route::IpNet;
-use vxwg_dataplane::wire::ethernet::EthernetAddress;
-use vxwg_dataplane::wire::vxlan::Vni;
-use vxwg_dataplane::wireguard::{Device, DeviceConfig, DropReason, Encapsulated, PeerConfig, PeerId, Received};
+use vxwg_dataplane::wireguard::{DropReason, Encapsulated, PeerConfig, PeerId, Received};
 
-const A: &str = "127.0.0.1:1";
-const B: &str = "127.0.0.1:2";
 const BATCH: usize = 32;
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn net(s: &str) -> IpNet {
-    s.parse().unwrap()
-}
-
-/// Two engines that know each other: A (10.0.0.1) and B (10.0.0.2). No session yet.
-fn pair(now: Instant) -> (Engine, Engine, PeerId) {
-    let mut a = Engine::new(Device::new(DeviceConfig::new([1; 32]), OsRng, now, SystemTime::now()));
-    let mut b = Engine::new(Device::new(DeviceConfig::new([2; 32]), OsRng, now, SystemTime::now()));
-    let (pa, pb) = (a.device().public_key(), b.device().public_key());
-    let b_at_a =
-        a.add_peer(PeerConfig { endpoint: Some(addr(B)), ..PeerConfig::new(pb) }, &[net("10.0.0.2/32")]).unwrap();
-    b.add_peer(PeerConfig { endpoint: Some(addr(A)), ..PeerConfig::new(pa) }, &[net("10.0.0.1/32")]).unwrap();
-    (a, b, b_at_a)
-}
 
 /// Control traffic both ways until quiet (handshakes, confirmations, staged packets).
 fn exchange(a: &mut Engine, b: &mut Engine, now: Instant) {
@@ -341,32 +317,7 @@ fn a_job_committed_without_being_opened_is_a_failed_decryption() {
 #[test]
 fn pod_phases_round_trip_a_pod_packet() {
     let now = Instant::now();
-    let (ea, eb, b_at_a) = pair(now);
-    let config = |mac: u8, ip: &str| PodConfig {
-        vni: Vni::new(1).unwrap(),
-        local_vtep_mac: EthernetAddress([2, 0, 0, 0, 0, mac]),
-        local_vtep_ip: ip.parse().unwrap(),
-        dst_port: 8472,
-        pod_mtu: 1370,
-        clamp_mss: true,
-    };
-    let mut a = PodEngine::new(ea, config(0xa, "10.0.0.1")).unwrap();
-    let mut b = PodEngine::new(eb, config(0xb, "10.0.0.2")).unwrap();
-    let vtep = |ip: &str, mac: u8| RemoteVtep {
-        vtep_ip: ip.parse().unwrap(),
-        vtep_mac: EthernetAddress([2, 0, 0, 0, 0, mac]),
-    };
-    a.insert_route(net("10.42.2.0/24"), vtep("10.0.0.2", 0xb)).unwrap();
-    b.insert_route(net("10.42.1.0/24"), vtep("10.0.0.1", 0xa)).unwrap();
-    a.engine_mut().device_mut().initiate_handshake(b_at_a, now);
-    for _ in 0..3 {
-        while let Some(mut t) = a.poll_transmit() {
-            let _ = b.decapsulate_pod(addr(A), &mut t.payload, now);
-        }
-        while let Some(mut t) = b.poll_transmit() {
-            let _ = a.decapsulate_pod(addr(B), &mut t.payload, now);
-        }
-    }
+    let (a, mut b) = pod_pair(now);
 
     // Two pod packets 10.42.1.5 → 10.42.2.7 (UDP, DF).
     let mut bufs = vec![vec![0u8; POD_HEADROOM + 1370 + POD_TAILROOM]; 2];

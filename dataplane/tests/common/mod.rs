@@ -1,6 +1,9 @@
 //! Shared by the root-only integration tests: a network namespace that is deleted on drop, and a
-//! way to run code inside it. Tests touch only namespaces they create.
+//! way to run code inside it. Tests touch only namespaces they create. [`engines`] sets up
+//! engine pairs for the in-memory tests.
 #![allow(dead_code)]
+
+pub mod engines;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
