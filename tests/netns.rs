@@ -98,6 +98,16 @@ impl Drop for Node<'_> {
     }
 }
 
+/// Two nodes of `which` on the two ends of [`underlay`], each the other's peer (overlay
+/// addresses `overlays`, /24).
+fn peered<'a>(na: &'a Netns, nb: &'a Netns, which: (Impl, Impl), overlays: (&str, &str)) -> (Node<'a>, Node<'a>) {
+    let a = Node::start(na, which.0, overlays.0);
+    let b = Node::start(nb, which.1, overlays.1);
+    a.add_peer(&b, "10.201.0.2");
+    b.add_peer(&a, "10.201.0.1");
+    (a, b)
+}
+
 #[track_caller]
 fn ping(ns: &Netns, dst: &str) {
     let out = ns.try_exec(&format!("ping -c 3 -i 0.2 -W 3 {dst}"));
@@ -130,10 +140,7 @@ fn two_nodes(a_impl: Impl, b_impl: Impl) {
         return;
     }
     let (na, nb) = underlay();
-    let a = Node::start(&na, a_impl, "100.64.7.1");
-    let b = Node::start(&nb, b_impl, "100.64.7.2");
-    a.add_peer(&b, "10.201.0.2");
-    b.add_peer(&a, "10.201.0.1");
+    let (a, b) = peered(&na, &nb, (a_impl, b_impl), ("100.64.7.1", "100.64.7.2"));
     ping(&na, "100.64.7.2");
     ping(&nb, "100.64.7.1");
     tcp_transfer(&na, &nb, "100.64.7.2", 100);
@@ -198,10 +205,7 @@ fn two_workers_share_the_flows_and_never_reorder_one() {
         return;
     }
     let (na, nb) = underlay();
-    let a = Node::start(&na, Impl::VxwgTwoWorkers, "100.64.7.1");
-    let b = Node::start(&nb, Impl::VxwgTwoWorkers, "100.64.7.2");
-    a.add_peer(&b, "10.201.0.2");
-    b.add_peer(&a, "10.201.0.1");
+    let (a, _b) = peered(&na, &nb, (Impl::VxwgTwoWorkers, Impl::VxwgTwoWorkers), ("100.64.7.1", "100.64.7.2"));
     ping(&na, "100.64.7.2");
     assert_eq!(worker_packets(&na, &a.ifname).len(), 2);
 
@@ -243,10 +247,7 @@ fn listen_port_changes_move_every_worker_and_leak_no_thread() {
         return;
     }
     let (na, nb) = underlay();
-    let a = Node::start(&na, Impl::VxwgTwoWorkers, "100.64.7.1");
-    let b = Node::start(&nb, Impl::VxwgTwoWorkers, "100.64.7.2");
-    a.add_peer(&b, "10.201.0.2");
-    b.add_peer(&a, "10.201.0.1");
+    let (a, b) = peered(&na, &nb, (Impl::VxwgTwoWorkers, Impl::VxwgTwoWorkers), ("100.64.7.1", "100.64.7.2"));
     ping(&na, "100.64.7.2");
     let pid = a.child.as_ref().unwrap().id();
     let threads = threads_of(pid);
@@ -281,10 +282,7 @@ fn wg_show_set_and_remove_against_vxwg() {
         return;
     }
     let (na, nb) = underlay();
-    let a = Node::start(&na, Impl::Vxwg, "100.64.8.1");
-    let b = Node::start(&nb, Impl::Vxwg, "100.64.8.2");
-    a.add_peer(&b, "10.201.0.2");
-    b.add_peer(&a, "10.201.0.1");
+    let (a, b) = peered(&na, &nb, (Impl::Vxwg, Impl::Vxwg), ("100.64.8.1", "100.64.8.2"));
     ping(&na, "100.64.8.2");
 
     let dump = na.exec(&format!("wg show {} dump", a.ifname));
@@ -326,10 +324,7 @@ fn restarted_node_recovers_without_manual_action_beyond_its_config() {
         return;
     }
     let (na, nb) = underlay();
-    let a = Node::start(&na, Impl::Vxwg, "100.64.9.1");
-    let mut b = Node::start(&nb, Impl::Vxwg, "100.64.9.2");
-    a.add_peer(&b, "10.201.0.2");
-    b.add_peer(&a, "10.201.0.1");
+    let (a, mut b) = peered(&na, &nb, (Impl::Vxwg, Impl::Vxwg), ("100.64.9.1", "100.64.9.2"));
     ping(&na, "100.64.9.2");
     b.kill();
     b.launch(Impl::Vxwg);
@@ -420,10 +415,7 @@ fn status_and_ping_report_the_tunnel() {
         return;
     }
     let (na, nb) = underlay();
-    let a = Node::start(&na, Impl::Vxwg, "100.64.12.1");
-    let b = Node::start(&nb, Impl::Vxwg, "100.64.12.2");
-    a.add_peer(&b, "10.201.0.2");
-    b.add_peer(&a, "10.201.0.1");
+    let (a, b) = peered(&na, &nb, (Impl::Vxwg, Impl::Vxwg), ("100.64.12.1", "100.64.12.2"));
     let vxwg = env!("CARGO_BIN_EXE_vxwg");
     let out = na.exec(&format!("{vxwg} ping -c 3 {} 100.64.12.2", a.ifname));
     assert!(out.contains("3 sent, 3 received"), "{out}");
