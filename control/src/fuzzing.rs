@@ -15,10 +15,7 @@ use crate::netmap::{
     build, build_cached, covers, diff, intent, Document, Envelope, Intent, Kind, Netmap, NodeCert, NodeRecord, Payload,
     Policy, RejectReason, RouteState, SigningKey, Trust, VerifyCache,
 };
-use crate::uapi::{
-    parse_request, render_errno, request_len, DeviceSnapshot, DeviceUpdate, PeerUpdate, Request, UapiModel, EINVAL,
-    EPROTO,
-};
+use crate::uapi::{parse_request, render_errno, request_len, Request, UapiModel, EINVAL, EPROTO};
 
 /// The longest error message a request may produce: values are quoted only in part, so that a
 /// hostile line cannot flood the log.
@@ -68,30 +65,8 @@ pub fn uapi_request(data: &[u8]) {
             }
         }
         let mut rebuilt = UapiModel::new();
-        assert_eq!(rebuilt.handle(setconf(device.snapshot()).to_request().as_bytes()), "errno=0\n\n");
+        assert_eq!(rebuilt.handle(device.snapshot().to_setconf().to_request().as_bytes()), "errno=0\n\n");
         assert_eq!(rebuilt.snapshot(), device.snapshot(), "setconf of the device's state rebuilds another device");
-    }
-}
-
-/// A device's configuration as the update `wg setconf` sends: everything replaced.
-fn setconf(device: &DeviceSnapshot) -> DeviceUpdate {
-    DeviceUpdate {
-        private_key: Some(device.private_key),
-        listen_port: Some(device.listen_port),
-        fwmark: Some(device.fwmark),
-        replace_peers: true,
-        peers: device
-            .peers
-            .iter()
-            .map(|p| PeerUpdate {
-                preshared_key: Some(p.preshared_key),
-                endpoint: p.endpoint,
-                persistent_keepalive: Some(p.persistent_keepalive),
-                replace_allowed_ips: true,
-                allowed_ips: p.allowed_ips.clone(),
-                ..PeerUpdate::new(p.public_key)
-            })
-            .collect(),
     }
 }
 

@@ -113,6 +113,30 @@ pub struct DeviceSnapshot {
     pub peers: Vec<PeerSnapshot>,
 }
 
+impl DeviceSnapshot {
+    /// This configuration as the update `wg setconf` sends: everything replaced.
+    pub fn to_setconf(&self) -> DeviceUpdate {
+        DeviceUpdate {
+            private_key: Some(self.private_key),
+            listen_port: Some(self.listen_port),
+            fwmark: Some(self.fwmark),
+            replace_peers: true,
+            peers: self
+                .peers
+                .iter()
+                .map(|p| PeerUpdate {
+                    preshared_key: Some(p.preshared_key),
+                    endpoint: p.endpoint,
+                    persistent_keepalive: Some(p.persistent_keepalive),
+                    replace_allowed_ips: true,
+                    allowed_ips: p.allowed_ips.clone(),
+                    ..PeerUpdate::new(p.public_key)
+                })
+                .collect(),
+        }
+    }
+}
+
 /// What a get request reports about one peer (always with `protocol_version=1`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerSnapshot {
@@ -1017,28 +1041,6 @@ remove=true
         assert_eq!(DeviceUpdate::default().to_request(), "set=1\n\n");
     }
 
-    /// A snapshot's configuration as the update `wg setconf` would send.
-    fn setconf(s: &DeviceSnapshot) -> DeviceUpdate {
-        DeviceUpdate {
-            private_key: Some(s.private_key),
-            listen_port: Some(s.listen_port),
-            fwmark: Some(s.fwmark),
-            replace_peers: true,
-            peers: s
-                .peers
-                .iter()
-                .map(|p| PeerUpdate {
-                    preshared_key: Some(p.preshared_key),
-                    endpoint: p.endpoint,
-                    persistent_keepalive: Some(p.persistent_keepalive),
-                    replace_allowed_ips: true,
-                    allowed_ips: p.allowed_ips.clone(),
-                    ..PeerUpdate::new(p.public_key)
-                })
-                .collect(),
-        }
-    }
-
     #[test]
     fn model_round_trips_a_configuration_over_the_wire() {
         let mut original = sample_snapshot();
@@ -1046,7 +1048,7 @@ remove=true
             (p.rx_bytes, p.tx_bytes, p.last_handshake) = (0, 0, None);
         }
         let mut model = UapiModel::new();
-        assert_eq!(model.handle(setconf(&original).to_request().as_bytes()), "errno=0\n\n");
+        assert_eq!(model.handle(original.to_setconf().to_request().as_bytes()), "errno=0\n\n");
         assert_eq!(model.snapshot(), &original);
         assert_eq!(model.handle(b"get=1\n\n"), render_get(&original));
     }
