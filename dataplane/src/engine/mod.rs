@@ -176,10 +176,15 @@ impl OpenJob {
 /// place and records the outcome in the job. Nothing is committed.
 pub fn open_jobs<B: AsMut<[u8]>>(bufs: &mut [B], jobs: &mut [OpenJob]) {
     for job in jobs {
-        let payload =
-            bufs.get_mut(job.slot).and_then(|b| b.as_mut().get_mut(job.range.start + HEADROOM..job.range.end));
+        let payload = in_slot(bufs, job.slot, job.range.start + HEADROOM..job.range.end);
         job.opened = Some(payload.map_or(Err(OpenFailure::Auth), |p| job.ticket.open(p)));
     }
+}
+
+/// `bufs[slot][range]`, if the batch has that slot and the slot that range.
+#[inline]
+pub(crate) fn in_slot<B: AsMut<[u8]>>(bufs: &mut [B], slot: usize, range: Range<usize>) -> Option<&mut [u8]> {
+    bufs.get_mut(slot).and_then(|b| b.as_mut().get_mut(range))
 }
 
 /// A WireGuard interface: the protocol [`Device`] plus its cryptokey routing table.
@@ -445,7 +450,7 @@ impl Engine {
         jobs: &mut Vec<OpenJob>,
     ) {
         for d in datagrams {
-            let Some(datagram) = bufs.get_mut(d.slot).and_then(|b| b.as_mut().get_mut(d.range.clone())) else {
+            let Some(datagram) = in_slot(bufs, d.slot, d.range.clone()) else {
                 continue;
             };
             if let Ok(ReceivePlan::Open(ticket)) = self.device.plan_decapsulate(d.src, datagram, now) {
@@ -468,7 +473,7 @@ impl Engine {
         out: &mut Vec<Incoming>,
     ) {
         for job in jobs {
-            let Some(datagram) = bufs.get_mut(job.slot).and_then(|b| b.as_mut().get_mut(job.range.clone())) else {
+            let Some(datagram) = in_slot(bufs, job.slot, job.range.clone()) else {
                 continue;
             };
             let base = datagram.as_ptr() as usize;
@@ -500,7 +505,7 @@ impl Engine {
         out: &mut Vec<Incoming>,
     ) {
         for d in datagrams {
-            if let Some(datagram) = bufs.get_mut(d.slot).and_then(|b| b.as_mut().get_mut(d.range.clone())) {
+            if let Some(datagram) = in_slot(bufs, d.slot, d.range.clone()) {
                 self.receive_one(d.slot, d.range.start, datagram, d.src, now, out);
             }
         }

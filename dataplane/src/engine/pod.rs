@@ -35,7 +35,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use super::{Datagram, Engine, OpenJob};
+use super::{in_slot, Datagram, Engine, OpenJob};
 use crate::mtu::{self, Family, SizeVerdict};
 use crate::route::{AllowedIps, IpNet};
 use crate::vxlan::encap::{FrameHeaders, OuterHeaders};
@@ -948,7 +948,7 @@ impl PodEngine {
         out: &mut Vec<PodIncoming>,
     ) {
         for d in datagrams {
-            if let Some(datagram) = bufs.get_mut(d.slot).and_then(|b| b.as_mut().get_mut(d.range.clone())) {
+            if let Some(datagram) = in_slot(bufs, d.slot, d.range.clone()) {
                 self.receive_one(d.slot, d.range.start, datagram, d.src, now, out);
             }
         }
@@ -978,7 +978,7 @@ impl PodEngine {
     ) {
         for job in jobs {
             let range = job.range();
-            let Some(datagram) = bufs.get_mut(job.slot()).and_then(|b| b.as_mut().get_mut(range.clone())) else {
+            let Some(datagram) = in_slot(bufs, job.slot(), range.clone()) else {
                 continue;
             };
             let base = datagram.as_ptr() as usize;
