@@ -258,12 +258,8 @@ impl Worker {
         engine::seal_jobs(bufs, lens, &self.seal_jobs, &mut self.outgoing);
         self.stats.packets_out.fetch_add(self.outgoing.len() as u64, Ordering::Relaxed);
         let msgs = self.outgoing.iter().map(|o| (&bufs[o.slot][..o.len], o.dst));
-        match self.udp.send_batch(msgs) {
-            Ok(sent) => self.count_unsent(self.outgoing.len() - sent.min(self.outgoing.len())),
-            Err(e) => {
-                self.count_unsent(self.outgoing.len());
-                log(name, &format!("send: {e}"));
-            }
+        if let Some(e) = send_counted(&self.udp, &self.stats, msgs, self.outgoing.len()) {
+            log(name, &format!("send: {e}"));
         }
         self.send_transmits(name);
         true
@@ -291,18 +287,13 @@ impl Worker {
         pod::seal_pod_jobs(bufs, &pod.seal_jobs, &mut pod.out);
         self.stats.packets_out.fetch_add(pod.out.len() as u64, Ordering::Relaxed);
         let msgs = pod.out.iter().map(|o| (&bufs[o.slot][o.range.clone()], o.dst));
-        let unsent = match self.udp.send_batch(msgs) {
-            Ok(sent) => pod.out.len() - sent.min(pod.out.len()),
-            Err(e) => {
-                if e.raw_os_error() == Some(libc::EMSGSIZE) {
-                    // The path shrank under us: read it again now rather than in up to 2 s.
-                    shared.paths_stale.store(true, Ordering::Relaxed);
-                }
-                log(name, &format!("send: {e}"));
-                pod.out.len()
+        if let Some(e) = send_counted(&self.udp, &self.stats, msgs, pod.out.len()) {
+            if e.raw_os_error() == Some(libc::EMSGSIZE) {
+                // The path shrank under us: read it again now rather than in up to 2 s.
+                shared.paths_stale.store(true, Ordering::Relaxed);
             }
-        };
-        self.stats.send_unsent.fetch_add(unsent as u64, Ordering::Relaxed);
+            log(name, &format!("send: {e}"));
+        }
         for icmp in &pod.icmp {
             if let Err(e) = pod.port.write_one(&icmp.packet) {
                 log(name, &format!("pod TUN write: {e}"));
@@ -381,10 +372,6 @@ impl Worker {
         self.send_transmits(name);
     }
 
-    fn count_unsent(&self, n: usize) {
-        self.stats.send_unsent.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
     /// Sends the control datagrams taken from the protocol (handshakes, keepalives, staged
     /// packets released by a handshake) from this worker's socket.
     fn send_transmits(&mut self, name: &str) {
@@ -394,6 +381,22 @@ impl Worker {
             }
         }
     }
+}
+
+/// Sends a batch of `total` datagrams, counting those the socket did not take; the error if it
+/// took none.
+fn send_counted<'a>(
+    udp: &UdpSocket,
+    stats: &WorkerStats,
+    msgs: impl IntoIterator<Item = (&'a [u8], std::net::SocketAddr)>,
+    total: usize,
+) -> Option<io::Error> {
+    let (sent, error) = match udp.send_batch(msgs) {
+        Ok(sent) => (sent.min(total), None),
+        Err(e) => (0, Some(e)),
+    };
+    stats.send_unsent.fetch_add((total - sent) as u64, Ordering::Relaxed);
+    error
 }
 
 /// Moves what the protocol queued for sending into `into` (sent once the lock is released).
