@@ -17,6 +17,9 @@
 //! before and after ("tx drops": a TUN whose queue the daemon does not drain in time). In the
 //! `udp64` case the rx figure also includes the receiving iperf3's socket (for the plain
 //! contenders it runs in the receiving node's namespace), which the tunnel socket figure does not.
+//! For TCP it also counts the segments the receiver reported as received twice (D-SACK, from the
+//! sending namespace's `TcpExt: TCPDSACKRecvSegs`): a retransmission covered by one was spurious,
+//! the original having been reordered, not lost.
 //! It also reads each daemon process's CPU time (user + system, all threads, `/proc/PID/stat`)
 //! over the transfer, in % of one core: above 100% means the daemon used more than one core.
 //!
@@ -66,7 +69,12 @@
 //! arguments select cases too: `cargo bench --bench tunnel -- udp` runs only
 //! `tunnel/udp_64_byte_packets`; `-- --list` lists the case ids. Each run's daemon
 //! stderr and iperf3 output go to files under `CARGO_TARGET_TMPDIR/tunnel-<pid>/`, kept after the
-//! run; a failed run prints the daemons' last lines.
+//! run, with each vxwg daemon's `vxwg status --json` taken just after the transfer
+//! (`*.a.status.json`, `*.b.status.json`), and each namespace's `/proc/net/snmp`, `netstat` and
+//! `ip -s -s link` after it (`*.a.counters`, `*.b.counters`, and `*.pod-a.counters`,
+//! `*.pod-b.counters` in the pod case); a failed run prints the daemons' last lines.
+//! `VXWG_BENCH_NICE=N` starts the vxwg daemons under `nice -n N` (the others unchanged), to see
+//! how a case depends on the CPU share the daemons get against iperf3 on the same cores.
 //!
 //! Exits 0 without doing anything when not root, under `cargo test --benches` (no `--bench`
 //! argument) or when no case id matches the filter arguments; exits 1 after
@@ -376,7 +384,11 @@ impl Netns {
         let out = open(stdout)?;
         let err = if stderr == stdout { out.try_clone().map_err(|e| e.to_string())? } else { open(stderr)? };
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(program).args(args);
+        cmd.args(["netns", "exec", &self.name]);
+        if let (Ok(n), true) = (std::env::var("VXWG_BENCH_NICE"), program.ends_with("vxwg")) {
+            cmd.args(["nice", "-n", &n]);
+        }
+        cmd.arg(program).args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -722,9 +734,20 @@ fn measure_pod(c: &Contender, case: Case, seconds: u32, logs: &Path, round: u32)
         }
         other => return Err(format!("{} is not a pod case", other.label())),
     };
-    ping_then_transfer(c, &mut a, &mut b, &pa, POD_B, "from pod A to pod B", || {
+    let result = ping_then_transfer(c, &mut a, &mut b, &pa, POD_B, "from pod A to pod B", || {
         iperf(&pa, &pb, (&na, &nb), POD_B, case, seconds, &prefix)
-    })
+    });
+    save_counters(&prefix, &[("a", &na), ("b", &nb), ("pod-a", &pa), ("pod-b", &pb)]);
+    result
+}
+
+/// Keeps each namespace's protocol counters and interface statistics after a run, next to the
+/// run's logs (`PREFIX.NAME.counters`): where a packet was lost or reordered shows there.
+fn save_counters(prefix: &Path, namespaces: &[(&str, &Netns)]) {
+    for (name, ns) in namespaces {
+        let out = ns.try_exec("cat /proc/net/snmp /proc/net/netstat; ip -s -s link");
+        let _ = std::fs::write(prefix.with_extension(format!("{name}.counters")), out.stdout);
+    }
 }
 
 /// Kills a child process (an iperf3 server) on drop.
@@ -761,6 +784,9 @@ struct Measured {
     /// UDP only: packets the sending iperf3 sent per second.
     sent_packets_per_second: Option<f64>,
     retransmits: Option<u64>,
+    /// TCP only: segments the receiver reported as received twice (D-SACK); a retransmission
+    /// it covers was spurious, caused by reordering rather than loss.
+    dsacked: Option<u64>,
     sender_cpu: Option<f64>,
     receiver_cpu: Option<f64>,
     /// Receive-buffer drops during the transfer, whole receiving node namespace.
@@ -805,17 +831,29 @@ fn with_daemons(a: &Node, b: &Node, transfer: impl FnOnce() -> Result<Measured, 
 /// Datagrams dropped for a full receive buffer in `ns` so far: `Udp: RcvbufErrors` plus
 /// `Udp6RcvbufErrors` (the counters are per network namespace).
 fn rcvbuf_errors(ns: &Netns) -> Option<u64> {
-    let snmp = ns.exec("cat /proc/net/snmp").ok()?;
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (names, values) = (udp.next()?, udp.next()?);
-    let at = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
-    let v4: u64 = values.split_whitespace().nth(at)?.parse().ok()?;
+    let v4 = table_counter(&ns.exec("cat /proc/net/snmp").ok()?, "Udp:", "RcvbufErrors")?;
     let v6: u64 = ns
         .exec("cat /proc/net/snmp6")
         .ok()
         .and_then(|t| t.lines().find_map(|l| l.strip_prefix("Udp6RcvbufErrors")?.trim().parse().ok()))
         .unwrap_or(0);
     Some(v4 + v6)
+}
+
+/// TCP segments in `ns` so far that the peer reported received twice (D-SACK, RFC 2883): the
+/// retransmissions among them were spurious, the original having arrived late (reordered), not
+/// lost.
+fn dsack_segments(ns: &Netns) -> Option<u64> {
+    table_counter(&ns.exec("cat /proc/net/netstat").ok()?, "TcpExt:", "TCPDSACKRecvSegs")
+}
+
+/// A counter of a `/proc/net/snmp`-style table: a line of names after `prefix`, then a line of
+/// values after the same prefix.
+fn table_counter(text: &str, prefix: &str, name: &str) -> Option<u64> {
+    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let at = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(at)?.parse().ok()
 }
 
 /// Transmit drops of all interfaces in `ns` so far (`ip netns exec` mounts the namespace's sysfs).
@@ -895,6 +933,7 @@ fn iperf(
         args.extend(["-w", window.as_str()]);
     }
     let drops_before = (tx_dropped(nodes.0), rcvbuf_errors(nodes.1));
+    let dsack_before = dsack_segments(a);
     let mut client = Reaper(Some(a.spawn(&iperf3, &args, &[], &json_path, &err_path)?));
     // Polled rather than waited for, so that Ctrl-C and a hung transfer end it.
     let deadline = Instant::now() + Duration::from_secs(u64::from(seconds) + 30);
@@ -912,6 +951,7 @@ fn iperf(
     client.0 = None;
     let tx_drops = Option::zip(tx_dropped(nodes.0), drops_before.0).map(|(after, before)| after - before);
     let rx_drops = Option::zip(rcvbuf_errors(nodes.1), drops_before.1).map(|(after, before)| after - before);
+    let dsacked = Option::zip(dsack_segments(a), dsack_before).map(|(after, before)| after - before);
     let json = std::fs::read_to_string(&json_path).unwrap_or_default();
     if let Some(e) = json_error(&json) {
         return Err(format!("iperf3: {e}"));
@@ -939,6 +979,7 @@ fn iperf(
         packets_per_second,
         sent_packets_per_second,
         retransmits: json_number(&json, &["end", "sum_sent", "retransmits"]).map(|r| r as u64),
+        dsacked,
         sender_cpu: json_number(&json, &["end", "cpu_utilization_percent", "host_total"]),
         receiver_cpu: json_number(&json, &["end", "cpu_utilization_percent", "remote_total"]),
         rx_drops,
@@ -962,9 +1003,11 @@ fn measure(c: &Contender, case: Case, seconds: u32, logs: &Path, round: u32) -> 
     let mut b = Node::start(&nb, c, OVERLAY_B, prefix.with_extension("b.log"))?;
     a.add_peer(&b, UNDERLAY_B)?;
     b.add_peer(&a, UNDERLAY_A)?;
-    ping_then_transfer(c, &mut a, &mut b, &na, OVERLAY_B, "across the tunnel", || {
+    let result = ping_then_transfer(c, &mut a, &mut b, &na, OVERLAY_B, "across the tunnel", || {
         iperf(&na, &nb, (&na, &nb), OVERLAY_B, case, seconds, &prefix)
-    })
+    });
+    save_counters(&prefix, &[("a", &na), ("b", &nb)]);
+    result
 }
 
 /// Waits (15 s at most) for a ping from `from` to `dst` to cross (the first packet starts the
@@ -988,6 +1031,15 @@ fn ping_then_transfer<'n>(
         }
     }
     let result = with_daemons(a, b, transfer);
+    if matches!(c.which, Impl::Vxwg | Impl::Vxwg1 | Impl::VxwgPod) {
+        // What only the daemon knows (drops by reason, per-worker counts), kept next to its log.
+        for node in [&*a, &*b] {
+            let status = Command::new(&c.program).args(["status", "--json", &node.ifname]).output();
+            if let Ok(out) = status {
+                let _ = std::fs::write(node.log.with_extension("status.json"), out.stdout);
+            }
+        }
+    }
     for (side, node) in [("A (sender)", &mut *a), ("B (receiver)", &mut *b)] {
         if let Some(status) = node.exited() {
             return Err(format!(
@@ -1217,7 +1269,11 @@ fn main() {
                         Case::Udp64 => {
                             format!("delivered (sent {:.3} Mpkt/s", m.sent_packets_per_second.unwrap_or(f64::NAN) / 1e6)
                         }
-                        _ => format!("(retransmits {}", m.retransmits.map_or("?".into(), |r| r.to_string())),
+                        _ => format!(
+                            "(retransmits {}, D-SACKed {}",
+                            m.retransmits.map_or("?".into(), |r| r.to_string()),
+                            m.dsacked.map_or("?".into(), |r| r.to_string())
+                        ),
                     };
                     let cpu = match (m.sender_cpu, m.receiver_cpu) {
                         (Some(s), Some(r)) => format!(", iperf3 cpu sender {s:.0}% receiver {r:.0}%"),
