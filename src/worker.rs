@@ -321,30 +321,17 @@ impl Worker {
         for (slot, meta) in self.udp_meta[..n].iter().enumerate() {
             self.datagrams.extend(meta.datagrams().map(|range| Datagram { slot, range, src: meta.src }));
         }
-        self.open_jobs.clear();
-        {
-            let mut dp = shared.lock();
-            match &mut *dp {
-                Dataplane::Pod(p) => {
-                    p.plan_decapsulate_pod(&mut self.udp_bufs, &self.datagrams, Instant::now(), &mut self.open_jobs)
-                }
-                Dataplane::L3(e) => {
-                    e.plan_decapsulate(&mut self.udp_bufs, &self.datagrams, Instant::now(), &mut self.open_jobs)
-                }
-            }
-            take_transmits(&mut dp, &mut self.transmits);
-        }
-        engine::open_jobs(&mut self.udp_bufs, &mut self.open_jobs);
-        let now = Instant::now();
+        // Datagrams take effect in arrival order: planning stops before a handshake message that
+        // follows planned data, which is opened and committed first, then planning goes on.
         if let Some(pod) = self.pod.as_mut() {
             pod.incoming.clear();
-            {
-                let mut dp = shared.lock();
-                if let Dataplane::Pod(p) = &mut *dp {
-                    p.commit_decapsulate_pod(&mut self.udp_bufs, &self.open_jobs, now, &mut pod.incoming);
-                }
-                take_transmits(&mut dp, &mut self.transmits);
-            }
+        }
+        self.incoming.clear();
+        let mut next = 0;
+        while next < self.datagrams.len() {
+            next += self.receive_round(shared, next);
+        }
+        if let Some(pod) = self.pod.as_mut() {
             self.stats.packets_in.fetch_add(pod.incoming.len() as u64, Ordering::Relaxed);
             // VXLAN for our VTEP goes to the pod TUN, everything else to the host TUN.
             let to = |d: Delivery| move |i: &&PodIncoming| i.delivery == d;
@@ -357,12 +344,6 @@ impl Worker {
                 log(name, &format!("TUN write: {e}"));
             }
         } else {
-            self.incoming.clear();
-            {
-                let mut dp = shared.lock();
-                dp.engine_mut().commit_decapsulate(&mut self.udp_bufs, &self.open_jobs, now, &mut self.incoming);
-                take_transmits(&mut dp, &mut self.transmits);
-            }
             self.stats.packets_in.fetch_add(self.incoming.len() as u64, Ordering::Relaxed);
             let packets = self.incoming.iter().map(|i| (i.slot, i.range.clone()));
             if let Some(e) = self.tun.write_packets(&mut self.udp_bufs, packets) {
@@ -370,6 +351,37 @@ impl Worker {
             }
         }
         self.send_transmits(name);
+    }
+
+    /// One round of the receive phases over `self.datagrams[from..]`: plan under the lock, open
+    /// outside it, commit under it again; what to deliver is appended to the incoming list (the
+    /// pod port's if there is one). Returns how many datagrams planning consumed (at least one).
+    fn receive_round(&mut self, shared: &Shared, from: usize) -> usize {
+        self.open_jobs.clear();
+        let consumed = {
+            let mut dp = shared.lock();
+            let (bufs, datagrams, jobs) = (&mut self.udp_bufs, &self.datagrams[from..], &mut self.open_jobs);
+            let consumed = match &mut *dp {
+                Dataplane::Pod(p) => p.plan_decapsulate_pod(bufs, datagrams, Instant::now(), jobs),
+                Dataplane::L3(e) => e.plan_decapsulate(bufs, datagrams, Instant::now(), jobs),
+            };
+            take_transmits(&mut dp, &mut self.transmits);
+            consumed
+        };
+        debug_assert!(consumed > 0, "planning consumes at least one datagram");
+        engine::open_jobs(&mut self.udp_bufs, &mut self.open_jobs);
+        let now = Instant::now();
+        let mut dp = shared.lock();
+        match self.pod.as_mut() {
+            Some(pod) => {
+                if let Dataplane::Pod(p) = &mut *dp {
+                    p.commit_decapsulate_pod(&mut self.udp_bufs, &self.open_jobs, now, &mut pod.incoming);
+                }
+            }
+            None => dp.engine_mut().commit_decapsulate(&mut self.udp_bufs, &self.open_jobs, now, &mut self.incoming),
+        }
+        take_transmits(&mut dp, &mut self.transmits);
+        consumed
     }
 
     /// Sends the control datagrams taken from the protocol (handshakes, keepalives, staged

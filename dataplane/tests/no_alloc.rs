@@ -224,7 +224,11 @@ fn steady_state_phased_batches_allocate_nothing() {
         }
         open.clear();
         inc.clear();
-        b.engine_mut().plan_decapsulate(&mut wire, &datagrams, now, &mut open);
+        assert_eq!(
+            b.engine_mut().plan_decapsulate(&mut wire, &datagrams, now, &mut open),
+            datagrams.len(),
+            "all data: planned in one call"
+        );
         open_jobs(&mut wire, &mut open);
         b.engine_mut().commit_decapsulate(&mut wire, &open, now, &mut inc);
         assert_eq!(inc.len(), BATCH);
@@ -251,7 +255,11 @@ fn steady_state_phased_batches_allocate_nothing() {
         }
         open.clear();
         pod_inc.clear();
-        b.plan_decapsulate_pod(&mut wire, &datagrams, now, &mut open);
+        assert_eq!(
+            b.plan_decapsulate_pod(&mut wire, &datagrams, now, &mut open),
+            datagrams.len(),
+            "all data: planned in one call"
+        );
         open_jobs(&mut wire, &mut open);
         b.commit_decapsulate_pod(&mut wire, &open, now, &mut pod_inc);
         assert_eq!(pod_inc.len(), BATCH);

@@ -107,7 +107,11 @@ fn receive_worker(engine: &Mutex<Engine>, mut wire: Vec<Vec<u8>>, src: SocketAdd
         datagrams.clear();
         datagrams.extend(chunk.iter().enumerate().map(|(slot, d)| Datagram { slot, range: 0..d.len(), src }));
         jobs.clear();
-        engine.lock().unwrap().plan_decapsulate(chunk, &datagrams, now, &mut jobs);
+        assert_eq!(
+            engine.lock().unwrap().plan_decapsulate(chunk, &datagrams, now, &mut jobs),
+            datagrams.len(),
+            "all data: planned in one call"
+        );
         open_jobs(chunk, &mut jobs);
         inc.clear();
         engine.lock().unwrap().commit_decapsulate(chunk, &jobs, now, &mut inc);
@@ -192,7 +196,11 @@ fn a_forgery_with_a_fresh_counter_does_not_move_the_window() {
 
     // The forgery alone, all three phases: counted as a failed decryption, nothing delivered.
     let mut bufs = vec![forged.clone()];
-    b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs);
+    assert_eq!(
+        b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs),
+        datagrams.len(),
+        "all data: planned in one call"
+    );
     assert_eq!(jobs.len(), 1, "a fresh counter passes the pre-check");
     open_jobs(&mut bufs, &mut jobs);
     b.commit_decapsulate(&mut bufs, &jobs, now, &mut inc);
@@ -204,7 +212,11 @@ fn a_forgery_with_a_fresh_counter_does_not_move_the_window() {
     let mut bufs = vec![forged, genuine.clone()];
     datagrams.push(Datagram { slot: 1, range: 0..genuine.len(), src: addr(A) });
     jobs.clear();
-    b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs);
+    assert_eq!(
+        b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs),
+        datagrams.len(),
+        "all data: planned in one call"
+    );
     assert_eq!(jobs.len(), 2);
     open_jobs(&mut bufs, &mut jobs);
     b.commit_decapsulate(&mut bufs, &jobs, now, &mut inc);
@@ -216,7 +228,7 @@ fn a_forgery_with_a_fresh_counter_does_not_move_the_window() {
     // And now it is a replay.
     let mut bufs = vec![genuine];
     jobs.clear();
-    b.plan_decapsulate(&mut bufs, &datagrams[..1], now, &mut jobs);
+    assert_eq!(b.plan_decapsulate(&mut bufs, &datagrams[..1], now, &mut jobs), 1, "all data: planned in one call");
     assert!(jobs.is_empty());
     assert_eq!(b.device().drop_count(DropReason::Replay), 1);
 }
@@ -231,7 +243,11 @@ fn rotate_between_plan_and_commit(rekeys: u32) -> (Engine, Vec<Incoming>, Vec<Ve
     a = a_shared.into_inner().unwrap();
     let datagrams = [Datagram { slot: 0, range: 0..bufs[0].len(), src: addr(A) }];
     let mut jobs = Vec::new();
-    b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs);
+    assert_eq!(
+        b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs),
+        datagrams.len(),
+        "all data: planned in one call"
+    );
     assert_eq!(jobs.len(), 1);
     open_jobs(&mut bufs, &mut jobs);
 
@@ -280,7 +296,11 @@ fn a_peer_removed_and_its_slot_reused_between_plan_and_commit_drops_the_packet()
     let mut bufs = send_worker(&Mutex::new(a), 0, 1, now);
     let datagrams = [Datagram { slot: 0, range: 0..bufs[0].len(), src: addr(A) }];
     let mut jobs = Vec::new();
-    b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs);
+    assert_eq!(
+        b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs),
+        datagrams.len(),
+        "all data: planned in one call"
+    );
     assert_eq!(jobs.len(), 1);
     open_jobs(&mut bufs, &mut jobs);
     // The peer goes, and another one takes its slot (same PeerId) with the same AllowedIPs.
@@ -302,13 +322,21 @@ fn a_job_committed_without_being_opened_is_a_failed_decryption() {
     let mut bufs = send_worker(&Mutex::new(a), 0, 1, now);
     let datagrams = [Datagram { slot: 0, range: 0..bufs[0].len(), src: addr(A) }];
     let (mut jobs, mut inc) = (Vec::new(), Vec::new());
-    b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs);
+    assert_eq!(
+        b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs),
+        datagrams.len(),
+        "all data: planned in one call"
+    );
     b.commit_decapsulate(&mut bufs, &jobs, now, &mut inc);
     assert!(inc.is_empty());
     assert_eq!(b.device().drop_count(DropReason::Decrypt), 1);
     // The window did not move: the same datagram, opened this time, is accepted.
     jobs.clear();
-    b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs);
+    assert_eq!(
+        b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs),
+        datagrams.len(),
+        "all data: planned in one call"
+    );
     open_jobs(&mut bufs, &mut jobs);
     b.commit_decapsulate(&mut bufs, &jobs, now, &mut inc);
     assert_eq!(inc.len(), 1);
@@ -360,7 +388,11 @@ fn pod_phases_round_trip_a_pod_packet() {
     let datagrams: Vec<Datagram> =
         wire.iter().enumerate().map(|(slot, d)| Datagram { slot, range: 0..d.len(), src: addr(A) }).collect();
     let (mut open, mut inc) = (Vec::new(), Vec::new());
-    b.plan_decapsulate_pod(&mut wire, &datagrams, now, &mut open);
+    assert_eq!(
+        b.plan_decapsulate_pod(&mut wire, &datagrams, now, &mut open),
+        datagrams.len(),
+        "all data: planned in one call"
+    );
     assert_eq!(open.len(), 2);
     open_jobs(&mut wire, &mut open);
     b.commit_decapsulate_pod(&mut wire, &open, now, &mut inc);
@@ -406,7 +438,11 @@ fn two_workers_committing_first_packets_on_next_promote_it_once() {
             let datagrams = [Datagram { slot: 0, range: 0..d.len(), src: addr(A) }];
             let mut bufs = vec![d];
             let mut jobs = Vec::new();
-            b.lock().unwrap().plan_decapsulate(&mut bufs, &datagrams, later, &mut jobs);
+            assert_eq!(
+                b.lock().unwrap().plan_decapsulate(&mut bufs, &datagrams, later, &mut jobs),
+                datagrams.len(),
+                "all data: planned in one call"
+            );
             assert_eq!(jobs.len(), 1, "the datagram passes the pre-check on `next`");
             open_jobs(&mut bufs, &mut jobs);
             (bufs, jobs)

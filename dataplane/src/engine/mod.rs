@@ -19,8 +19,14 @@
 //!   window, after authentication and only once even if two workers opened the same datagram;
 //!   then roaming, timers, statistics and the AllowedIPs source check).
 //!
+//! Received datagrams take effect in arrival order, as kernel WireGuard's do: a handshake message
+//! may replace the very keypair a data packet before it in the batch was planned on, so planning
+//! stops before a handshake message that follows planned data and says how many datagrams it
+//! consumed; the caller opens and commits those, then plans again from there. A batch of data
+//! alone is planned in one call.
+//!
 //! The single-call methods ([`Engine::encapsulate_batch`], [`Engine::decapsulate_batch`], ...)
-//! are these phases run back to back.
+//! do the same work back to back (receiving, one datagram at a time, so in order too).
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -28,6 +34,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use crate::route::{AllowedIps, IpNet};
+use crate::wireguard::device::is_handshake_message;
 use crate::wireguard::{
     Device, OpenFailure, OpenTicket, PeerConfig, PeerError, PeerId, ReceivePlan, Received, RecvError, SendBlock,
     Transmit,
@@ -437,26 +444,40 @@ impl Engine {
         }
     }
 
-    /// Phase 1 of receiving (needs the engine): for every datagram (`bufs[d.slot][d.range]` from
-    /// `d.src`), transport data with a known receiver index, an unexpired keypair and a counter
-    /// the replay window would accept becomes an [`OpenJob`]; everything else (handshakes, cookie
-    /// replies, unknown indices, replays, expired keypairs) is handled completely here, as
-    /// [`Device::decapsulate`] does (drops counted, transmits queued). Commits nothing.
+    /// Phase 1 of receiving (needs the engine): for each datagram in turn (`bufs[d.slot][d.range]`
+    /// from `d.src`), transport data with a known receiver index, an unexpired keypair and a
+    /// counter the replay window would accept becomes an [`OpenJob`]; everything else
+    /// (handshakes, cookie replies, unknown indices, replays, expired keypairs) is handled
+    /// completely here, as [`Device::decapsulate`] does (drops counted, transmits queued).
+    /// Commits nothing.
+    ///
+    /// Returns how many of `datagrams` it consumed. It stops before a handshake message once this
+    /// call has planned a job, because handling the handshake now could drop the keypair a job
+    /// before it needs at its commit: open and commit the jobs, then call again with
+    /// `&datagrams[consumed..]` (the handshake, now first, is handled then). Consumes at least
+    /// one datagram unless `datagrams` is empty, and all of them if none is a handshake message
+    /// after a data packet. Jobs already in `jobs` are left alone; commit them before calling.
+    #[must_use = "the datagrams after the ones consumed still have to be planned"]
     pub fn plan_decapsulate<B: AsMut<[u8]>>(
         &mut self,
         bufs: &mut [B],
         datagrams: &[Datagram],
         now: Instant,
         jobs: &mut Vec<OpenJob>,
-    ) {
-        for d in datagrams {
+    ) -> usize {
+        let planned_before = jobs.len();
+        for (i, d) in datagrams.iter().enumerate() {
             let Some(datagram) = in_slot(bufs, d.slot, d.range.clone()) else {
                 continue;
             };
+            if jobs.len() > planned_before && is_handshake_message(datagram) {
+                return i;
+            }
             if let Ok(ReceivePlan::Open(ticket)) = self.device.plan_decapsulate(d.src, datagram, now) {
                 jobs.push(OpenJob { ticket, slot: d.slot, range: d.range.clone(), src: d.src, opened: None });
             }
         }
+        datagrams.len()
     }
 
     /// Phase 3 of receiving (needs the engine): for each job [`open_jobs`] has run on, commits

@@ -25,9 +25,10 @@
 //! Like the L3 engine, the data path comes in phases so that workers sharing one engine behind a
 //! lock encrypt and decrypt outside it: [`PodEngine::plan_encapsulate_pod`] → [`seal_pod_jobs`],
 //! and [`PodEngine::plan_decapsulate_pod`] → [`super::open_jobs`] →
-//! [`PodEngine::commit_decapsulate_pod`]. The rare IPv4 packets fragmented at the inner layer
-//! are sealed during planning (into copies), since they are built one at a time in a buffer of
-//! the engine's own.
+//! [`PodEngine::commit_decapsulate_pod`], repeated from where planning stopped (before a
+//! handshake message, so that datagrams take effect in arrival order; see [`super`]). The rare
+//! IPv4 packets fragmented at the inner layer are sealed during planning (into copies), since
+//! they are built one at a time in a buffer of the engine's own.
 #![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
@@ -954,15 +955,19 @@ impl PodEngine {
         }
     }
 
-    /// Phase 1 of the pod receive path (needs the engine): as [`Engine::plan_decapsulate`].
+    /// Phase 1 of the pod receive path (needs the engine): as [`Engine::plan_decapsulate`],
+    /// which also says what the returned count of datagrams consumed means (planning stops
+    /// before a handshake message that follows planned data; plan again from there after the
+    /// commit).
+    #[must_use = "the datagrams after the ones consumed still have to be planned"]
     pub fn plan_decapsulate_pod<B: AsMut<[u8]>>(
         &mut self,
         bufs: &mut [B],
         datagrams: &[Datagram],
         now: Instant,
         jobs: &mut Vec<OpenJob>,
-    ) {
-        self.engine.plan_decapsulate(bufs, datagrams, now, jobs);
+    ) -> usize {
+        self.engine.plan_decapsulate(bufs, datagrams, now, jobs)
     }
 
     /// Phase 3 of the pod receive path (needs the engine): as [`Engine::commit_decapsulate`]

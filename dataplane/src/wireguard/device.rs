@@ -10,7 +10,9 @@
 //! [`Device::plan_decapsulate`] (keypair lookup, replay pre-check) → [`OpenTicket::open`] (any
 //! thread) → [`Device::commit_decapsulate`] (replay commit after authentication, bookkeeping).
 //! [`Device::encapsulate`], [`Device::encapsulate_batch`] and [`Device::decapsulate`] are those
-//! phases back to back.
+//! phases back to back. A batch planned ahead of its commits stops before any handshake message
+//! ([`is_handshake_message`]), which would otherwise change sessions under packets planned
+//! before it.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -156,6 +158,15 @@ pub enum ReceivePlan {
     Open(OpenTicket),
     /// A control message, handled completely.
     Done(Received<'static>),
+}
+
+/// True if `datagram` is a well-formed handshake message (initiation, response or cookie reply):
+/// one that [`Device::plan_decapsulate`] handles completely, possibly changing sessions, instead
+/// of turning it into an [`OpenTicket`]. Looks at the type and length only: cheap enough to ask
+/// for every datagram of a batch.
+#[inline]
+pub fn is_handshake_message(datagram: &[u8]) -> bool {
+    matches!(MessageType::classify(datagram), Ok(t) if t != MessageType::TransportData)
 }
 
 /// Hasher for the receiver-index table. Indices are random values *we* chose, so a remote sender
@@ -605,6 +616,10 @@ impl Device {
     /// index, an unexpired keypair and a counter the replay window would accept becomes an
     /// [`OpenTicket`]; nothing is committed. Every other message (handshakes, cookie replies) is
     /// handled completely here. Drops are counted.
+    ///
+    /// A handshake message handled here can replace or drop keypairs that tickets planned earlier
+    /// still name, so a caller planning a batch stops before one ([`is_handshake_message`]) and
+    /// commits what it planned first: datagrams then take effect in arrival order.
     pub fn plan_decapsulate(
         &mut self,
         src: SocketAddr,
