@@ -6,6 +6,9 @@
 //!   Divide the time by 1,024 (or read the element rate) for ns/lookup.
 //! * `lookup_v6/{hit,miss}/1000`: the same for IPv6.
 //! * `build/N`: inserting the N prefixes into an empty table, one by one (control-plane cost).
+//! * `list_by_peer/P`: listing every peer's prefixes, peer by peer, as `wg show` and `vxwg status`
+//!   do (under the dataplane lock), for P peers of 10 prefixes each; and `replace_one/P`: replacing
+//!   one peer's 10 prefixes in that table, as an AllowedIPs update from the control plane does.
 //!
 //! Prefixes sit in 10.0.0.0/8 (IPv4) or fd00::/16 (IPv6) with random lengths (/20–/32, /48–/128),
 //! owned by 64 peers; misses are random addresses of the same range that no prefix contains.
@@ -159,5 +162,43 @@ fn build(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lookup_v4, lookup_v6, build);
+/// P peers with 10 random IPv4 prefixes each (the peer is the value).
+fn peer_table(peers: usize) -> AllowedIps<u32> {
+    let mut rng = Rng(peers as u64);
+    let nets = v4_prefixes(peers * 10, &mut rng);
+    nets.into_iter().enumerate().map(|(i, (net, _))| (net, (i / 10) as u32)).collect()
+}
+
+fn per_peer(c: &mut Criterion) {
+    let mut g = c.benchmark_group("list_by_peer");
+    g.sample_size(10);
+    for peers in [100, 1_000] {
+        let table = peer_table(peers);
+        g.throughput(Throughput::Elements(peers as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(peers), &table, |b, table| {
+            b.iter(|| (0..peers as u32).map(|p| table.prefixes_of(black_box(p)).count()).sum::<usize>())
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("replace_one");
+    g.sample_size(10);
+    for peers in [100, 1_000] {
+        let table = peer_table(peers);
+        let fresh: Vec<IpNet> = v4_prefixes(10, &mut Rng(7)).into_iter().map(|(n, _)| n).collect();
+        g.bench_with_input(BenchmarkId::from_parameter(peers), &table, |b, table| {
+            b.iter_batched(
+                || table.clone(),
+                |mut t| {
+                    t.remove_value(black_box(3));
+                    t.extend(fresh.iter().map(|&n| (n, 3)));
+                    t
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, lookup_v4, lookup_v6, build, per_peer);
 criterion_main!(benches);

@@ -7,7 +7,9 @@
 //! search (`partition_point`, a `cmov` loop) over contiguous memory plus one load: no pointer
 //! chasing, no hashing, no allocation. The prefixes themselves sit in a `BTreeMap` (exact-match
 //! insert and remove, sorted listing) and each insert or remove patches the intervals in place:
-//! O(log n), a `Vec` shift and a pass over the intervals inside the prefix. Filling a table one
+//! O(log n), a `Vec` shift and a pass over the intervals inside the prefix. A second map from each
+//! value to its prefixes makes listing or dropping one peer's AllowedIPs cost its own prefixes,
+//! not the whole table: `wg show` over 1,000 peers is not 1,000 scans of every prefix. Filling a table one
 //! insert at a time takes 0.5 ms for 1,000 prefixes and 25 ms for 10,000: control-plane work.
 //! Measured against prototypes of the alternatives (criterion, 1,024 random IPv4 lookups per
 //! iteration, prefixes /20–/32 in 10.0.0.0/8, on 2 shared cores; ns per lookup, hit / miss in
@@ -31,7 +33,7 @@
 
 use core::fmt;
 use core::net::IpAddr;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::IpNet;
 
@@ -55,13 +57,15 @@ pub struct AllowedIps<T> {
     /// The prefixes as configured, in `IpNet` order (IPv4 first, then by address, then length).
     /// Authoritative; the interval tables below are derived from it.
     prefixes: BTreeMap<IpNet, T>,
+    /// The same prefixes grouped by value (no value maps to an empty set).
+    by_value: BTreeMap<T, BTreeSet<IpNet>>,
     v4: Intervals<u32, T>,
     v6: Intervals<u128, T>,
 }
 
 impl<T> Default for AllowedIps<T> {
     fn default() -> Self {
-        Self { prefixes: BTreeMap::new(), v4: Intervals::new(), v6: Intervals::new() }
+        Self { prefixes: BTreeMap::new(), by_value: BTreeMap::new(), v4: Intervals::new(), v6: Intervals::new() }
     }
 }
 
@@ -76,7 +80,7 @@ impl<T: fmt::Debug> fmt::Debug for AllowedIps<T> {
     }
 }
 
-impl<T: Copy + Eq> AllowedIps<T> {
+impl<T: Copy + Ord> AllowedIps<T> {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
@@ -92,6 +96,10 @@ impl<T: Copy + Eq> AllowedIps<T> {
         if old == Some(value) {
             return old;
         }
+        if let Some(old) = old {
+            self.unlist(old, net);
+        }
+        self.by_value.entry(value).or_default().insert(net);
         let len = net.prefix_len();
         match net.addr() {
             IpAddr::V4(a) => self.v4.assign(u32::from(a), len, value, old.is_some()),
@@ -103,6 +111,13 @@ impl<T: Copy + Eq> AllowedIps<T> {
     /// Removes exactly the prefix `net` (not the prefixes inside it); returns its value, if any.
     /// Addresses it covered fall back to the next shorter prefix that contains them.
     pub fn remove(&mut self, net: IpNet) -> Option<T> {
+        let old = self.unroute(net)?;
+        self.unlist(old, net);
+        Some(old)
+    }
+
+    /// Removes `net` from the prefixes and the intervals (not from `by_value`); its old value.
+    fn unroute(&mut self, net: IpNet) -> Option<T> {
         let old = self.prefixes.remove(&net)?;
         // The longest remaining prefix that strictly contains `net` takes its addresses back.
         let len = net.prefix_len();
@@ -117,12 +132,22 @@ impl<T: Copy + Eq> AllowedIps<T> {
         Some(old)
     }
 
+    /// Drops `net` from `value`'s listing, and the listing itself once empty.
+    fn unlist(&mut self, value: T, net: IpNet) {
+        if let Some(nets) = self.by_value.get_mut(&value) {
+            nets.remove(&net);
+            if nets.is_empty() {
+                self.by_value.remove(&value);
+            }
+        }
+    }
+
     /// Removes every prefix routed to `value` (a peer was removed, or its AllowedIPs are about to be
     /// replaced); returns how many there were.
     pub fn remove_value(&mut self, value: T) -> usize {
-        let nets: Vec<IpNet> = self.prefixes_of(value).collect();
+        let nets = self.by_value.remove(&value).unwrap_or_default();
         for &net in &nets {
-            self.remove(net);
+            self.unroute(net);
         }
         nets.len()
     }
@@ -150,7 +175,7 @@ impl<T: Copy + Eq> AllowedIps<T> {
 
     /// The prefixes routed to `value`, sorted (IPv4 first, then by address, then by length).
     pub fn prefixes_of(&self, value: T) -> impl Iterator<Item = IpNet> + '_ {
-        self.prefixes.iter().filter(move |&(_, &v)| v == value).map(|(&net, _)| net)
+        self.by_value.get(&value).into_iter().flatten().copied()
     }
 
     /// Every prefix with its value, in the order of [`prefixes_of`](Self::prefixes_of).
@@ -169,7 +194,7 @@ impl<T: Copy + Eq> AllowedIps<T> {
     }
 }
 
-impl<T: Copy + Eq> Extend<(IpNet, T)> for AllowedIps<T> {
+impl<T: Copy + Ord> Extend<(IpNet, T)> for AllowedIps<T> {
     /// Inserts each pair in turn (later pairs move prefixes that earlier ones routed).
     fn extend<I: IntoIterator<Item = (IpNet, T)>>(&mut self, iter: I) {
         for (net, value) in iter {
@@ -178,7 +203,7 @@ impl<T: Copy + Eq> Extend<(IpNet, T)> for AllowedIps<T> {
     }
 }
 
-impl<T: Copy + Eq> FromIterator<(IpNet, T)> for AllowedIps<T> {
+impl<T: Copy + Ord> FromIterator<(IpNet, T)> for AllowedIps<T> {
     fn from_iter<I: IntoIterator<Item = (IpNet, T)>>(iter: I) -> Self {
         let mut t = Self::new();
         t.extend(iter);
@@ -558,6 +583,11 @@ mod tests {
             }
             assert_eq!(layout(&self.v4), canonical(&v4), "IPv4 intervals");
             assert_eq!(layout(&self.v6), canonical(&v6), "IPv6 intervals");
+            let mut by_value: BTreeMap<u32, BTreeSet<IpNet>> = BTreeMap::new();
+            for (n, v) in self.iter() {
+                by_value.entry(v).or_default().insert(n);
+            }
+            assert_eq!(self.by_value, by_value, "prefixes by value");
         }
     }
 
