@@ -23,6 +23,7 @@ use vxwg::dataplane::engine::pod::{PodConfig, PodEngine, POD_HEADROOM, POD_TAILR
 use vxwg::dataplane::engine::{Engine, HEADROOM, TAILROOM};
 use vxwg::dataplane::io::netlink::Netlink;
 use vxwg::dataplane::io::poll::wait_readable;
+use vxwg::dataplane::io::udp::PathMtuProbe;
 use vxwg::dataplane::io::UdpSocket;
 use vxwg::dataplane::mtu;
 use vxwg::dataplane::wireguard::{Device, DeviceConfig, PeerConfig, Transmit};
@@ -104,6 +105,8 @@ struct PodPaths {
     paths: std::collections::HashMap<vxwg::dataplane::wireguard::PeerId, (u32, u32)>,
     /// When the paths were last read.
     checked: Option<Instant>,
+    /// Reads them: one socket per family, carrying the device's fwmark.
+    probe: PathMtuProbe,
 }
 
 /// The packet workers: idle (being configured) or running, with what the control thread keeps
@@ -413,12 +416,13 @@ impl Daemon {
             device.peer_ids().filter_map(|id| Some((id, device.peer_endpoint(id)?))).collect()
         };
         pod.paths.retain(|id, _| peers.iter().any(|(p, _)| p == id));
+        let mark = self.fwmark.unwrap_or(0);
+        if pod.probe.mark() != mark {
+            pod.probe = PathMtuProbe::new(mark);
+        }
         let probed: Vec<_> = peers
             .into_iter()
-            .filter_map(|(id, endpoint)| {
-                let path = vxwg::dataplane::io::udp::path_mtu(endpoint, self.fwmark.unwrap_or(0)).ok()?;
-                Some((id, endpoint, path))
-            })
+            .filter_map(|(id, endpoint)| Some((id, endpoint, pod.probe.read(endpoint).ok()?)))
             .collect();
         let mut dp = self.shared.lock();
         let Dataplane::Pod(engine) = &mut *dp else { return };

@@ -412,24 +412,63 @@ impl UdpSocket {
 /// The path MTU the kernel knows towards `dst`: the route's MTU, lowered by any ICMP
 /// fragmentation-needed / packet-too-big it has received for that destination. Read as
 /// `IP_MTU`/`IPV6_MTU` from a socket connected to `dst` (nothing is sent), carrying `mark` so
-/// that policy routing picks the route the tunnel's own packets take.
+/// that policy routing picks the route the tunnel's own packets take. One-off: a daemon reading
+/// many peers' paths keeps a [`PathMtuProbe`].
 pub fn path_mtu(dst: SocketAddr, mark: u32) -> io::Result<u32> {
-    let domain = if dst.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
-    let s = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
-    if mark != 0 {
-        set_int_opt(s.as_raw_fd(), libc::SO_MARK, mark as libc::c_int)?;
+    PathMtuProbe::new(mark).read(dst)
+}
+
+/// Reads path MTUs (see [`path_mtu`]) through one UDP socket per address family, connected
+/// afresh to each destination, instead of a socket per read: a node with a thousand peers,
+/// read every two seconds, would otherwise open and close 500 sockets a second.
+#[derive(Debug, Default)]
+pub struct PathMtuProbe {
+    mark: u32,
+    v4: Option<Socket>,
+    v6: Option<Socket>,
+}
+
+impl PathMtuProbe {
+    /// A probe whose sockets carry `mark` (0: none); they are opened on first use.
+    pub fn new(mark: u32) -> PathMtuProbe {
+        PathMtuProbe { mark, v4: None, v6: None }
     }
-    s.connect(&SockAddr::from(dst))?;
-    let (level, opt) =
-        if dst.is_ipv4() { (libc::IPPROTO_IP, libc::IP_MTU) } else { (libc::IPPROTO_IPV6, libc::IPV6_MTU) };
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into a live c_int.
-    let rc = unsafe { libc::getsockopt(s.as_raw_fd(), level, opt, (&mut v as *mut libc::c_int).cast(), &mut len) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
+
+    /// The mark the probe's sockets carry.
+    pub fn mark(&self) -> u32 {
+        self.mark
     }
-    u32::try_from(v).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("path MTU {v}")))
+
+    /// The path MTU towards `dst`, as [`path_mtu`] reads it.
+    pub fn read(&mut self, dst: SocketAddr) -> io::Result<u32> {
+        let (slot, domain, level, opt) = if dst.is_ipv4() {
+            (&mut self.v4, Domain::IPV4, libc::IPPROTO_IP, libc::IP_MTU)
+        } else {
+            (&mut self.v6, Domain::IPV6, libc::IPPROTO_IPV6, libc::IPV6_MTU)
+        };
+        let s = match slot {
+            Some(s) => s,
+            None => {
+                let s = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
+                if self.mark != 0 {
+                    set_int_opt(s.as_raw_fd(), libc::SO_MARK, self.mark as libc::c_int)?;
+                }
+                slot.insert(s)
+            }
+        };
+        // Connecting again replaces the socket's destination and its cached route, so the MTU
+        // read next is `dst`'s. A failed connect may leave the previous route in place, which
+        // must not be read as `dst`'s: the error ends the read.
+        s.connect(&SockAddr::from(dst))?;
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into a live c_int.
+        let rc = unsafe { libc::getsockopt(s.as_raw_fd(), level, opt, (&mut v as *mut libc::c_int).cast(), &mut len) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        u32::try_from(v).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("path MTU {v}")))
+    }
 }
 
 /// How [`UdpSocket::send_chunk`] ended.
