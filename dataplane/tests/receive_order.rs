@@ -239,3 +239,29 @@ fn a_batch_of_data_only_is_planned_in_one_call() {
     assert_eq!(calls, [32]);
     assert_eq!(inc.len(), 32);
 }
+
+/// What makes planning stop: the three handshake messages, well formed; never transport data
+/// or a datagram the device would refuse unread.
+#[test]
+fn handshake_messages_are_told_apart_from_data_by_type_and_length() {
+    use vxwg_dataplane::wire::wireguard::COOKIE_REPLY_LEN;
+    use vxwg_dataplane::wireguard::device::is_handshake_message;
+
+    let (_, mut b, wire, _, now) = l3_scenario();
+    let (data, mut init) = (wire[0].clone(), wire[1].clone());
+    assert!(!is_handshake_message(&data));
+    assert!(is_handshake_message(&init));
+    b.decapsulate(addr(A), &mut init, now).unwrap();
+    let response = b.poll_transmit().expect("B's response").payload;
+    assert!(is_handshake_message(&response));
+    let mut cookie_reply = [0u8; COOKIE_REPLY_LEN];
+    cookie_reply[0] = 3;
+    assert!(is_handshake_message(&cookie_reply));
+    // Malformed: dropped by the device without effect, so no reason to stop.
+    assert!(!is_handshake_message(&init[..init.len() - 1]));
+    assert!(!is_handshake_message(&cookie_reply[..1]));
+    let mut reserved = init.clone();
+    reserved[1] = 1;
+    assert!(!is_handshake_message(&reserved));
+    assert!(!is_handshake_message(&[]));
+}
