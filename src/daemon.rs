@@ -126,7 +126,7 @@ struct WorkerSet {
 
 impl WorkerSet {
     fn new(idle: Vec<Worker>, threads: Threads) -> io::Result<WorkerSet> {
-        let sockets = idle.iter().map(|w| w.udp.try_clone()).collect::<io::Result<_>>()?;
+        let sockets = idle.iter().map(Worker::socket_handle).collect::<io::Result<_>>()?;
         let stats = idle.iter().map(|w| w.stats.clone()).collect();
         let (ended, ended_writer) = UnixStream::pair()?;
         ended.set_nonblocking(true)?;
@@ -180,7 +180,7 @@ impl WorkerSet {
     fn replace_sockets(&mut self, sockets: Vec<UdpSocket>) -> io::Result<()> {
         self.sockets = sockets.iter().map(UdpSocket::try_clone).collect::<io::Result<_>>()?;
         for (worker, udp) in self.idle.iter_mut().zip(sockets) {
-            worker.udp = udp;
+            worker.replace_socket(udp);
         }
         Ok(())
     }

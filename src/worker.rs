@@ -82,7 +82,10 @@ pub(crate) struct Worker {
     pub index: usize,
     pub tun: TunPort,
     pub pod: Option<PodPort>,
-    pub udp: UdpSocket,
+    udp: UdpSocket,
+    /// Receive-buffer drops counted on the sockets this worker had before `udp` (a listen-port
+    /// change swaps them), so that the published count never goes back.
+    earlier_receive_drops: u64,
     pub stats: Arc<WorkerStats>,
     udp_bufs: Vec<Vec<u8>>,
     udp_meta: Vec<RecvMeta>,
@@ -157,6 +160,7 @@ impl Worker {
             tun,
             pod,
             udp,
+            earlier_receive_drops: 0,
             stats: Arc::new(WorkerStats::default()),
             udp_bufs: vec![vec![0u8; MAX_DATAGRAM]; BATCH],
             udp_meta: vec![RecvMeta::default(); BATCH],
@@ -238,7 +242,20 @@ impl Worker {
         if let Some(pod) = &self.pod {
             self.stats.pod_tun.publish(&pod.port.counters());
         }
-        self.stats.socket_receive_drops.store(self.udp.receive_drops(), Ordering::Relaxed);
+        let drops = self.earlier_receive_drops + self.udp.receive_drops();
+        self.stats.socket_receive_drops.store(drops, Ordering::Relaxed);
+    }
+
+    /// Another handle on the worker's socket (for the control thread's own sends and marks).
+    pub fn socket_handle(&self) -> io::Result<UdpSocket> {
+        self.udp.try_clone()
+    }
+
+    /// Gives the worker the socket it receives and sends on from now (a listen-port change),
+    /// keeping the old one's receive-buffer drops in its count.
+    pub fn replace_socket(&mut self, udp: UdpSocket) {
+        self.earlier_receive_drops += self.udp.receive_drops();
+        self.udp = udp;
     }
 
     /// Reads a batch from the TUN queue, encrypts it, sends it. False if the device is gone.

@@ -266,6 +266,77 @@ fn listen_port_changes_move_every_worker_and_leak_no_thread() {
     tcp_transfer(&nb, &na, "100.64.7.1", 8);
 }
 
+/// Resumes a stopped process on drop, so that a failed assertion cannot leave it frozen.
+struct Continue(u32);
+
+impl Drop for Continue {
+    fn drop(&mut self) {
+        let _ = sh(&format!("kill -CONT {}", self.0));
+    }
+}
+
+/// The kernel's own count of datagrams dropped by the UDP sockets on `port` in `ns` (`ss -m`,
+/// `d`), all of them together.
+fn kernel_socket_drops(ns: &Netns, port: u16) -> u64 {
+    let out = ns.exec(&format!("ss -Huamn sport = :{port}"));
+    out.split(|c: char| c == ',' || c == ')' || c.is_whitespace())
+        .filter_map(|field| field.strip_prefix('d')?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `vxwg status`'s count of datagrams lost to a full socket receive buffer.
+fn receive_buffer_drops(ns: &Netns, ifname: &str) -> u64 {
+    status_json(ns, ifname)["drops"]["socket_receive_buffer"].as_u64().unwrap()
+}
+
+/// Freezes the daemon, floods its port from `from` with more one-byte datagrams than its
+/// receive buffer holds, resumes it, and waits until its status counts the drops; returns them.
+/// The kernel reports a socket's drop count with the next datagram it queues, so one more is
+/// sent every 50 ms until the count shows.
+fn overflow_receive_buffer(node: &Node, from: &Netns, dst: &str, port: u16, before: u64) -> u64 {
+    let pid = node.child.as_ref().unwrap().id();
+    let send = |count: u32| {
+        from.exec(&format!(
+            "python3 -c \"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             for _ in range({count}): s.sendto(b'x', ('{dst}', {port}))\""
+        ))
+    };
+    {
+        sh(&format!("kill -STOP {pid}"));
+        let _resume = Continue(pid);
+        send(60_000);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        send(1);
+        let drops = receive_buffer_drops(node.ns, &node.ifname);
+        if drops > before {
+            return drops;
+        }
+        assert!(Instant::now() < deadline, "no receive-buffer drop counted after the flood (still {drops})");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn receive_buffer_drops_survive_a_listen_port_change() {
+    if !require(&["ip", "wg", "ping", "python3"]) {
+        return;
+    }
+    let (na, nb) = underlay();
+    let (a, _b) = peered(&na, &nb, (Impl::VxwgTwoWorkers, Impl::Vxwg), ("100.64.9.1", "100.64.9.2"));
+    ping(&na, "100.64.9.2");
+    let first = overflow_receive_buffer(&a, &nb, "10.201.0.1", 51820, 0);
+    assert_eq!(first, kernel_socket_drops(&na, 51820), "vxwg counts what the kernel dropped");
+    na.exec(&format!("wg set {} listen-port 51921", a.ifname));
+    assert_eq!(status_json(&na, &a.ifname)["listen_port"].as_u64(), Some(51921));
+    // The drops of the sockets given up are still counted: a counter never goes back.
+    let second = overflow_receive_buffer(&a, &nb, "10.201.0.1", 51921, first);
+    let on_new = kernel_socket_drops(&na, 51921);
+    assert!(on_new > 0, "the second flood overflowed the new sockets");
+    assert_eq!(second, first + on_new, "the old sockets' drops ({first}) plus the new ones' ({on_new})");
+}
+
 #[test]
 fn vxwg_initiates_to_wireguard_go() {
     two_nodes(Impl::Vxwg, Impl::WireguardGo);
