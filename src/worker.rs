@@ -346,7 +346,9 @@ impl Worker {
         self.incoming.clear();
         let mut next = 0;
         while next < self.datagrams.len() {
-            next += self.receive_round(shared, next);
+            // Always forward, even if planning ever consumed nothing: a stuck loop would hang
+            // the worker.
+            next += self.receive_round(shared, next).max(1);
         }
         if let Some(pod) = self.pod.as_mut() {
             self.stats.packets_in.fetch_add(pod.incoming.len() as u64, Ordering::Relaxed);
