@@ -93,37 +93,47 @@ fn datagrams_of(wire: &[Vec<u8>], src: SocketAddr) -> Vec<Datagram> {
     wire.iter().enumerate().map(|(slot, d)| Datagram { slot, range: 0..d.len(), src }).collect()
 }
 
-/// The phases as a worker runs them: plan, open, commit, again from where planning stopped.
-/// Returns what was delivered and how many datagrams each planning call consumed.
-fn receive_phased(b: &mut Engine, wire: &mut [Vec<u8>], now: Instant) -> (Vec<Incoming>, Vec<usize>) {
+/// The phases as a worker runs them, on engine `b` (L3 or pod, through `plan` and `commit`):
+/// plan, open, commit, again from where planning stopped. Returns what was delivered and how
+/// many datagrams each planning call consumed.
+fn in_rounds<E, I>(
+    b: &mut E,
+    wire: &mut [Vec<u8>],
+    plan: impl Fn(&mut E, &mut [Vec<u8>], &[Datagram], &mut Vec<OpenJob>) -> usize,
+    commit: impl Fn(&mut E, &mut [Vec<u8>], &[OpenJob], &mut Vec<I>),
+) -> (Vec<I>, Vec<usize>) {
     let datagrams = datagrams_of(wire, addr(A));
-    let (mut jobs, mut inc, mut calls): (Vec<OpenJob>, _, _) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut jobs, mut inc, mut calls) = (Vec::new(), Vec::new(), Vec::new());
     let mut next = 0;
     while next < datagrams.len() {
         jobs.clear();
-        let consumed = b.plan_decapsulate(wire, &datagrams[next..], now, &mut jobs);
+        let consumed = plan(b, wire, &datagrams[next..], &mut jobs);
         open_jobs(wire, &mut jobs);
-        b.commit_decapsulate(wire, &jobs, now, &mut inc);
+        commit(b, wire, &jobs, &mut inc);
         calls.push(consumed);
         next += consumed;
     }
     (inc, calls)
 }
 
-/// [`receive_phased`] on the pod path.
+/// [`in_rounds`] on the L3 engine.
+fn receive_phased(b: &mut Engine, wire: &mut [Vec<u8>], now: Instant) -> (Vec<Incoming>, Vec<usize>) {
+    in_rounds(
+        b,
+        wire,
+        |b, w, d, jobs| b.plan_decapsulate(w, d, now, jobs),
+        |b, w, jobs, out| b.commit_decapsulate(w, jobs, now, out),
+    )
+}
+
+/// [`in_rounds`] on the pod path.
 fn receive_phased_pod(b: &mut PodEngine, wire: &mut [Vec<u8>], now: Instant) -> (Vec<PodIncoming>, Vec<usize>) {
-    let datagrams = datagrams_of(wire, addr(A));
-    let (mut jobs, mut inc, mut calls): (Vec<OpenJob>, _, _) = (Vec::new(), Vec::new(), Vec::new());
-    let mut next = 0;
-    while next < datagrams.len() {
-        jobs.clear();
-        let consumed = b.plan_decapsulate_pod(wire, &datagrams[next..], now, &mut jobs);
-        open_jobs(wire, &mut jobs);
-        b.commit_decapsulate_pod(wire, &jobs, now, &mut inc);
-        calls.push(consumed);
-        next += consumed;
-    }
-    (inc, calls)
+    in_rounds(
+        b,
+        wire,
+        |b, w, d, jobs| b.plan_decapsulate_pod(w, d, now, jobs),
+        |b, w, jobs, out| b.commit_decapsulate_pod(w, jobs, now, out),
+    )
 }
 
 /// B answered the new initiation: the response is queued for A, and A completes the handshake
