@@ -2,7 +2,7 @@
 //! afresh for every read. These tests give destinations routes of different MTUs in a namespace
 //! of their own (a veth pair inside it; nothing is sent: connecting a UDP socket only looks the
 //! route up) and check that every read is the one destination's, in any order, per family, per
-//! mark, and after a read that failed.
+//! mark, after a read that failed, and after the node's source address changed.
 
 mod common;
 
@@ -80,4 +80,33 @@ fn a_failed_read_does_not_lend_its_answer_to_the_next() {
         assert!(probe.read(at("[2001:db8::1]:51820")).is_err(), "no IPv6 route either");
         assert_eq!(probe.read(at("[fd00:2::5]:51820")).unwrap(), 1350);
     });
+}
+
+/// UDP sockets bound in the calling thread's namespace (IPv4 and IPv6).
+fn bound_udp_sockets() -> usize {
+    ["udp", "udp6"]
+        .iter()
+        .map(|t| std::fs::read_to_string(format!("/proc/thread-self/net/{t}")).unwrap().lines().skip(1).count())
+        .sum()
+}
+
+#[test]
+fn reads_survive_a_change_of_source_address_and_hold_no_port() {
+    if !require(&["ip"]) {
+        return;
+    }
+    let ns = routed();
+    let mut probe = PathMtuProbe::new(0);
+    let (reads, bound) = ns.run(|| {
+        let reads = (probe.read(at("10.9.1.5:51820")).unwrap(), probe.read(at("[fd00:1::5]:51820")).unwrap());
+        (reads, bound_udp_sockets())
+    });
+    assert_eq!(reads, (1300, 1280));
+    assert_eq!(bound, 0, "between reads the probe's sockets hold no port, so nothing can reach them");
+    // The node's address changes (the new one first: the device's last address going would
+    // take its routes along). The source the first read picked must not stick to the probe.
+    ns.ip("addr add 10.8.0.2/24 dev pm0");
+    ns.ip("addr del 10.9.0.1/24 dev pm0");
+    assert_eq!(ns.run(|| probe.read(at("10.9.2.5:51820")).unwrap()), 1400);
+    assert_eq!(ns.run(|| probe.read(at("10.9.1.5:51820")).unwrap()), 1300);
 }

@@ -419,8 +419,9 @@ pub fn path_mtu(dst: SocketAddr, mark: u32) -> io::Result<u32> {
 }
 
 /// Reads path MTUs (see [`path_mtu`]) through one UDP socket per address family, connected
-/// afresh to each destination, instead of a socket per read: a node with a thousand peers,
-/// read every two seconds, would otherwise open and close 500 sockets a second.
+/// afresh to each destination and disconnected after, instead of a socket per read: a node with
+/// a thousand peers, read every two seconds, would otherwise open and close 500 sockets a second.
+/// Between reads its sockets hold no port: they never send and nothing reaches them.
 #[derive(Debug, Default)]
 pub struct PathMtuProbe {
     mark: u32,
@@ -441,33 +442,58 @@ impl PathMtuProbe {
 
     /// The path MTU towards `dst`, as [`path_mtu`] reads it.
     pub fn read(&mut self, dst: SocketAddr) -> io::Result<u32> {
+        let mark = self.mark;
         let (slot, domain, level, opt) = if dst.is_ipv4() {
             (&mut self.v4, Domain::IPV4, libc::IPPROTO_IP, libc::IP_MTU)
         } else {
             (&mut self.v6, Domain::IPV6, libc::IPPROTO_IPV6, libc::IPV6_MTU)
         };
-        let s = match slot {
+        let s = match slot.take() {
             Some(s) => s,
             None => {
                 let s = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
-                if self.mark != 0 {
-                    set_int_opt(s.as_raw_fd(), libc::SO_MARK, self.mark as libc::c_int)?;
+                if mark != 0 {
+                    set_int_opt(s.as_raw_fd(), libc::SO_MARK, mark as libc::c_int)?;
                 }
-                slot.insert(s)
+                s
             }
         };
-        // Connecting again replaces the socket's destination and its cached route, so the MTU
-        // read next is `dst`'s. A failed connect may leave the previous route in place, which
-        // must not be read as `dst`'s: the error ends the read.
-        s.connect(&SockAddr::from(dst))?;
-        let mut v: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into a live c_int.
-        let rc = unsafe { libc::getsockopt(s.as_raw_fd(), level, opt, (&mut v as *mut libc::c_int).cast(), &mut len) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
+        let mtu = read_path_mtu(&s, dst, level, opt);
+        // Connecting also binds the socket to an ephemeral port and pins the source address it
+        // chose; disconnecting drops both (and the route). Pinned, that source would steer every
+        // later lookup (policy rules `from`), and once gone from the node fail every later read;
+        // bound, the socket could receive. A socket that cannot be disconnected is not kept.
+        if disconnect(&s).is_ok() {
+            *slot = Some(s);
         }
-        u32::try_from(v).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("path MTU {v}")))
+        mtu
+    }
+}
+
+/// Connects `s` to `dst` (a route lookup; nothing is sent) and reads the route's MTU as option
+/// `level`/`opt`. A failed connect ends the read: no other route's MTU is read as `dst`'s.
+fn read_path_mtu(s: &Socket, dst: SocketAddr, level: libc::c_int, opt: libc::c_int) -> io::Result<u32> {
+    s.connect(&SockAddr::from(dst))?;
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into a live c_int.
+    let rc = unsafe { libc::getsockopt(s.as_raw_fd(), level, opt, (&mut v as *mut libc::c_int).cast(), &mut len) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    u32::try_from(v).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("path MTU {v}")))
+}
+
+/// Dissolves a UDP socket's association (`connect` to `AF_UNSPEC`): no destination, route or
+/// source address, and its autobound port released, so nothing can reach it.
+fn disconnect(s: &Socket) -> io::Result<()> {
+    let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+    // SAFETY: connect reads `len` bytes from a live sockaddr of that size.
+    let rc = unsafe { libc::connect(s.as_raw_fd(), &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 
