@@ -202,6 +202,23 @@ fn pod_data_before_an_initiation_in_one_single_call_batch_is_delivered() {
 
 /// A run of data packets between handshake messages: one at the start of a planning call is
 /// handled and planning goes on; one after planned data ends the call; nothing is lost.
+/// `count` IPv4 packets of `len` bytes (tagged 0, 1, ...) that A seals for B on its current
+/// keypair, as datagrams on the wire.
+fn sealed_packets(a: &mut Engine, b_at_a: PeerId, count: u8, len: usize, now: Instant) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|tag| {
+            let mut buf = vec![0u8; HEADROOM + len + TAILROOM];
+            ipv4([10, 0, 0, 1], [10, 0, 0, 2], len, tag, &mut buf, HEADROOM);
+            let Ok(Encapsulated::Ready { len: sealed, .. }) = a.device_mut().encapsulate(b_at_a, &mut buf, len, now)
+            else {
+                panic!("A sends on its current keypair");
+            };
+            buf.truncate(sealed);
+            buf
+        })
+        .collect()
+}
+
 #[test]
 fn planning_stops_only_before_a_handshake_that_follows_planned_data() {
     let (mut a, mut b, mut wire, _, now) = l3_scenario();
@@ -213,16 +230,7 @@ fn planning_stops_only_before_a_handshake_that_follows_planned_data() {
     assert!(inc.is_empty());
     assert_eq!(calls, [1]);
     assert_answered(&mut a, &mut b, now);
-    let mut batch = Vec::new();
-    for tag in 0..3u8 {
-        let mut buf = vec![0u8; HEADROOM + 100 + TAILROOM];
-        ipv4([10, 0, 0, 1], [10, 0, 0, 2], 100, tag, &mut buf, HEADROOM);
-        let Ok(Encapsulated::Ready { len, .. }) = a.device_mut().encapsulate(b_at_a, &mut buf, 100, now) else {
-            panic!("A sends on its new keypair");
-        };
-        buf.truncate(len);
-        batch.push(buf);
-    }
+    let mut batch = sealed_packets(&mut a, b_at_a, 3, 100, now);
     batch.insert(0, stale.clone());
     batch.push(stale);
     let (inc, calls) = receive_phased(&mut b, &mut batch, now);
@@ -235,16 +243,7 @@ fn planning_stops_only_before_a_handshake_that_follows_planned_data() {
 fn a_batch_of_data_only_is_planned_in_one_call() {
     let (mut a, mut b, _, _, now) = l3_scenario();
     let b_at_a = a.device().peer_by_key(&b.device().public_key()).unwrap();
-    let mut wire = Vec::new();
-    for tag in 0..32u8 {
-        let mut buf = vec![0u8; HEADROOM + 60 + TAILROOM];
-        ipv4([10, 0, 0, 1], [10, 0, 0, 2], 60, tag, &mut buf, HEADROOM);
-        let Ok(Encapsulated::Ready { len, .. }) = a.device_mut().encapsulate(b_at_a, &mut buf, 60, now) else {
-            panic!("A sends on K");
-        };
-        buf.truncate(len);
-        wire.push(buf);
-    }
+    let mut wire = sealed_packets(&mut a, b_at_a, 32, 60, now);
     let (inc, calls) = receive_phased(&mut b, &mut wire, now);
     assert_eq!(calls, [32]);
     assert_eq!(inc.len(), 32);
