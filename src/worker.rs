@@ -388,6 +388,10 @@ impl Worker {
             consumed
         };
         debug_assert!(consumed > 0, "planning consumes at least one datagram");
+        if self.open_jobs.is_empty() {
+            // Handshakes and drops only: nothing to open or commit, no second lock.
+            return consumed;
+        }
         engine::open_jobs(&mut self.udp_bufs, &mut self.open_jobs);
         let now = Instant::now();
         let mut dp = shared.lock();
