@@ -8,7 +8,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -63,8 +63,8 @@ pub struct UdpSocket {
     /// GSO state (see `GSO_ON`).
     gso: AtomicU32,
     /// Datagrams the kernel dropped because this socket's receive buffer was full, as last
-    /// reported with a received datagram (SO_RXQ_OVFL).
-    receive_drops: AtomicU32,
+    /// reported with a received datagram (SO_RXQ_OVFL), widened past the kernel's u32.
+    receive_drops: AtomicU64,
 }
 
 impl UdpSocket {
@@ -108,7 +108,7 @@ impl UdpSocket {
             socket: self.socket.try_clone()?,
             dual_stack: self.dual_stack,
             gso: AtomicU32::new(self.gso.load(Ordering::Relaxed)),
-            receive_drops: AtomicU32::new(self.receive_drops.load(Ordering::Relaxed)),
+            receive_drops: AtomicU64::new(self.receive_drops.load(Ordering::Relaxed)),
         })
     }
 
@@ -142,7 +142,7 @@ impl UdpSocket {
         // Best effort: the kernel then reports its count of datagrams dropped for a full receive
         // buffer with every datagram received after a drop.
         let _ = set_int_opt(fd, libc::SO_RXQ_OVFL, 1);
-        Ok(Self { socket, dual_stack, gso: AtomicU32::new(gso), receive_drops: AtomicU32::new(0) })
+        Ok(Self { socket, dual_stack, gso: AtomicU32::new(gso), receive_drops: AtomicU64::new(0) })
     }
 
     fn bind_v6(port: u16, reuse_port: bool) -> io::Result<Socket> {
@@ -234,7 +234,10 @@ impl UdpSocket {
             let len = hdrs[i].msg_len as usize;
             let (segment, drops) = received_controls(&hdrs[i].msg_hdr);
             if let Some(d) = drops {
-                self.receive_drops.fetch_max(d, Ordering::Relaxed);
+                // Only forward: a thread sharing the socket may report an older count after us.
+                let _ = self
+                    .receive_drops
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |seen| Some(widen_drop_count(seen, d)));
             }
             meta[i] = RecvMeta { len, src, segment: segment.unwrap_or(len) };
         }
@@ -387,7 +390,7 @@ impl UdpSocket {
     /// Datagrams the kernel dropped because the receive buffer was full, as of the last datagram
     /// received after such a drop (the kernel reports the count with the next one it queues).
     pub fn receive_drops(&self) -> u64 {
-        u64::from(self.receive_drops.load(Ordering::Relaxed))
+        self.receive_drops.load(Ordering::Relaxed)
     }
 
     /// Asks the kernel to hand over runs of datagrams from one sender in one buffer (UDP GRO,
@@ -509,6 +512,16 @@ enum ChunkOutcome {
 /// (EIO), or the run is too big for the kernel or the path (EINVAL, EMSGSIZE).
 fn is_gso_refusal(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE))
+}
+
+/// The running drop count after the kernel reports `reported`, its own u32 count, which wraps:
+/// `seen` moved forward by the distance from its low 32 bits. A report behind `seen` (older, from
+/// another thread's receive) leaves it as it is.
+fn widen_drop_count(seen: u64, reported: u32) -> u64 {
+    match reported.wrapping_sub(seen as u32) as i32 {
+        ahead @ 1.. => seen + ahead as u64,
+        _ => seen,
+    }
 }
 
 /// From a receive's control messages: the datagram size of a UDP GRO run, and the socket's
@@ -723,6 +736,22 @@ mod tests {
         a.send_to(&payload, b_addr).unwrap();
         assert_eq!(receive(&b, 1).len(), 1);
         assert_eq!(b.receive_drops(), 2000 - got as u64, "every dropped datagram counted");
+    }
+
+    #[test]
+    fn the_drop_count_goes_on_past_the_kernels_u32() {
+        assert_eq!(widen_drop_count(0, 5), 5);
+        assert_eq!(widen_drop_count(5, 5), 5, "a repeated report adds nothing");
+        assert_eq!(widen_drop_count(u64::from(u32::MAX) - 1, u32::MAX), u64::from(u32::MAX));
+        // The kernel's count wrapped from 2^32 - 2 to 3: five more drops.
+        assert_eq!(widen_drop_count(u64::from(u32::MAX) - 1, 3), (1 << 32) + 3);
+        // Far past the first wrap, the low 32 bits still lead.
+        assert_eq!(widen_drop_count((7 << 32) + 10, 20), (7 << 32) + 20);
+        assert_eq!(widen_drop_count((7 << 32) + u64::from(u32::MAX), 0), 8 << 32);
+        // An older report (another thread's receive, read before ours) does not move it back,
+        // nor does one that is older across the wrap.
+        assert_eq!(widen_drop_count(100, 90), 100);
+        assert_eq!(widen_drop_count((1 << 32) + 3, u32::MAX - 1), (1 << 32) + 3);
     }
 
     #[test]
