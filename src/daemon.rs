@@ -598,12 +598,15 @@ impl Daemon {
             .iter()
             .enumerate()
             .map(|(i, s)| {
+                let cpu = s.cpu_time();
                 serde_json::json!({
                     "cpu": cpus.map(|c| c[i]),
                     "packets_out": s.packets_out.load(Ordering::Relaxed),
                     "packets_in": s.packets_in.load(Ordering::Relaxed),
                     "socket_receive_drops": s.socket_receive_drops.load(Ordering::Relaxed),
                     "send_unsent": s.send_unsent.load(Ordering::Relaxed),
+                    "cpu_seconds": cpu.map(|t| seconds(t.running)),
+                    "cpu_wait_seconds": cpu.map(|t| seconds(t.waiting)),
                 })
             })
             .collect();
@@ -758,6 +761,11 @@ impl Daemon {
 }
 
 /// The pod path in `vxwg status --json`: the VTEP, its routes and counters.
+/// A duration for the status document: seconds, to the millisecond.
+fn seconds(d: Duration) -> f64 {
+    d.as_millis() as f64 / 1000.0
+}
+
 fn pod_status(
     p: &PodEngine,
     paths: Option<&std::collections::HashMap<vxwg::dataplane::wireguard::PeerId, (u32, u32)>>,

@@ -45,7 +45,11 @@ pub fn status(ifname: &str, json: bool) -> anyhow::Result<()> {
     println!("  packets: {} out, {} in", v["packets_out"], v["packets_in"]);
     for (i, w) in v["workers"].as_array().into_iter().flatten().enumerate() {
         let cpu = w["cpu"].as_u64().map_or("unpinned".to_string(), |c| format!("CPU {c}"));
-        println!("  worker {i} ({cpu}): {} out, {} in", w["packets_out"], w["packets_in"]);
+        let time = match (w["cpu_seconds"].as_f64(), w["cpu_wait_seconds"].as_f64()) {
+            (Some(ran), Some(waited)) => format!("; ran {ran:.1} s, waited {waited:.1} s for a CPU"),
+            _ => String::new(),
+        };
+        println!("  worker {i} ({cpu}): {} out, {} in{time}", w["packets_out"], w["packets_in"]);
     }
     for p in v["peers"].as_array().into_iter().flatten() {
         println!("\npeer: {}", p["public_key"].as_str().unwrap_or("?"));

@@ -10,7 +10,7 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use crate::daemon::Dataplane;
 use crate::packet_io::{PortCounters, TunPort};
 use vxwg::dataplane::engine::pod::{self, Delivery, PodIcmp, PodIncoming, PodOutgoing, PodSealJob};
 use vxwg::dataplane::engine::{self, Datagram, Incoming, OpenJob, Outgoing, SealJob};
+use vxwg::dataplane::io::cpu::{self, CpuTime};
 use vxwg::dataplane::io::poll::wait_readable;
 use vxwg::dataplane::io::{RecvMeta, UdpSocket, BATCH};
 use vxwg::dataplane::wireguard::Transmit;
@@ -59,6 +60,50 @@ pub(crate) struct WorkerStats {
     /// Datagrams this worker encrypted and packets it decrypted: how the load is spread.
     pub packets_out: AtomicU64,
     pub packets_in: AtomicU64,
+    /// The worker's thread while one runs (0 between threads), for its CPU time.
+    thread_id: AtomicI32,
+    /// CPU time of the threads this worker ran on before (a listen-port change restarts them),
+    /// running and waiting, in nanoseconds.
+    earlier_cpu: [AtomicU64; 2],
+}
+
+impl WorkerStats {
+    /// Time the worker's threads spent on a CPU and waiting for one, all of them together.
+    /// `None` where the kernel keeps no scheduler statistics.
+    pub fn cpu_time(&self) -> Option<CpuTime> {
+        let earlier = || {
+            let [running, waiting] =
+                self.earlier_cpu.each_ref().map(|a| Duration::from_nanos(a.load(Ordering::SeqCst)));
+            CpuTime { running, waiting }
+        };
+        let before = earlier();
+        let tid = self.thread_id.load(Ordering::SeqCst);
+        if tid == 0 {
+            return Some(before);
+        }
+        match cpu::thread_cpu_time(tid) {
+            Ok(live) => Some(before + live),
+            // The thread ended after we read its id: it added its time to `earlier_cpu` first.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.thread_id.load(Ordering::SeqCst) != tid => {
+                Some(earlier())
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Called by the worker's thread as it starts.
+    fn thread_started(&self) {
+        self.thread_id.store(cpu::current_thread_id(), Ordering::SeqCst);
+    }
+
+    /// Called by the worker's thread as it ends: keeps its CPU time for [`WorkerStats::cpu_time`].
+    fn thread_ending(&self) {
+        if let Ok(t) = cpu::thread_cpu_time(cpu::current_thread_id()) {
+            self.earlier_cpu[0].fetch_add(t.running.as_nanos() as u64, Ordering::SeqCst);
+            self.earlier_cpu[1].fetch_add(t.waiting.as_nanos() as u64, Ordering::SeqCst);
+        }
+        self.thread_id.store(0, Ordering::SeqCst);
+    }
 }
 
 /// A TUN port's counters, as atomics.
@@ -194,6 +239,16 @@ impl Worker {
                 }
             }
             let _ended = Ended(ended);
+            // Declared after `_ended`, so dropped before it: the time is kept before the
+            // control thread hears that the worker ended.
+            struct Accounted(Arc<WorkerStats>);
+            impl Drop for Accounted {
+                fn drop(&mut self) {
+                    self.0.thread_ending();
+                }
+            }
+            self.stats.thread_started();
+            let _accounted = Accounted(Arc::clone(&self.stats));
             if let Some(cpu) = cpu {
                 if let Err(e) = vxwg::dataplane::io::cpu::pin_current_thread(cpu) {
                     log(&name, &format!("worker {}: pinning to CPU {cpu}: {e}", self.index));

@@ -337,6 +337,60 @@ fn receive_buffer_drops_survive_a_listen_port_change() {
     assert_eq!(second, first + on_new, "the old sockets' drops ({first}) plus the new ones' ({on_new})");
 }
 
+/// Each worker thread's time on a CPU and waiting for one, in seconds, as the kernel accounts
+/// it (`/proc/PID/task/TID/schedstat`), by worker index.
+fn kernel_worker_cpu(pid: u32) -> Vec<(usize, f64, f64)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let Some(index) = comm.trim().strip_prefix("vxwg-worker-").and_then(|i| i.parse().ok()) else { continue };
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap();
+        let ns: Vec<f64> = stat.split_whitespace().take(2).map(|n| n.parse::<f64>().unwrap() / 1e9).collect();
+        found.push((index, ns[0], ns[1]));
+    }
+    found.sort_by_key(|w| w.0);
+    found
+}
+
+/// `vxwg status`'s CPU time of each worker: (seconds running, seconds waiting for a CPU).
+fn status_worker_cpu(ns: &Netns, ifname: &str) -> Vec<(f64, f64)> {
+    let v = status_json(ns, ifname);
+    let workers = v["workers"].as_array().unwrap().iter();
+    workers.map(|w| (w["cpu_seconds"].as_f64().unwrap(), w["cpu_wait_seconds"].as_f64().unwrap())).collect()
+}
+
+#[test]
+fn worker_cpu_time_matches_the_kernels_and_never_goes_back() {
+    if !require(&["ip", "wg", "ping", "python3"]) {
+        return;
+    }
+    let (na, nb) = underlay();
+    let (a, b) = peered(&na, &nb, (Impl::VxwgTwoWorkers, Impl::Vxwg), ("100.64.19.1", "100.64.19.2"));
+    tcp_transfer(&na, &nb, "100.64.19.2", 16);
+    let pid = a.child.as_ref().unwrap().id();
+    // The daemon is idle now, so its threads' times hold still between the two reads.
+    let reported = status_worker_cpu(&na, &a.ifname);
+    let kernel = kernel_worker_cpu(pid);
+    assert_eq!(kernel.len(), 2, "two worker threads: {kernel:?}");
+    for ((index, ran, waited), (r_ran, r_waited)) in kernel.iter().zip(&reported) {
+        assert!((ran - r_ran).abs() < 0.02, "worker {index}: kernel {ran} s on a CPU, status {r_ran}");
+        assert!((waited - r_waited).abs() < 0.02, "worker {index}: kernel {waited} s waiting, status {r_waited}");
+    }
+    let busiest = reported.iter().map(|w| w.0).fold(0.0, f64::max);
+    assert!(busiest >= 0.02, "16 MiB through the tunnel took a worker measurable time: {reported:?}");
+    // A listen-port change restarts the worker threads: their earlier time still counts.
+    na.exec(&format!("wg set {} listen-port 51941", a.ifname));
+    nb.exec(&format!("wg set {} peer {} endpoint 10.201.0.1:51941", b.ifname, a.public));
+    ping(&nb, "100.64.19.1");
+    let after = status_worker_cpu(&na, &a.ifname);
+    for (i, (before, now)) in reported.iter().zip(&after).enumerate() {
+        assert!(now.0 >= before.0 && now.1 >= before.1, "worker {i}: {before:?} before the restart, {now:?} after");
+    }
+    let restarted = kernel_worker_cpu(pid);
+    let fresh = restarted.iter().map(|w| w.1).fold(0.0, f64::max);
+    assert!(fresh < busiest, "the new threads started from nothing ({restarted:?}), so the count carried over");
+}
+
 #[test]
 fn vxwg_initiates_to_wireguard_go() {
     two_nodes(Impl::Vxwg, Impl::WireguardGo);
