@@ -22,6 +22,10 @@
 //! the original having been reordered, not lost.
 //! It also reads each daemon process's CPU time (user + system, all threads, `/proc/PID/stat`)
 //! over the transfer, in % of one core: above 100% means the daemon used more than one core.
+//! And how long each side was runnable but waited for a CPU ("waited for a CPU", summed over
+//! threads from `/proc/PID/task/*/schedstat`, in % of the time measured): the iperf3 pair from
+//! 1 s in to 1 s before the end, the daemons over the whole transfer. Where the cores are
+//! shared, this shows who was kept off them.
 //!
 //! Needs, beyond what `.ci/run` installs (`ip`, `wg`, `wireguard-go`), which it does not install
 //! because CI does not run benches:
@@ -800,6 +804,26 @@ struct Measured {
     /// over the transfer, in % of one core: above 100 means more than one core at work. Kernel
     /// work done in softirq context (a kernel vxlan device, the veth) is not included.
     daemon_cpu: Option<(f64, f64)>,
+    /// Time each side spent runnable but waiting for a CPU, in % of the time measured: the
+    /// iperf3 pair over the middle of the transfer, the daemons (all threads) over all of it.
+    iperf_wait: Option<(f64, f64)>,
+    daemon_wait: Option<(f64, f64)>,
+}
+
+/// Seconds the threads of process `pid` (those alive now) have waited for a CPU while
+/// runnable (`/proc/PID/task/*/schedstat`, second field).
+fn wait_seconds(pid: u32) -> Option<f64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        total += stat.split_whitespace().nth(1).and_then(|w| w.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Some(total as f64 / 1e9)
+}
+
+/// A share of the wall time, in %, from two readings of a counter of seconds.
+fn share_of(before: Option<f64>, after: Option<f64>, wall: f64) -> Option<f64> {
+    Some(100.0 * (after? - before?) / wall)
 }
 
 /// User + system CPU seconds of process `pid` so far, all its threads included.
@@ -819,13 +843,16 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 /// time during it, and the drops on the receiving daemon's socket (read before it stops).
 fn with_daemons(a: &Node, b: &Node, transfer: impl FnOnce() -> Result<Measured, String>) -> Result<Measured, String> {
     let cpu = |n: &Node| n.child.as_ref().and_then(|c| cpu_seconds(c.id()));
+    let wait = |n: &Node| n.child.as_ref().and_then(|c| wait_seconds(c.id()));
     let (a0, b0, started) = (cpu(a), cpu(b), Instant::now());
+    let (aw0, bw0) = (wait(a), wait(b));
     let m = transfer()?;
     let wall = started.elapsed().as_secs_f64();
     let (a1, b1) = (cpu(a), cpu(b));
-    let share = |before: Option<f64>, after: Option<f64>| Some(100.0 * (after? - before?) / wall);
-    let daemon_cpu = Option::zip(share(a0, a1), share(b0, b1));
-    Ok(Measured { tunnel_socket_drops: socket_drops(b.ns, WG_PORT), daemon_cpu, ..m })
+    let daemon_cpu = Option::zip(share_of(a0, a1, wall), share_of(b0, b1, wall));
+    let (aw1, bw1) = (wait(a), wait(b));
+    let daemon_wait = Option::zip(share_of(aw0, aw1, wall), share_of(bw0, bw1, wall));
+    Ok(Measured { tunnel_socket_drops: socket_drops(b.ns, WG_PORT), daemon_cpu, daemon_wait, ..m })
 }
 
 /// Datagrams dropped for a full receive buffer in `ns` so far: `Udp: RcvbufErrors` plus
@@ -911,7 +938,8 @@ fn iperf(
 ) -> Result<Measured, String> {
     let iperf3 = find_tool("iperf3").ok_or("iperf3 not found")?;
     let server_log = prefix.with_extension("iperf3-server.log");
-    let _server = Reaper(Some(b.spawn(&iperf3, &["-s", "-1", "-B", server_ip], &[], &server_log, &server_log)?));
+    let server = Reaper(Some(b.spawn(&iperf3, &["-s", "-1", "-B", server_ip], &[], &server_log, &server_log)?));
+    let server_pid = server.0.as_ref().map(Child::id);
     // Wait until it listens (a refused client would fail the run).
     let deadline = Instant::now() + Duration::from_secs(5);
     while !b.try_exec("ss -Hltn sport = :5201").stdout.contains(&b':') {
@@ -935,12 +963,25 @@ fn iperf(
     let drops_before = (tx_dropped(nodes.0), rcvbuf_errors(nodes.1));
     let dsack_before = dsack_segments(a);
     let mut client = Reaper(Some(a.spawn(&iperf3, &args, &[], &json_path, &err_path)?));
+    let client_pid = client.0.as_ref().map(Child::id);
     // Polled rather than waited for, so that Ctrl-C and a hung transfer end it.
-    let deadline = Instant::now() + Duration::from_secs(u64::from(seconds) + 30);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(u64::from(seconds) + 30);
+    // The iperf3 pair's waiting for a CPU, read 1 s in and 1 s before the end (both exit with
+    // the transfer, and their threads' figures with them).
+    let window = (Duration::from_secs(1), Duration::from_secs(u64::from(seconds).saturating_sub(1)));
+    let read_waits = || (client_pid.and_then(wait_seconds), server_pid.and_then(wait_seconds), Instant::now());
+    let (mut first, mut last) = (None, None);
     let status = loop {
         let child = client.0.as_mut().expect("client");
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             break status;
+        }
+        let since = started.elapsed();
+        if first.is_none() && since >= window.0 {
+            first = Some(read_waits());
+        } else if last.is_none() && since >= window.1 && window.1 > window.0 {
+            last = Some(read_waits());
         }
         stop_requested()?;
         if Instant::now() > deadline {
@@ -949,6 +990,10 @@ fn iperf(
         std::thread::sleep(Duration::from_millis(50));
     };
     client.0 = None;
+    let iperf_wait = Option::zip(first, last).and_then(|((c0, s0, t0), (c1, s1, t1))| {
+        let wall = (t1 - t0).as_secs_f64();
+        Option::zip(share_of(c0, c1, wall), share_of(s0, s1, wall))
+    });
     let tx_drops = Option::zip(tx_dropped(nodes.0), drops_before.0).map(|(after, before)| after - before);
     let rx_drops = Option::zip(rcvbuf_errors(nodes.1), drops_before.1).map(|(after, before)| after - before);
     let dsacked = Option::zip(dsack_segments(a), dsack_before).map(|(after, before)| after - before);
@@ -986,6 +1031,8 @@ fn iperf(
         tx_drops,
         tunnel_socket_drops: None,
         daemon_cpu: None,
+        iperf_wait,
+        daemon_wait: None,
     })
 }
 
@@ -1279,6 +1326,13 @@ fn main() {
                         (Some(s), Some(r)) => format!(", iperf3 cpu sender {s:.0}% receiver {r:.0}%"),
                         _ => String::new(),
                     };
+                    let waits = match (m.iperf_wait, m.daemon_wait) {
+                        (Some((s, r)), Some((ds, dr))) => format!(
+                            ", waited for a CPU: iperf3 sender {s:.0}% receiver {r:.0}%, daemon sender {ds:.0}% receiver {dr:.0}%"
+                        ),
+                        (Some((s, r)), None) => format!(", waited for a CPU: iperf3 sender {s:.0}% receiver {r:.0}%"),
+                        _ => String::new(),
+                    };
                     let count = |n: Option<u64>| n.map_or("?".into(), |n| n.to_string());
                     let daemons = m
                         .daemon_cpu
@@ -1293,7 +1347,7 @@ fn main() {
                         ),
                     };
                     println!(
-                        "{head} {:>7.3} {} {detail}{cpu}{daemons}; {drops}; {:.1} s)",
+                        "{head} {:>7.3} {} {detail}{cpu}{daemons}{waits}; {drops}; {:.1} s)",
                         case.figure(&m),
                         case.unit(),
                         started.elapsed().as_secs_f64()
