@@ -760,12 +760,12 @@ impl Daemon {
     }
 }
 
-/// The pod path in `vxwg status --json`: the VTEP, its routes and counters.
 /// A duration for the status document: seconds, to the millisecond.
 fn seconds(d: Duration) -> f64 {
     d.as_millis() as f64 / 1000.0
 }
 
+/// The pod path in `vxwg status --json`: the VTEP, its routes and counters.
 fn pod_status(
     p: &PodEngine,
     paths: Option<&std::collections::HashMap<vxwg::dataplane::wireguard::PeerId, (u32, u32)>>,
