@@ -28,6 +28,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("mtu_handling", fuzzing::pod::mtu_handling),
     ("tun_split", fuzzing::offload::tun_split),
     ("tun_coalesce", fuzzing::offload::tun_coalesce),
+    ("schedstat", fuzzing::io::schedstat),
 ];
 
 /// Fuzz targets whose function is in another crate, with the test file (relative to the
@@ -191,4 +192,9 @@ fn tun_split() {
 #[test]
 fn tun_coalesce() {
     replay("tun_coalesce");
+}
+
+#[test]
+fn schedstat() {
+    replay("schedstat");
 }

@@ -3,6 +3,7 @@
 //! where it can, it also checks an invariant (parse → emit → parse gives the same representation).
 #![doc(hidden)]
 
+pub mod io;
 pub mod offload;
 pub mod pod;
 pub mod wire;
