@@ -191,6 +191,14 @@ impl Case {
         }
     }
 
+    /// What [`daemon_cpu_per_work`] is in: both daemons' cores over this case's figure.
+    fn cpu_unit(self) -> &'static str {
+        match self {
+            Case::Udp64 => "us/pkt",
+            _ => "core-s/Gbit",
+        }
+    }
+
     fn unit(self) -> &'static str {
         match self {
             Case::Udp64 => "Mpkt/s",
@@ -1103,6 +1111,14 @@ fn ping_then_transfer<'n>(
 // ---------------------------------------------------------------------------------------------
 // Statistics and report
 
+/// Both daemons' CPU for one unit of the run's figure: µs per packet delivered (`udp64`), or
+/// core-seconds per Gbit received: how much machine each contender spends on the same work.
+fn daemon_cpu_per_work(case: Case, m: &Measured) -> Option<f64> {
+    let (s, r) = m.daemon_cpu?;
+    let figure = case.figure(m);
+    (figure > 0.0).then(|| (s + r) / 100.0 / figure)
+}
+
 fn median(v: &[f64]) -> Option<f64> {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -1366,17 +1382,21 @@ fn main() {
     println!();
     println!("load average after: {}", loadavg());
     let mut medians: Vec<(Case, Impl, Option<f64>)> = Vec::new();
+    // Median daemon CPU per unit of work, by case and contender.
+    let mut work_cost: Vec<(Case, Impl, f64)> = Vec::new();
     for &case in &cases {
         println!();
         println!(
             "{} ({}; medians of drops: tx = sending node's interfaces, rx = receiving node's UDP receive \
-             buffers, of which the tunnel socket's; daemon cpu = sender/receiver daemon process, % of one core)",
+             buffers, of which the tunnel socket's; daemon cpu = sender/receiver daemon process, % of one core; \
+             cpu/work = both daemons' CPU per unit of the figure, {})",
             case.title(),
-            case.unit()
+            case.unit(),
+            case.cpu_unit()
         );
         println!(
-            "{:<19} {:>9} {:>8} {:>8} {:>9} {:>9} {:>14} {:>12}  runs",
-            "contender", "median", "min", "max", "tx drops", "rx drops", "tunnel socket", "daemon cpu%"
+            "{:<19} {:>9} {:>8} {:>8} {:>9} {:>9} {:>14} {:>12} {:>9}  runs",
+            "contender", "median", "min", "max", "tx drops", "rx drops", "tunnel socket", "daemon cpu%", "cpu/work"
         );
         for (i, &(_, c)) in slots.iter().enumerate().filter(|(_, (k, _))| *k == case) {
             let v: Vec<f64> = results[i].iter().map(|m| case.figure(m)).collect();
@@ -1400,6 +1420,10 @@ fn main() {
             } else {
                 format!("{}/{}", cpu_of(|(s, _)| s), cpu_of(|(_, r)| r))
             };
+            let per_work: Vec<f64> = results[i].iter().filter_map(|m| daemon_cpu_per_work(case, m)).collect();
+            let per_work = median(&per_work);
+            work_cost.extend(per_work.map(|w| (case, c.which, w)));
+            let per_work = per_work.map_or("-".into(), |w| format!("{w:.2}"));
             let sock = if c.which == Impl::Veth {
                 "-".into()
             } else {
@@ -1408,22 +1432,25 @@ fn main() {
             match m {
                 Some(m) => {
                     println!(
-                        "{:<19} {m:>9.3} {min:>8.3} {max:>8.3} {tx:>9} {rx:>9} {sock:>14} {cpu:>12}  {runs}",
+                        "{:<19} {m:>9.3} {min:>8.3} {max:>8.3} {tx:>9} {rx:>9} {sock:>14} {cpu:>12} {per_work:>9}  {runs}",
                         c.which.label()
                     )
                 }
                 None => {
                     let l = c.which.label();
                     println!(
-                        "{l:<19} {:>9} {:>8} {:>8} {:>9} {:>9} {:>14} {:>12}  {runs}",
-                        "-", "-", "-", "-", "-", "-", "-"
+                        "{l:<19} {:>9} {:>8} {:>8} {:>9} {:>9} {:>14} {:>12} {:>9}  {runs}",
+                        "-", "-", "-", "-", "-", "-", "-", "-"
                     )
                 }
             }
         }
         for (which, _) in skipped.iter().filter(|(w, _)| case.has(*w)) {
             let l = which.label();
-            println!("{l:<19} {:>9} {:>8} {:>8} {:>9} {:>9} {:>14} {:>12}  skipped", "-", "-", "-", "-", "-", "-", "-");
+            println!(
+                "{l:<19} {:>9} {:>8} {:>8} {:>9} {:>9} {:>14} {:>12} {:>9}  skipped",
+                "-", "-", "-", "-", "-", "-", "-", "-"
+            );
         }
     }
     let get = |case: Case, w: Impl| medians.iter().find(|(k, x, _)| *k == case && *x == w).and_then(|(_, _, m)| *m);
@@ -1488,6 +1515,25 @@ fn main() {
     if !shares.is_empty() {
         println!("share of the bare veth pair:");
         shares.iter().for_each(|l| println!("{l}"));
+    }
+    // The same work's CPU cost, as a multiple of vxwg's: throughput ratios are capped by the
+    // pipe (and by how two shared cores are split), this one is not.
+    let costs: Vec<String> = cases
+        .iter()
+        .filter_map(|&case| {
+            let mine = if case == Case::Pod { Impl::VxwgPod } else { Impl::Vxwg };
+            let (_, _, base) = *work_cost.iter().find(|(k, w, _)| *k == case && *w == mine)?;
+            let parts: Vec<String> = work_cost
+                .iter()
+                .filter(|(k, w, _)| *k == case && *w != mine)
+                .map(|(_, w, c)| format!("{} {:.2}x", w.label(), c / base))
+                .collect();
+            (!parts.is_empty()).then(|| format!("  {:<5}  {}", case.key(), parts.join(", ")))
+        })
+        .collect();
+    if !costs.is_empty() {
+        println!("daemon CPU for the same work, as a multiple of vxwg's:");
+        costs.iter().for_each(|l| println!("{l}"));
     }
     if STOP.load(Ordering::Relaxed) {
         println!("interrupted: the numbers above are partial");
