@@ -528,21 +528,44 @@ fn widen_drop_count(seen: u64, reported: u32) -> u64 {
 /// count of datagrams dropped for a full buffer (SO_RXQ_OVFL).
 fn received_controls(h: &libc::msghdr) -> (Option<usize>, Option<u32>) {
     let (mut segment, mut drops) = (None, None);
-    // SAFETY: the kernel filled `msg_controllen` bytes of the control buffer with well-formed
-    // control messages; CMSG_FIRSTHDR/CMSG_NXTHDR stay within it and return null at its end.
+    // SAFETY: `msg_control` points at a live buffer of at least `msg_controllen` bytes (the
+    // kernel only lowers it). CMSG_FIRSTHDR/CMSG_NXTHDR return a header lying wholly inside those
+    // bytes, or null; a header's data is read only where `cmsg_data` has checked it is there.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(h);
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
-                let size = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                segment = usize::try_from(size).ok().filter(|&s| s > 0);
+                let size = cmsg_data::<libc::c_int>(h, c);
+                segment = size.and_then(|s| usize::try_from(s).ok()).filter(|&s| s > 0);
             } else if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
-                drops = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
+                drops = cmsg_data::<u32>(h, c);
             }
             c = libc::CMSG_NXTHDR(h, c);
         }
     }
     (segment, drops)
+}
+
+/// The data of control message `c` read as a `T`, if the message is long enough to hold one and
+/// that data lies inside the `msg_controllen` bytes of `h`'s control buffer. A message cut short
+/// (MSG_CTRUNC) or shorter than its type's data has none: reading it anyway would take bytes of
+/// the next message, or past the end of what the kernel wrote.
+///
+/// # Safety
+/// `c` is a header inside `h`'s control buffer, as CMSG_FIRSTHDR/CMSG_NXTHDR return; every bit
+/// pattern is a valid `T` (an integer).
+unsafe fn cmsg_data<T: Copy>(h: &libc::msghdr, c: *const libc::cmsghdr) -> Option<T> {
+    // SAFETY: CMSG_LEN is a pure size computation.
+    let need = unsafe { libc::CMSG_LEN(std::mem::size_of::<T>() as u32) } as usize;
+    let offset = c as usize - h.msg_control as usize;
+    // SAFETY: `c` is a whole header inside the buffer (the caller's promise).
+    let len = unsafe { (*c).cmsg_len };
+    if len < need || offset + need > h.msg_controllen {
+        return None;
+    }
+    // SAFETY: checked above: `size_of::<T>()` bytes of data follow the header inside the buffer;
+    // read unaligned, as nothing aligns them for `T`.
+    Some(unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<T>()) })
 }
 
 /// Attaches a `UDP_SEGMENT` control message (the GSO segment size) to `h`, in `control`.
@@ -736,6 +759,48 @@ mod tests {
         a.send_to(&payload, b_addr).unwrap();
         assert_eq!(receive(&b, 1).len(), 1);
         assert_eq!(b.receive_drops(), 2000 - got as u64, "every dropped datagram counted");
+    }
+
+    /// A control buffer of `messages` (level, type, cmsg_len, data) laid out as the kernel lays
+    /// them out, each header followed by 4 bytes of data and padded to 8 bytes.
+    fn control_buffer(messages: &[(libc::c_int, libc::c_int, usize, u32)]) -> [u64; 8] {
+        let mut bytes = [0u8; 64];
+        let mut at = 0;
+        for &(level, kind, len, data) in messages {
+            bytes[at..at + 8].copy_from_slice(&len.to_ne_bytes());
+            bytes[at + 8..at + 12].copy_from_slice(&level.to_ne_bytes());
+            bytes[at + 12..at + 16].copy_from_slice(&kind.to_ne_bytes());
+            bytes[at + 16..at + 20].copy_from_slice(&data.to_ne_bytes());
+            at += (len + 7) & !7;
+        }
+        std::array::from_fn(|i| u64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap()))
+    }
+
+    fn controls_of(buf: &mut [u64; 8], controllen: usize) -> (Option<usize>, Option<u32>) {
+        // SAFETY: all-zero is a valid msghdr.
+        let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+        h.msg_control = buf.as_mut_ptr().cast();
+        h.msg_controllen = controllen;
+        received_controls(&h)
+    }
+
+    #[test]
+    fn control_messages_read_only_the_data_they_hold() {
+        // SAFETY: CMSG_LEN is a pure size computation.
+        let len = |data: u32| unsafe { libc::CMSG_LEN(data) } as usize;
+        let (gro, ovfl) = ((libc::SOL_UDP, libc::UDP_GRO), (libc::SOL_SOCKET, libc::SO_RXQ_OVFL));
+        // Both, well formed.
+        let mut buf = control_buffer(&[(gro.0, gro.1, len(4), 1400), (ovfl.0, ovfl.1, len(4), 7)]);
+        assert_eq!(controls_of(&mut buf, 48), (Some(1400), Some(7)));
+        // A GRO message without data: its "size" would be the next header's length field.
+        let mut buf = control_buffer(&[(gro.0, gro.1, len(0), 0), (ovfl.0, ovfl.1, len(4), 7)]);
+        assert_eq!(controls_of(&mut buf, 40), (None, Some(7)), "no segment size read from the next header");
+        // A message cut short by the end of the control data (MSG_CTRUNC): its data lies past
+        // what the kernel wrote.
+        let mut buf = control_buffer(&[(gro.0, gro.1, len(4), 1400)]);
+        assert_eq!(controls_of(&mut buf, 16), (None, None), "no data read past msg_controllen");
+        let mut buf = control_buffer(&[(ovfl.0, ovfl.1, len(4), 7)]);
+        assert_eq!(controls_of(&mut buf, 18), (None, None), "no data read past msg_controllen");
     }
 
     #[test]
