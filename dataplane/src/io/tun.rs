@@ -230,8 +230,7 @@ impl Tun {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        let len = req.name.iter().position(|&c| c == 0).unwrap_or(libc::IFNAMSIZ);
-        let name = req.name[..len].iter().map(|&c| c as u8 as char).collect();
+        let name = name_from_ifreq(&req.name)?;
         let offload = if mode.vnet_hdr { Offload::HeaderOnly } else { Offload::None };
         Ok(Tun { file, name, offload })
     }
@@ -263,8 +262,45 @@ impl Tun {
     }
 }
 
+/// The interface name the kernel wrote back into an `ifreq`: its bytes up to the first NUL (all
+/// 16 if there is none), as UTF-8 like the name asked for. Read byte by byte as chars, a
+/// non-ASCII name would come back as another name, which later queues would then create.
+fn name_from_ifreq(name: &[libc::c_char; libc::IFNAMSIZ]) -> io::Result<String> {
+    let len = name.iter().position(|&c| c == 0).unwrap_or(libc::IFNAMSIZ);
+    let bytes: Vec<u8> = name[..len].iter().map(|&c| c as u8).collect();
+    String::from_utf8(bytes).map_err(|e| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("the kernel named the TUN device {:?}", e.as_bytes()))
+    })
+}
+
 impl AsFd for Tun {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ifreq_name(bytes: &[u8]) -> [libc::c_char; libc::IFNAMSIZ] {
+        let mut name = [0; libc::IFNAMSIZ];
+        for (dst, &src) in name.iter_mut().zip(bytes) {
+            *dst = src as libc::c_char;
+        }
+        name
+    }
+
+    #[test]
+    fn the_name_the_kernel_writes_back_reads_as_its_bytes() {
+        assert_eq!(name_from_ifreq(&ifreq_name(b"vxwg0")).unwrap(), "vxwg0");
+        // The kernel takes any bytes but '/', ':', NUL and whitespace: a name asked for in UTF-8
+        // comes back in UTF-8, and is the same name (byte for byte) when a queue attaches by it.
+        let name = name_from_ifreq(&ifreq_name("wg-é".as_bytes())).unwrap();
+        assert_eq!(name, "wg-é");
+        // 16 bytes with no NUL: all of them.
+        assert_eq!(name_from_ifreq(&ifreq_name(b"abcdefghijklmnop")).unwrap(), "abcdefghijklmnop");
+        // Not UTF-8: an error, not another name.
+        assert_eq!(name_from_ifreq(&ifreq_name(b"wg\xff")).unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 }
