@@ -13,10 +13,13 @@ pub struct Readiness {
 }
 
 /// Waits until one of `fds` is readable or `timeout` passes (None: forever). Returns readiness
-/// per descriptor, in order. `EINTR` counts as a timeout.
+/// per descriptor, in order. `EINTR` counts as a timeout. Unless a signal cuts it short, a
+/// timeout waits at least as long as given (rounded up to whole milliseconds).
 pub fn wait_readable<const N: usize>(fds: [RawFd; N], timeout: Option<Duration>) -> io::Result<[Readiness; N]> {
     let mut pfds = fds.map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
-    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
+    // Rounded up: poll(2) counts whole milliseconds, and a sub-millisecond timeout rounded down
+    // to 0 would return at once, so a caller waiting for a deadline would spin until it.
+    let ms = timeout.map_or(-1, |t| t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int);
     // SAFETY: `pfds` is a live array of N pollfd structs for the duration of the call.
     let rc = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, ms) };
     if rc < 0 {
@@ -30,4 +33,20 @@ pub fn wait_readable<const N: usize>(fds: [RawFd; N], timeout: Option<Duration>)
         readable: p.revents & libc::POLLIN != 0,
         failed: p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_timeout_under_a_millisecond_is_waited_not_skipped() {
+        // A negative descriptor is ignored by poll(2): only the timeout can end the wait.
+        let start = Instant::now();
+        let ready = wait_readable([-1], Some(Duration::from_micros(900))).unwrap();
+        assert_eq!(ready, [Readiness::default()]);
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_micros(900), "returned after {waited:?} of a 900 us timeout");
+    }
 }
