@@ -198,6 +198,25 @@ enum WorkerEnd {
     Panicked,
 }
 
+/// Binds the UAPI socket at `path`, owner only (it hands out the private key), and never there
+/// with more: a socket takes its mode from the umask when bound, and a client that connects
+/// before a later chmod keeps its connection. So it is bound in a directory only we may enter,
+/// made owner only there, then linked into place (refused if something is at `path` already).
+fn bind_owner_only(path: &Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let private = path.with_file_name(format!(".{}.{}", name.to_string_lossy(), std::process::id()));
+    // Left over from a run of ours that died in between (same pid: a restart in a new namespace).
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let bound = private.join(name);
+    let listener = UnixListener::bind(&bound)
+        .and_then(|l| std::fs::set_permissions(&bound, std::fs::Permissions::from_mode(0o600)).map(|()| l))
+        .and_then(|l| std::fs::hard_link(&bound, path).map(|()| l));
+    let _ = std::fs::remove_dir_all(&private);
+    listener
+}
+
 /// Removes the UAPI socket when the daemon ends, however it ends.
 struct SocketFile(PathBuf);
 
@@ -225,12 +244,7 @@ impl Daemon {
             }
             std::fs::remove_file(&socket_path)?;
         }
-        let uapi = UnixListener::bind(&socket_path).with_context(|| format!("binding {}", socket_path.display()))?;
-        // The socket hands out the private key: owner only, whatever the umask (as wireguard-go).
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))?;
-        }
+        let uapi = bind_owner_only(&socket_path).with_context(|| format!("binding {}", socket_path.display()))?;
         uapi.set_nonblocking(true)?;
         let (signals, writer) = UnixStream::pair()?;
         signals.set_nonblocking(true)?;
@@ -894,3 +908,71 @@ pub fn up(name: &str, foreground: bool, config_path: Option<&Path>) -> anyhow::R
 
 use std::io::Read as _;
 use std::os::unix::process::CommandExt as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::AtomicBool;
+
+    /// A directory of its own under the system's temporary one, removed at the end.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(what: &str) -> TempDir {
+            let dir = std::env::temp_dir().join(format!("vxwg-{what}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn the_uapi_socket_is_never_there_for_others_to_connect_to() {
+        let dir = TempDir::new("uapi-bind");
+        let path = dir.0.join("wg0.sock");
+        // Another local user, watching for the socket to appear: any moment it is there with
+        // more than owner permissions, such a user could connect, and keep the connection to
+        // ask for the private key later.
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (stop, path) = (Arc::clone(&stop), path.clone());
+            std::thread::spawn(move || {
+                let mut modes_seen = std::collections::BTreeSet::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(m) = std::fs::symlink_metadata(&path) {
+                        modes_seen.insert(m.permissions().mode() & 0o777);
+                    }
+                }
+                modes_seen
+            })
+        };
+        for _ in 0..300 {
+            let listener = bind_owner_only(&path).unwrap();
+            let client = UnixStream::connect(&path).unwrap();
+            assert!(listener.accept().is_ok(), "the socket at the path is the one bound");
+            drop(client);
+            std::fs::remove_file(&path).unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        let modes_seen: Vec<String> = watcher.join().unwrap().iter().map(|m| format!("{m:o}")).collect();
+        assert!(modes_seen.iter().all(|m| m == "600"), "the socket appeared with modes {modes_seen:?}");
+        assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0, "nothing left behind");
+    }
+
+    #[test]
+    fn a_uapi_socket_that_is_there_already_is_not_replaced() {
+        let dir = TempDir::new("uapi-taken");
+        let path = dir.0.join("wg0.sock");
+        let _first = bind_owner_only(&path).unwrap();
+        assert!(bind_owner_only(&path).is_err(), "a second daemon does not take over the path");
+        assert!(UnixStream::connect(&path).is_ok(), "the first one still answers there");
+        assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 1, "nothing but the first socket");
+    }
+}
