@@ -60,7 +60,8 @@ pub(crate) struct WorkerStats {
     /// Datagrams this worker encrypted and packets it decrypted: how the load is spread.
     pub packets_out: AtomicU64,
     pub packets_in: AtomicU64,
-    /// The worker's thread while one runs (0 between threads), for its CPU time.
+    /// The worker's thread while one runs (0 between threads, `THREAD_ENDING` as one ends), for
+    /// its CPU time.
     thread_id: AtomicI32,
     /// CPU time of the threads this worker ran on before (a listen-port change restarts them),
     /// running and waiting, in nanoseconds.
@@ -70,24 +71,33 @@ pub(crate) struct WorkerStats {
 impl WorkerStats {
     /// Time the worker's threads spent on a CPU and waiting for one, all of them together.
     /// `None` where the kernel keeps no scheduler statistics.
+    ///
+    /// Never less than a reading before: the live thread's time is taken only if the thread was
+    /// running, and not yet ending, both before and after it was read (an ending thread moves its
+    /// time into `earlier_cpu`, where it would otherwise be counted twice, or not at all).
     pub fn cpu_time(&self) -> Option<CpuTime> {
         let earlier = || {
             let [running, waiting] =
                 self.earlier_cpu.each_ref().map(|a| Duration::from_nanos(a.load(Ordering::SeqCst)));
             CpuTime { running, waiting }
         };
-        let before = earlier();
-        let tid = self.thread_id.load(Ordering::SeqCst);
-        if tid == 0 {
-            return Some(before);
-        }
-        match cpu::thread_cpu_time(tid) {
-            Ok(live) => Some(before + live),
-            // The thread ended after we read its id: it added its time to `earlier_cpu` first.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && self.thread_id.load(Ordering::SeqCst) != tid => {
-                Some(earlier())
+        loop {
+            let tid = self.thread_id.load(Ordering::SeqCst);
+            if tid == THREAD_ENDING {
+                // Moving its time over: a few microseconds.
+                std::thread::yield_now();
+                continue;
             }
-            Err(_) => None,
+            let before = earlier();
+            if tid == 0 {
+                return Some(before);
+            }
+            let live = cpu::thread_cpu_time(tid);
+            if self.thread_id.load(Ordering::SeqCst) != tid {
+                // It began ending meanwhile (a read of an ending thread fails, ESRCH or NotFound).
+                continue;
+            }
+            return live.ok().map(|live| before + live);
         }
     }
 
@@ -97,7 +107,9 @@ impl WorkerStats {
     }
 
     /// Called by the worker's thread as it ends: keeps its CPU time for [`WorkerStats::cpu_time`].
+    /// Marked as ending first, so that no reading of its live time can come after the time kept.
     fn thread_ending(&self) {
+        self.thread_id.store(THREAD_ENDING, Ordering::SeqCst);
         if let Ok(t) = cpu::thread_cpu_time(cpu::current_thread_id()) {
             self.earlier_cpu[0].fetch_add(t.running.as_nanos() as u64, Ordering::SeqCst);
             self.earlier_cpu[1].fetch_add(t.waiting.as_nanos() as u64, Ordering::SeqCst);
@@ -105,6 +117,10 @@ impl WorkerStats {
         self.thread_id.store(0, Ordering::SeqCst);
     }
 }
+
+/// `WorkerStats::thread_id` while the thread moves its CPU time to `earlier_cpu` (no thread id
+/// is negative).
+const THREAD_ENDING: i32 = -1;
 
 /// A TUN port's counters, as atomics.
 #[derive(Default)]
@@ -552,5 +568,53 @@ impl Threads {
         let pin = env_pin.or(pin).unwrap_or(false) && !cpus.is_empty();
         let cpus = pin.then(|| (0..workers).map(|i| cpus[i % cpus.len()]).collect());
         Ok(Threads { workers, cpus })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Threads that start, compute for a moment and end, one after another, as a worker's
+    /// threads do across listen-port changes, while the status reads the worker's CPU time.
+    #[test]
+    fn a_workers_cpu_time_never_goes_back_as_its_threads_end() {
+        let stats = Arc::new(WorkerStats::default());
+        if cpu::thread_cpu_time(cpu::current_thread_id()).is_err() {
+            eprintln!("skipped: no scheduler statistics in /proc (kernel without CONFIG_SCHED_INFO)");
+            return;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let churn = {
+            let (stats, stop) = (Arc::clone(&stats), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let stats = Arc::clone(&stats);
+                    std::thread::spawn(move || {
+                        stats.thread_started();
+                        let start = Instant::now();
+                        let mut x = 0u64;
+                        while start.elapsed() < Duration::from_micros(300) {
+                            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                        }
+                        stats.thread_ending();
+                    })
+                    .join()
+                    .unwrap();
+                }
+            })
+        };
+        let (mut last, mut backwards) = (CpuTime::default(), Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let now = stats.cpu_time().expect("scheduler statistics");
+            if now.running < last.running || now.waiting < last.waiting {
+                backwards.push((last, now));
+            }
+            last = now;
+        }
+        stop.store(true, Ordering::Relaxed);
+        churn.join().unwrap();
+        assert!(backwards.is_empty(), "{} readings went back, e.g. {:?}", backwards.len(), backwards.first());
     }
 }
