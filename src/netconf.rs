@@ -3,7 +3,7 @@
 //! recorded and undone when [`InterfaceSetup`] is dropped (on exit, or when a step fails half-way).
 
 use anyhow::Context;
-use vxwg::dataplane::io::netlink::{Applied, Family, FwMark, Netlink, Rule};
+use vxwg::dataplane::io::netlink::{Applied, Family, FwMark, Netlink, Outcome, Rule};
 use vxwg::dataplane::route::IpNet;
 
 use crate::config::Config;
@@ -40,9 +40,10 @@ impl InterfaceSetup {
         let routing = config.routing;
         if routing.enabled {
             for p in prefixes {
-                applied
+                let outcome = applied
                     .add_route(*p, routing.table)
                     .with_context(|| format!("route {p} in table {}", routing.table))?;
+                refuse_foreign_route(&mut applied, outcome, *p, routing.table)?;
             }
             for rule in rules(config) {
                 applied.add_rule(rule).with_context(|| format!("{rule}"))?;
@@ -58,9 +59,10 @@ impl InterfaceSetup {
                 pod.set_link_up(true).with_context(|| format!("bringing {pod_ifname} up"))?;
                 if routing.enabled {
                     for r in &vxlan.routes {
-                        pod.add_route(r.net, routing.table).with_context(|| {
+                        let outcome = pod.add_route(r.net, routing.table).with_context(|| {
                             format!("pod route {} via {pod_ifname} in table {}", r.net, routing.table)
                         })?;
+                        refuse_foreign_route(&mut pod, outcome, r.net, routing.table)?;
                     }
                 }
                 Some(pod)
@@ -69,6 +71,24 @@ impl InterfaceSetup {
         };
         Ok(InterfaceSetup { _pod_undo_on_drop: pod, _undo_on_drop: applied })
     }
+}
+
+/// A route the kernel already had (`outcome` Unchanged: EEXIST) is fine only if it goes through
+/// our link: a route of someone else's to the same prefix in the table (another interface, a
+/// `throw` or `unreachable` route, e.g. tailscaled's, which uses table 52 too) would take that
+/// prefix's traffic while we report success. It is not ours, so it is neither used nor removed.
+fn refuse_foreign_route(applied: &mut Applied, outcome: Outcome, net: IpNet, table: u32) -> anyhow::Result<()> {
+    if outcome == Outcome::Unchanged {
+        let index = applied.index();
+        let ours = applied.netlink().routes(index, table).with_context(|| format!("route {net} in table {table}"))?;
+        if !ours.contains(&net) {
+            anyhow::bail!(
+                "route {net} in table {table}: the table already has a route to {net} that is not through this \
+                 interface (another interface's, or a throw/unreachable route); remove it or set [routing] table"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The rules that send lookups to vxwg's table (one per family). The tunnel's own UDP carries the
