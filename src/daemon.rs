@@ -50,6 +50,8 @@ pub struct Daemon {
     pod_paths: Option<PodPaths>,
     uapi: UnixListener,
     socket_path: PathBuf,
+    /// Removes the socket file when the daemon is dropped, however far it got.
+    _socket_file: SocketFile,
     signals: UnixStream,
     /// For reading the interface MTU, which `ip link set mtu` may change at any time.
     netlink: Option<(Netlink, u32)>,
@@ -217,6 +219,16 @@ fn bind_owner_only(path: &Path) -> io::Result<UnixListener> {
     listener
 }
 
+/// A socket pair whose reading end becomes readable on SIGINT or SIGTERM.
+fn watch_signals() -> io::Result<UnixStream> {
+    let (signals, writer) = UnixStream::pair()?;
+    signals.set_nonblocking(true)?;
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::low_level::pipe::register(sig, writer.try_clone()?)?;
+    }
+    Ok(signals)
+}
+
 /// Removes the UAPI socket when the daemon ends, however it ends.
 struct SocketFile(PathBuf);
 
@@ -242,15 +254,15 @@ impl Daemon {
             if UnixStream::connect(&socket_path).is_ok() {
                 bail!("{} is already served by another process", socket_path.display());
             }
-            std::fs::remove_file(&socket_path)?;
+            std::fs::remove_file(&socket_path)
+                .with_context(|| format!("removing the stale socket {}", socket_path.display()))?;
         }
         let uapi = bind_owner_only(&socket_path).with_context(|| format!("binding {}", socket_path.display()))?;
-        uapi.set_nonblocking(true)?;
-        let (signals, writer) = UnixStream::pair()?;
-        signals.set_nonblocking(true)?;
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::low_level::pipe::register(sig, writer.try_clone()?)?;
-        }
+        // From here on, a failed start must not leave the socket file behind (`wg show` would
+        // list a dead interface).
+        let socket_file = SocketFile(socket_path.clone());
+        uapi.set_nonblocking(true).with_context(|| format!("binding {}", socket_path.display()))?;
+        let signals = watch_signals().context("setting up SIGINT/SIGTERM handling")?;
         // Until `wg` sets a private key, traffic is dropped; a random placeholder keeps the
         // protocol state well defined meanwhile.
         let placeholder = Key::generate_private(&mut OsRng);
@@ -264,13 +276,14 @@ impl Daemon {
         Ok(Daemon {
             name: ifname,
             shared: Shared::new(Dataplane::L3(Box::new(Engine::new(device)))),
-            workers: WorkerSet::new(idle, threads)?,
+            workers: WorkerSet::new(idle, threads).context("setting up the packet workers")?,
             listen_port,
             fwmark: None,
             private_key: None,
             pod_paths: None,
             uapi,
             socket_path,
+            _socket_file: socket_file,
             signals,
             netlink: None,
             mtu_checked: Instant::now(),
@@ -283,7 +296,6 @@ impl Daemon {
     /// The packets are the workers'; this thread serves the UAPI, the timers and the control
     /// plane.
     pub fn run(mut self) -> anyhow::Result<()> {
-        let _socket_file = SocketFile(self.socket_path.clone());
         let pinned = match &self.workers.threads.cpus {
             Some(cpus) => format!(", pinned to CPUs {cpus:?}"),
             None => String::new(),
@@ -860,9 +872,9 @@ pub fn up(name: &str, foreground: bool, config_path: Option<&Path>) -> anyhow::R
             Threads::plan(config.as_ref().and_then(|c| c.workers), config.as_ref().and_then(|c| c.pin_workers))?;
         let mut daemon = Daemon::create(name, threads)?;
         let applied = match &config {
-            // A failed configuration leaves nothing behind: the TUN and what netlink added go
-            // with their owners; the socket file is removed here (run() guards it from then on).
-            Some(c) => Some(daemon.configure(c).inspect_err(|_| drop(std::fs::remove_file(&daemon.socket_path)))?),
+            // A failed configuration leaves nothing behind: the TUN, the socket file and what
+            // netlink added go with their owners.
+            Some(c) => Some(daemon.configure(c)?),
             None => None,
         };
         let result = daemon.run();

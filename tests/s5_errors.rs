@@ -79,3 +79,40 @@ fn a_route_of_someone_else_in_the_table_fails_the_start_and_is_left_alone() {
         assert!(!std::path::Path::new(&_socket.0).exists(), "no socket left behind");
     }
 }
+
+/// A start that fails after the UAPI socket is bound (here: the descriptors run out under
+/// `ulimit -n`, at whichever step that happens) leaves no socket file behind: a stale one makes
+/// `wg show` list a dead interface. Every limit from too few to enough is tried.
+#[test]
+fn a_start_that_runs_out_of_descriptors_leaves_no_socket_file() {
+    if !require(&["ip", "timeout"]) {
+        return;
+    }
+    let ns = Netns::new("s5fds");
+    let vxwg = env!("CARGO_BIN_EXE_vxwg");
+    let (private, _) = keypair();
+    let dir = config_dir(&private, "workers = 4\n");
+    let mut failures = 0;
+    for limit in 4..64 {
+        let name = ifname();
+        let socket = RemoveSocket(format!("/var/run/wireguard/{name}.sock"));
+        // A daemon that comes up runs until `timeout` ends it (SIGTERM: a clean exit).
+        let out = ns.try_exec(&format!(
+            "ulimit -n {limit}; exec timeout 2 {vxwg} up --foreground --config {} {name}",
+            dir.0.join("node.toml").display()
+        ));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let came_up = err.contains("up: UAPI at");
+        assert!(!std::path::Path::new(&socket.0).exists(), "ulimit -n {limit}: socket file left behind: {err}");
+        assert!(!ns.try_exec(&format!("ip link show {name}")).status.success(), "ulimit -n {limit}: interface left");
+        if came_up {
+            break;
+        }
+        assert!(!out.status.success(), "ulimit -n {limit}: {err}");
+        // The error says which step ran out, not just the OS's words.
+        let last = err.lines().last().unwrap_or_default();
+        assert!(!last.starts_with("vxwg: Too many open files"), "ulimit -n {limit}: unnamed step: {err}");
+        failures += 1;
+    }
+    assert!(failures > 0, "no limit was too low to start");
+}
