@@ -16,6 +16,10 @@
 //!
 //! wireguard-go's `device/uapi.go` is the reference; [`UapiModel`] and the `wg` oracle test
 //! (`control/tests/uapi_wg.rs`) pin the behaviour down. Deliberate differences from it:
+//! - A set request with a bad line (say in its third peer) changes nothing. wireguard-go applies
+//!   the lines before it (peers 1-2 stay added) and answers the errno; the kernel applies a netlink
+//!   request peer by peer too. `wg setconf` / `wg set` parse the whole file or command line before
+//!   sending, so their users never send such a request and see no difference.
 //! - An error answers `errno=-N` as wireguard-go does, but an unknown operation line also gets an
 //!   answer (`EPROTO`) where wireguard-go just closes the connection.
 //! - Within one peer, `replace_allowed_ips=true` discards the `allowed_ip` lines before it, and
