@@ -49,9 +49,9 @@ pub struct Daemon {
     /// Per peer, with the pod path: the underlay path MTU last read and the pod MTU it allows.
     pod_paths: Option<PodPaths>,
     uapi: UnixListener,
-    socket_path: PathBuf,
-    /// Removes the socket file when the daemon is dropped, however far it got.
-    _socket_file: SocketFile,
+    /// The UAPI socket's path; removes the socket file when the daemon is dropped, however far
+    /// it got.
+    socket_file: SocketFile,
     signals: UnixStream,
     /// For reading the interface MTU, which `ip link set mtu` may change at any time.
     netlink: Option<(Netlink, u32)>,
@@ -260,7 +260,8 @@ impl Daemon {
         let uapi = bind_owner_only(&socket_path).with_context(|| format!("binding {}", socket_path.display()))?;
         // From here on, a failed start must not leave the socket file behind (`wg show` would
         // list a dead interface).
-        let socket_file = SocketFile(socket_path.clone());
+        let socket_file = SocketFile(socket_path);
+        let socket_path = &socket_file.0;
         uapi.set_nonblocking(true).with_context(|| format!("binding {}", socket_path.display()))?;
         let signals = watch_signals().context("setting up SIGINT/SIGTERM handling")?;
         // Until `wg` sets a private key, traffic is dropped; a random placeholder keeps the
@@ -282,8 +283,7 @@ impl Daemon {
             private_key: None,
             pod_paths: None,
             uapi,
-            socket_path,
-            _socket_file: socket_file,
+            socket_file,
             signals,
             netlink: None,
             mtu_checked: Instant::now(),
@@ -304,7 +304,7 @@ impl Daemon {
             &self.name,
             &format!(
                 "up: UAPI at {}, UDP port {}, {} worker(s){pinned}",
-                self.socket_path.display(),
+                self.socket_file.0.display(),
                 self.listen_port,
                 self.workers.threads.workers
             ),
@@ -351,7 +351,7 @@ impl Daemon {
             // A stat per wake-up showed in profiles: look twice a second.
             if self.socket_checked.elapsed() >= Duration::from_millis(500) {
                 self.socket_checked = Instant::now();
-                if !self.socket_path.exists() {
+                if !self.socket_file.0.exists() {
                     log(&self.name, "UAPI socket removed, shutting down");
                     return Ok(());
                 }
