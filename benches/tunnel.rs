@@ -91,6 +91,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
+use vxwg::dataplane::io::cpu::parse_schedstat;
 
 const UNDERLAY_A: &str = "10.202.0.1";
 const UNDERLAY_B: &str = "10.202.0.2";
@@ -821,12 +822,12 @@ struct Measured {
 /// Seconds the threads of process `pid` (those alive now) have waited for a CPU while
 /// runnable (`/proc/PID/task/*/schedstat`, second field).
 fn wait_seconds(pid: u32) -> Option<f64> {
-    let mut total = 0u64;
+    let mut total = Duration::ZERO;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
         let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-        total += stat.split_whitespace().nth(1).and_then(|w| w.parse::<u64>().ok()).unwrap_or(0);
+        total += parse_schedstat(&stat).map_or(Duration::ZERO, |t| t.waiting);
     }
-    Some(total as f64 / 1e9)
+    Some(total.as_secs_f64())
 }
 
 /// A share of the wall time, in %, from two readings of a counter of seconds.
