@@ -629,6 +629,7 @@ impl Daemon {
                     "cpu": cpus.map(|c| c[i]),
                     "packets_out": s.packets_out.load(Ordering::Relaxed),
                     "packets_in": s.packets_in.load(Ordering::Relaxed),
+                    "packets_resealed": s.packets_resealed.load(Ordering::Relaxed),
                     "socket_receive_drops": s.socket_receive_drops.load(Ordering::Relaxed),
                     "send_unsent": s.send_unsent.load(Ordering::Relaxed),
                     "cpu_seconds": cpu.map(|t| seconds(t.running)),

@@ -49,7 +49,11 @@ pub fn status(ifname: &str, json: bool) -> anyhow::Result<()> {
             (Some(ran), Some(waited)) => format!("; ran {ran:.1} s, waited {waited:.1} s for a CPU"),
             _ => String::new(),
         };
-        println!("  worker {i} ({cpu}): {} out, {} in{time}", w["packets_out"], w["packets_in"]);
+        let resealed = match w["packets_resealed"].as_u64() {
+            Some(n) if n > 0 => format!(" ({n} resealed on fresh counters)"),
+            _ => String::new(),
+        };
+        println!("  worker {i} ({cpu}): {} out{resealed}, {} in{time}", w["packets_out"], w["packets_in"]);
     }
     for p in v["peers"].as_array().into_iter().flatten() {
         println!("\npeer: {}", p["public_key"].as_str().unwrap_or("?"));

@@ -60,6 +60,10 @@ pub(crate) struct WorkerStats {
     /// Datagrams this worker encrypted and packets it decrypted: how the load is spread.
     pub packets_out: AtomicU64,
     pub packets_in: AtomicU64,
+    /// Datagrams sealed again on fresh counters before sending, because other workers had sent
+    /// so much to the same peer meanwhile that a receiver's replay window might have refused
+    /// them (`dataplane::engine::reseal_stale`).
+    pub packets_resealed: AtomicU64,
     /// The worker's thread while one runs (0 between threads, `THREAD_ENDING` as one ends), for
     /// its CPU time.
     thread_id: AtomicI32,
@@ -345,6 +349,11 @@ impl Worker {
         self.outgoing.clear();
         engine::seal_jobs(bufs, lens, &self.seal_jobs, &mut self.outgoing);
         self.stats.packets_out.fetch_add(self.outgoing.len() as u64, Ordering::Relaxed);
+        // Last, so nothing but the send itself lies between this check and the wire.
+        let resealed = engine::reseal_stale(bufs, &mut self.seal_jobs, &self.outgoing);
+        if resealed > 0 {
+            self.stats.packets_resealed.fetch_add(resealed as u64, Ordering::Relaxed);
+        }
         let msgs = self.outgoing.iter().map(|o| (&bufs[o.slot][..o.len], o.dst));
         if let Some(e) = send_counted(&self.udp, &self.stats, msgs, self.outgoing.len()) {
             log(name, &format!("send: {e}"));
@@ -374,6 +383,10 @@ impl Worker {
         pod.out.clear();
         pod::seal_pod_jobs(bufs, &pod.seal_jobs, &mut pod.out);
         self.stats.packets_out.fetch_add(pod.out.len() as u64, Ordering::Relaxed);
+        let resealed = pod::reseal_stale_pod(bufs, &mut pod.seal_jobs, &pod.out);
+        if resealed > 0 {
+            self.stats.packets_resealed.fetch_add(resealed as u64, Ordering::Relaxed);
+        }
         let msgs = pod.out.iter().map(|o| (&bufs[o.slot][o.range.clone()], o.dst));
         if let Some(e) = send_counted(&self.udp, &self.stats, msgs, pod.out.len()) {
             if e.raw_os_error() == Some(libc::EMSGSIZE) {

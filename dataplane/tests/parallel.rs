@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 mod common;
 use common::engines::{addr, engine_pair as pair, net, pod_pair, A, B};
 
-use vxwg_dataplane::engine::pod::{seal_pod_jobs, Delivery, PodSealJob, POD_HEADROOM, POD_TAILROOM};
-use vxwg_dataplane::engine::{
-    open_jobs, seal_jobs, Datagram, Engine, Incoming, OpenJob, Outgoing, SealJob, HEADROOM, TAILROOM,
+use vxwg_dataplane::engine::pod::{
+    reseal_stale_pod, seal_pod_jobs, Delivery, PodEngine, PodSealJob, POD_HEADROOM, POD_TAILROOM,
 };
+use vxwg_dataplane::engine::{
+    open_jobs, reseal_stale, seal_jobs, Datagram, Engine, Incoming, OpenJob, Outgoing, SealJob, HEADROOM, TAILROOM,
+};
+use vxwg_dataplane::wireguard::RESEAL_BEHIND;
 use vxwg_dataplane::wireguard::{DropReason, Encapsulated, PeerConfig, PeerId, Received};
 
 const BATCH: usize = 32;
@@ -342,17 +345,14 @@ fn a_job_committed_without_being_opened_is_a_failed_decryption() {
     assert_eq!(inc.len(), 1);
 }
 
-#[test]
-fn pod_phases_round_trip_a_pod_packet() {
-    let now = Instant::now();
-    let (a, mut b) = pod_pair(now);
-
-    // Two pod packets 10.42.1.5 → 10.42.2.7 (UDP, DF).
-    let mut bufs = vec![vec![0u8; POD_HEADROOM + 1370 + POD_TAILROOM]; 2];
-    let mut lens = vec![0usize; 2];
+/// `n` pod packets 10.42.1.5 → 10.42.2.7 (UDP, DF), of 100, 400, 700... bytes, each at
+/// `POD_HEADROOM` in its own buffer: the buffers, the lengths and the packets.
+fn pod_packets(n: usize) -> (Vec<Vec<u8>>, Vec<usize>, Vec<Vec<u8>>) {
+    let mut bufs = vec![vec![0u8; POD_HEADROOM + 1370 + POD_TAILROOM]; n];
+    let mut lens = vec![0usize; n];
     let mut originals = Vec::new();
     for (i, (buf, len)) in bufs.iter_mut().zip(lens.iter_mut()).enumerate() {
-        *len = 100 + 300 * i;
+        *len = 100 + 300 * (i % 4);
         let p = &mut buf[POD_HEADROOM..POD_HEADROOM + *len];
         p.iter_mut().enumerate().for_each(|(j, b)| *b = (j * 13 + i) as u8);
         p[..20].fill(0);
@@ -365,6 +365,15 @@ fn pod_phases_round_trip_a_pod_packet() {
         p[16..20].copy_from_slice(&[10, 42, 2, 7]);
         originals.push(p.to_vec());
     }
+    (bufs, lens, originals)
+}
+
+#[test]
+fn pod_phases_round_trip_a_pod_packet() {
+    let now = Instant::now();
+    let (a, mut b) = pod_pair(now);
+
+    let (mut bufs, lens, originals) = pod_packets(2);
     // Planned under a lock, sealed on another thread.
     let a = Mutex::new(a);
     let (mut jobs, mut icmp) = (Vec::new(), Vec::new());
@@ -474,4 +483,82 @@ fn two_workers_committing_first_packets_on_next_promote_it_once() {
     };
     assert_eq!(counter_of(&buf), 0, "B's first packet on the new session");
     assert!(matches!(a.decapsulate(addr(B), &mut buf[..len], later), Ok(Received::Packet { .. })));
+}
+
+/// One worker seals a batch and is held up before sending it; another sends more than
+/// `RESEAL_BEHIND` packets to the same peer meanwhile. Checked just before the send, the held
+/// batch moves onto counters at the head, so a receiver with a small replay window (boringtun:
+/// 1,024) still takes it; the receiver here opens every packet once, intact.
+#[test]
+fn a_batch_left_behind_by_another_worker_is_resealed_on_fresh_counters_before_it_goes_out() {
+    let now = Instant::now();
+    let (a, mut b, _) = connected(now);
+    let a = Mutex::new(a);
+    let mut bufs = vec![vec![0u8; HEADROOM + 700 + TAILROOM]; BATCH];
+    let lens: Vec<usize> = (0..BATCH).map(|i| tagged(1, i as u32, &mut bufs[i])).collect();
+    let (mut jobs, mut out) = (Vec::new(), Vec::new());
+    a.lock().unwrap().plan_encapsulate(&bufs, &lens, now, &mut jobs);
+    seal_jobs(&mut bufs, &lens, &jobs, &mut out);
+    let before: Vec<Vec<u8>> = out.iter().map(|o| bufs[o.slot][..o.len].to_vec()).collect();
+    assert_eq!(reseal_stale(&mut bufs, &mut jobs, &out), 0, "nobody sent meanwhile: nothing to do");
+    let unchanged: Vec<Vec<u8>> = out.iter().map(|o| bufs[o.slot][..o.len].to_vec()).collect();
+    assert_eq!(unchanged, before, "a batch that is not behind is sent as sealed");
+
+    let others = send_worker(&a, 2, RESEAL_BEHIND as u32 + 1, now);
+    assert_eq!(reseal_stale(&mut bufs, &mut jobs, &out), BATCH);
+    let held: Vec<Vec<u8>> = out.iter().map(|o| bufs[o.slot][..o.len].to_vec()).collect();
+    let newest_other = others.iter().map(|d| counter_of(d)).max().unwrap();
+    assert!(held.iter().all(|d| counter_of(d) > newest_other), "the held batch is now at the head");
+    assert!(held.iter().zip(&before).all(|(h, b)| h.len() == b.len()), "same lengths: the send plan holds");
+    assert_eq!(reseal_stale(&mut bufs, &mut jobs, &out), 0, "resealed once, then current");
+
+    let mut wire: Vec<Vec<u8>> = others.into_iter().chain(held).collect();
+    let counters: HashSet<u64> = wire.iter().map(|d| counter_of(d)).collect();
+    assert_eq!(counters.len(), wire.len(), "no counter used twice");
+    let lens: Vec<usize> = wire.iter().map(Vec::len).collect();
+    let srcs = vec![addr(A); wire.len()];
+    let mut inc = Vec::new();
+    b.decapsulate_batch(&mut wire, &lens, &srcs, now, &mut inc);
+    let delivered: HashSet<(u8, u32)> = inc.iter().map(|i| untag(&wire[i.slot][i.range.clone()])).collect();
+    assert_eq!(inc.len(), wire.len());
+    assert!((0..BATCH as u32).all(|seq| delivered.contains(&(1, seq))), "every held packet arrived");
+}
+
+/// The same on the pod path: a held run of VXLAN-in-WireGuard datagrams is resealed in place
+/// (behind its outer headers) and the remote node delivers the pod packets intact.
+#[test]
+fn a_pod_run_left_behind_is_resealed_and_still_delivers_the_pod_packets() {
+    let now = Instant::now();
+    let (a, mut b) = pod_pair(now);
+    let a = Mutex::new(a);
+    let send = |a: &Mutex<PodEngine>, n: usize| {
+        let (mut bufs, lens, originals) = pod_packets(n);
+        let (mut jobs, mut icmp, mut out) = (Vec::new(), Vec::new(), Vec::new());
+        a.lock().unwrap().plan_encapsulate_pod(&mut bufs, &lens, now, &mut jobs, &mut icmp);
+        seal_pod_jobs(&mut bufs, &jobs, &mut out);
+        assert_eq!(out.len(), n);
+        (bufs, jobs, out, originals)
+    };
+    let (mut held, mut held_jobs, held_out, originals) = send(&a, 4);
+    let sealed: Vec<Vec<u8>> = held_out.iter().map(|o| held[o.slot][o.range.clone()].to_vec()).collect();
+    let mut others = 0;
+    while others <= RESEAL_BEHIND as usize {
+        others += send(&a, 32).2.len();
+    }
+    assert_eq!(reseal_stale_pod(&mut held, &mut held_jobs, &held_out), 4);
+    let mut wire: Vec<Vec<u8>> = held_out.iter().map(|o| held[o.slot][o.range.clone()].to_vec()).collect();
+    for (new, old) in wire.iter().zip(&sealed) {
+        assert!(counter_of(new) > counter_of(old) + RESEAL_BEHIND, "moved to the head");
+    }
+    let datagrams: Vec<Datagram> =
+        wire.iter().enumerate().map(|(slot, d)| Datagram { slot, range: 0..d.len(), src: addr(A) }).collect();
+    let (mut open, mut inc) = (Vec::new(), Vec::new());
+    assert_eq!(b.plan_decapsulate_pod(&mut wire, &datagrams, now, &mut open), 4);
+    open_jobs(&mut wire, &mut open);
+    b.commit_decapsulate_pod(&mut wire, &open, now, &mut inc);
+    assert_eq!(inc.len(), 4);
+    for (i, got) in inc.iter().enumerate() {
+        assert_eq!(got.delivery, Delivery::Pod);
+        assert_eq!(wire[got.slot][got.range.clone()], originals[i][..], "pod packet {i} intact");
+    }
 }

@@ -134,6 +134,40 @@ pub fn seal_jobs<B: AsMut<[u8]>>(bufs: &mut [B], lens: &[usize], jobs: &[SealJob
     }
 }
 
+/// Just before a sealed batch is sent: moves every run that fell more than
+/// [`RESEAL_BEHIND`](crate::wireguard::RESEAL_BEHIND) counters behind its keypair (other workers
+/// sent to the same peer meanwhile) onto fresh counters, and re-encrypts its messages in `out`
+/// (as [`seal_jobs`] made them) on those. Returns how many were resealed. Costs one atomic load
+/// per run when none fell behind.
+pub fn reseal_stale<B: AsMut<[u8]>>(bufs: &mut [B], jobs: &mut [SealJob], out: &[Outgoing]) -> usize {
+    let runs = jobs.iter_mut().map(|j| (&mut j.block, j.slots.clone()));
+    reseal_runs(bufs, runs, || out.iter().map(|o| (o.slot, 0..o.len)))
+}
+
+/// Both paths' [`reseal_stale`]: `runs` are each run's block and batch slots, `messages` where
+/// each sealed message lies (slot, byte range in it).
+pub(crate) fn reseal_runs<'a, B, I>(
+    bufs: &mut [B],
+    runs: impl Iterator<Item = (&'a mut SendBlock, Range<usize>)>,
+    messages: impl Fn() -> I,
+) -> usize
+where
+    B: AsMut<[u8]>,
+    I: Iterator<Item = (usize, Range<usize>)>,
+{
+    let mut resealed = 0;
+    for (block, slots) in runs.filter(|(block, _)| block.is_stale()) {
+        let Some(old) = block.renew() else { continue };
+        for (slot, range) in messages().filter(|(slot, _)| slots.contains(slot)) {
+            let i = (slot - slots.start) as u64;
+            if let Some(message) = bufs.get_mut(slot).and_then(|b| b.as_mut().get_mut(range)) {
+                resealed += usize::from(block.reseal(&old, i, message));
+            }
+        }
+    }
+    resealed
+}
+
 /// One received transport-data message whose keypair and counter passed the pre-check
 /// ([`Engine::plan_decapsulate`]); [`open_jobs`] records the outcome of decryption in it, and
 /// [`Engine::commit_decapsulate`] takes it from there.

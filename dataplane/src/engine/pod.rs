@@ -345,6 +345,14 @@ pub fn seal_pod_jobs<B: AsMut<[u8]>>(bufs: &mut [B], jobs: &[PodSealJob], out: &
     }
 }
 
+/// [`reseal_stale`](super::reseal_stale) for the pod path: just before sending, moves every run
+/// that fell more than [`RESEAL_BEHIND`](crate::wireguard::RESEAL_BEHIND) counters behind its
+/// keypair onto fresh counters and re-encrypts its messages in `out`. Returns how many.
+pub fn reseal_stale_pod<B: AsMut<[u8]>>(bufs: &mut [B], jobs: &mut [PodSealJob], out: &[PodOutgoing]) -> usize {
+    let runs = jobs.iter_mut().map(|j| (&mut j.block, j.slots.clone()));
+    super::reseal_runs(bufs, runs, || out.iter().map(|o| (o.slot, o.range.clone())))
+}
+
 /// An ICMP answer (frag-needed or Packet Too Big) to the pod packet of batch slot `slot`, a
 /// complete IP packet to write to the pod TUN.
 ///

@@ -20,7 +20,7 @@ pub use device::Device;
 pub use device::{DeviceConfig, Encapsulated, OpenTicket, ReceivePlan, Received, SendPlan, Transmit};
 pub use error::{DropReason, PeerError, RecvError, SendError};
 pub use peer::{PeerConfig, PeerId, PeerStats};
-pub use session::{OpenFailure, SendBlock};
+pub use session::{OpenFailure, SendBlock, RESEAL_BEHIND};
 pub use x25519_dalek::{PublicKey, StaticSecret};
 
 /// Bytes of headroom a caller reserves before a plaintext packet so it can be encrypted in place

@@ -9,6 +9,7 @@
 //! [`Keypair::commit`] records the counter after authentication, so a duplicate that raced
 //! through another worker loses there and a forgery never moves the window.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,7 +50,9 @@ pub struct Keypair {
     /// session is renewed before REJECT_AFTER_TIME even if we send nothing.
     lastminute_at: Option<Instant>,
     send_key: Arc<DefaultAead>,
-    send_counter: u64,
+    /// The next send counter. Shared with every [`SendBlock`] reserved from it, so a block can
+    /// tell how far the keypair has moved on since, and take fresh counters without the lock.
+    send_counter: Arc<AtomicU64>,
     recv_key: Arc<DefaultAead>,
     replay: ReplayWindow,
 }
@@ -60,7 +63,7 @@ impl core::fmt::Debug for Keypair {
             .field("local_index", &self.local_index)
             .field("remote_index", &self.remote_index)
             .field("is_initiator", &self.is_initiator)
-            .field("send_counter", &self.send_counter)
+            .field("send_counter", &self.send_counter())
             .finish_non_exhaustive()
     }
 }
@@ -77,7 +80,7 @@ impl Keypair {
             rekey_at: is_initiator.then(|| now + REKEY_AFTER_TIME),
             lastminute_at: is_initiator.then(|| now + (REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT)),
             send_key: Arc::new(DefaultAead::new(&keys.send)),
-            send_counter: 0,
+            send_counter: Arc::new(AtomicU64::new(0)),
             recv_key: Arc::new(DefaultAead::new(&keys.recv)),
             replay: ReplayWindow::default(),
         }
@@ -86,13 +89,13 @@ impl Keypair {
     /// True if we may still send with this keypair.
     #[inline]
     pub fn can_send(&self, now: Instant) -> bool {
-        self.send_counter < REJECT_AFTER_MESSAGES && now < self.reject_at
+        self.send_counter() < REJECT_AFTER_MESSAGES && now < self.reject_at
     }
 
     /// True once this session should be replaced: too many messages, or (initiator) too old.
     #[inline]
     pub fn needs_rekey(&self, now: Instant) -> bool {
-        self.send_counter > REKEY_AFTER_MESSAGES || self.rekey_at.is_some_and(|at| now > at)
+        self.send_counter() > REKEY_AFTER_MESSAGES || self.rekey_at.is_some_and(|at| now > at)
     }
 
     /// True once received traffic should trigger the initiator's last-minute rekey.
@@ -103,7 +106,7 @@ impl Keypair {
 
     /// Messages sent so far (the next counter).
     pub fn send_counter(&self) -> u64 {
-        self.send_counter
+        self.send_counter.load(Ordering::Relaxed)
     }
 
     /// Reserves the next `count` send counters for a run sealed later, maybe on another thread.
@@ -111,14 +114,15 @@ impl Keypair {
     /// of a block that is never sealed are simply skipped, which receivers tolerate.
     #[inline]
     pub fn reserve(&mut self, count: u64, padding_mtu: usize) -> SendBlock {
-        let first_counter = self.send_counter;
-        self.send_counter += count;
+        // An atomic add even under the lock: a block renewed on a worker takes counters without it.
+        let first_counter = self.send_counter.fetch_add(count, Ordering::Relaxed);
         SendBlock {
             key: Arc::clone(&self.send_key),
             remote_index: self.remote_index,
             first_counter,
             count,
             padding_mtu,
+            next_counter: Arc::clone(&self.send_counter),
         }
     }
 
@@ -162,9 +166,17 @@ impl Keypair {
     /// Test hook: pretend this keypair has already sent `n` messages.
     #[cfg(any(test, feature = "fuzzing"))]
     pub fn force_send_counter(&mut self, n: u64) {
-        self.send_counter = n;
+        self.send_counter.store(n, Ordering::Relaxed);
     }
 }
+
+/// How far behind its keypair's next counter a sealed block may be when it goes out; past this
+/// it is resealed on fresh counters ([`SendBlock::renew`]). Workers seal and send in parallel,
+/// so a worker descheduled between reserving a block and sending it can fall behind another
+/// that sends to the same peer; a receiver drops what is further behind its newest counter than
+/// its replay window. Half the smallest window among the peers vxwg meets: boringtun keeps
+/// 1,024 counters (Linux and wireguard-go about 8,000, vxwg 16,320).
+pub const RESEAL_BEHIND: u64 = 512;
 
 /// A block of send counters reserved by [`Keypair::reserve`], with what sealing needs: usable on
 /// any thread, without the device.
@@ -175,6 +187,8 @@ pub struct SendBlock {
     first_counter: u64,
     count: u64,
     padding_mtu: usize,
+    /// The keypair's next send counter.
+    next_counter: Arc<AtomicU64>,
 }
 
 impl core::fmt::Debug for SendBlock {
@@ -197,6 +211,55 @@ impl SendBlock {
     /// How many counters the block holds.
     pub fn count(&self) -> u64 {
         self.count
+    }
+
+    /// How many counters the keypair has handed out from this block's first on (this block's
+    /// own included): at worst, how far behind the newest counter a receiver has seen this
+    /// block's first message arrives.
+    pub fn counters_behind(&self) -> u64 {
+        self.next_counter.load(Ordering::Relaxed).saturating_sub(self.first_counter)
+    }
+
+    /// True if the block fell more than [`RESEAL_BEHIND`] counters behind: check just before
+    /// sending, and [`renew`](Self::renew) it if so.
+    pub fn is_stale(&self) -> bool {
+        self.counters_behind() > RESEAL_BEHIND
+    }
+
+    /// Moves the block onto fresh counters at the keypair's head, without the lock, and returns
+    /// it as it was, to [`reseal`](Self::reseal) what it sealed. `None` (the block unchanged)
+    /// if the fresh counters would pass REJECT_AFTER_MESSAGES; the counters are used up anyway,
+    /// so the keypair stops sending and the next plan starts a handshake.
+    pub fn renew(&mut self) -> Option<SendBlock> {
+        let first = self.next_counter.fetch_add(self.count, Ordering::Relaxed);
+        if first.saturating_add(self.count) > REJECT_AFTER_MESSAGES {
+            return None;
+        }
+        let old = self.clone();
+        self.first_counter = first;
+        Some(old)
+    }
+
+    /// Re-encrypts in place `message`, the transport message `old` sealed on its `i`-th counter,
+    /// on this block's `i`-th counter. False if it is not that message: `i` outside the blocks,
+    /// another index or counter (the message left as it was), or a tag that does not verify
+    /// under `old`'s key (the bytes are then meaningless, and a receiver drops them).
+    pub fn reseal(&self, old: &SendBlock, i: u64, message: &mut [u8]) -> bool {
+        if i >= self.count || i >= old.count || message.len() < DATA_HEADER_LEN + TAG_LEN {
+            return false;
+        }
+        let Ok(view) = TransportData::new_checked(&*message) else { return false };
+        if view.receiver_index() != old.remote_index || view.counter() != old.first_counter + i {
+            return false;
+        }
+        let padded = message.len() - DATA_HEADER_LEN - TAG_LEN;
+        match open_payload(&old.key, old.first_counter + i, &mut message[DATA_HEADER_LEN..]) {
+            Ok(_) => {
+                seal_message(&self.key, self.remote_index, self.first_counter + i, message, padded);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Length of the transport message a `payload_len`-byte plaintext becomes.
@@ -318,6 +381,52 @@ mod tests {
         assert!(b.commit(4));
         assert!(!b.commit(4), "a second commit of the same counter loses");
         assert_eq!(b.precheck(4, now), Err(OpenFailure::Replay));
+    }
+
+    #[test]
+    fn a_block_left_behind_is_stale_and_reseals_onto_the_head_for_the_receiver() {
+        let now = Instant::now();
+        let mut a = Keypair::new(&SessionKeys { send: [1; 32], recv: [2; 32] }, 10, 20, true, now);
+        let mut b = Keypair::new(&SessionKeys { send: [2; 32], recv: [1; 32] }, 20, 10, false, now);
+        let mut late = a.reserve(2, 1420);
+        let mut msgs = [[0u8; 16 + 32 + 16]; 2];
+        for (i, m) in msgs.iter_mut().enumerate() {
+            m[16..48].fill(0x30 + i as u8);
+            assert_eq!(late.seal(i as u64, m, 32), Some(64));
+        }
+        assert_eq!(late.counters_behind(), 2, "only its own counters so far");
+        // Another worker's blocks go out first: exactly at the limit the block is not stale yet.
+        a.reserve(RESEAL_BEHIND - 2, 1420);
+        assert!(!late.is_stale());
+        a.reserve(1, 1420);
+        assert!(late.is_stale(), "{} behind", late.counters_behind());
+        let head = a.send_counter();
+        let old = late.renew().expect("far from the message limit");
+        assert_eq!((old.first_counter(), late.first_counter(), a.send_counter()), (0, head, head + 2));
+        assert!(!late.is_stale());
+        // Messages that are not the old block's are refused and left alone.
+        let mut other = msgs[1];
+        assert!(!late.reseal(&old, 0, &mut other), "message 1 is not counter 0");
+        assert_eq!(other, msgs[1]);
+        assert!(!late.reseal(&old, 2, &mut other), "outside the block");
+        for (i, m) in msgs.iter_mut().enumerate() {
+            assert!(late.reseal(&old, i as u64, m));
+            let counter = TransportData::new_checked(&m[..]).unwrap().counter();
+            assert_eq!(counter, head + i as u64);
+            assert_eq!(b.open(counter, &mut m[16..], now), Ok(32));
+            assert!(m[16..48].iter().all(|&x| x == 0x30 + i as u8), "the plaintext survived");
+        }
+    }
+
+    #[test]
+    fn a_block_is_not_renewed_past_the_message_limit() {
+        let now = Instant::now();
+        let mut kp = Keypair::new(&SessionKeys { send: [1; 32], recv: [2; 32] }, 1, 2, true, now);
+        kp.force_send_counter(REJECT_AFTER_MESSAGES - 3);
+        let mut block = kp.reserve(2, 1420);
+        assert!(block.renew().is_none(), "fresh counters would pass the limit");
+        assert_eq!(block.first_counter(), REJECT_AFTER_MESSAGES - 3, "the block unchanged");
+        assert!(!kp.can_send(now), "the counters were used up: the keypair stops");
     }
 
     #[test]

@@ -16,7 +16,8 @@ use boringtun::x25519;
 use mock_instant::MockClock;
 use rand_core::OsRng;
 use vxwg::dataplane::wireguard::{
-    Device, DeviceConfig, DropReason, Encapsulated, PeerConfig, PeerId, Received, RecvError, HEADROOM, TAILROOM,
+    Device, DeviceConfig, DropReason, Encapsulated, PeerConfig, PeerId, Received, RecvError, SendBlock, HEADROOM,
+    TAILROOM,
 };
 
 const VX_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 51820);
@@ -339,6 +340,46 @@ fn replayed_transport_message_is_rejected() {
     h.deliver_to_bt(&ours);
     assert_eq!(h.bt_got.len(), 2);
     assert!(matches!(h.bt_errors.as_slice(), [WireGuardError::DuplicateCounter]), "{:?}", h.bt_errors);
+}
+
+/// A run vxwg planned and sealed, then held, as a worker descheduled before its send would hold
+/// it, while more than boringtun's 1,024-counter replay window went out to the same peer.
+/// Sent as sealed, boringtun refuses it as too old. Checked and resealed before the send (what
+/// the workers do, `engine::reseal_stale`), boringtun takes it.
+#[test]
+fn a_run_held_past_boringtuns_replay_window_goes_through_only_when_resealed() {
+    let mut h = Harness::new(Options::default());
+    h.vx_send(&ipv4_packet(1, 100));
+    h.pump();
+    assert_eq!(h.bt_got.len(), 1, "handshake done, first packet delivered");
+    let held = |h: &mut Harness, seq: u32| -> (SendBlock, Vec<u8>) {
+        let packet = ipv4_packet(seq, 200);
+        let mut buf = vec![0u8; HEADROOM + packet.len() + TAILROOM];
+        buf[HEADROOM..HEADROOM + packet.len()].copy_from_slice(&packet);
+        let plan = h.vx.plan_send(h.vx_peer, &[buf.as_slice()], &[packet.len()], h.now).unwrap().unwrap();
+        let len = plan.block.seal(0, &mut buf, packet.len()).unwrap();
+        buf.truncate(len);
+        (plan.block, buf)
+    };
+    let (as_sealed, as_sealed_message) = held(&mut h, 2);
+    let (mut resealed, mut resealed_message) = held(&mut h, 3);
+    for seq in 4..4 + 1100 {
+        h.vx_send(&ipv4_packet(seq, 64));
+    }
+    h.pump();
+    assert_eq!(h.bt_got.len(), 1101);
+    assert!(h.bt_errors.is_empty(), "{:?}", h.bt_errors);
+    assert!(as_sealed.is_stale() && resealed.is_stale(), "{} counters behind", as_sealed.counters_behind());
+
+    h.deliver_to_bt(&as_sealed_message);
+    assert!(matches!(h.bt_errors.as_slice(), [WireGuardError::InvalidCounter]), "{:?}", h.bt_errors);
+    assert_eq!(h.bt_got.len(), 1101, "refused as too far behind");
+
+    let old = resealed.renew().expect("far from the message limit");
+    assert!(resealed.reseal(&old, 0, &mut resealed_message));
+    h.deliver_to_bt(&resealed_message);
+    assert_eq!(h.bt_errors.len(), 1, "{:?}", h.bt_errors);
+    assert_eq!(h.bt_got.last(), Some(&ipv4_packet(3, 200)), "the resealed packet arrived intact");
 }
 
 #[test]
