@@ -221,9 +221,11 @@ impl SendBlock {
     }
 
     /// True if the block fell more than [`RESEAL_BEHIND`] counters behind: check just before
-    /// sending, and [`renew`](Self::renew) it if so.
+    /// sending, and [`renew`](Self::renew) it if so. Never while the block is still the head
+    /// (nothing reserved since), however large: fresh counters would be no better.
     pub fn is_stale(&self) -> bool {
-        self.counters_behind() > RESEAL_BEHIND
+        let next = self.next_counter.load(Ordering::Relaxed);
+        next > self.first_counter + self.count && next - self.first_counter > RESEAL_BEHIND
     }
 
     /// Moves the block onto fresh counters at the keypair's head, without the lock, and returns
@@ -395,6 +397,7 @@ mod tests {
             assert_eq!(late.seal(i as u64, m, 32), Some(64));
         }
         assert_eq!(late.counters_behind(), 2, "only its own counters so far");
+
         // Another worker's blocks go out first: exactly at the limit the block is not stale yet.
         a.reserve(RESEAL_BEHIND - 2, 1420);
         assert!(!late.is_stale());
@@ -419,11 +422,22 @@ mod tests {
     }
 
     #[test]
+    fn a_block_at_the_head_is_never_stale_however_large() {
+        let now = Instant::now();
+        let mut kp = Keypair::new(&SessionKeys { send: [1; 32], recv: [2; 32] }, 1, 2, true, now);
+        let large = kp.reserve(RESEAL_BEHIND + 100, 1420);
+        assert!(!large.is_stale(), "nothing reserved since: fresh counters would be no better");
+        kp.reserve(1, 1420);
+        assert!(large.is_stale(), "one reservation after it, and its first is far behind");
+    }
+
+    #[test]
     fn a_block_is_not_renewed_past_the_message_limit() {
         let now = Instant::now();
         let mut kp = Keypair::new(&SessionKeys { send: [1; 32], recv: [2; 32] }, 1, 2, true, now);
         kp.force_send_counter(REJECT_AFTER_MESSAGES - 3);
         let mut block = kp.reserve(2, 1420);
+        kp.reserve(1, 1420);
         assert!(block.renew().is_none(), "fresh counters would pass the limit");
         assert_eq!(block.first_counter(), REJECT_AFTER_MESSAGES - 3, "the block unchanged");
         assert!(!kp.can_send(now), "the counters were used up: the keypair stops");
