@@ -193,6 +193,16 @@ impl WorkerSet {
     }
 }
 
+impl Drop for WorkerSet {
+    /// However the daemon ends (an error while starting them, a panic in the control thread),
+    /// the workers stop before the devices and sockets they use go away.
+    fn drop(&mut self) {
+        if !self.running.is_empty() {
+            let _ = self.stop();
+        }
+    }
+}
+
 /// How a worker ended without being asked to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WorkerEnd {

@@ -289,13 +289,18 @@ impl Worker {
                 [self.tun.tun.raw_fd(), self.udp.raw_fd(), pod_fd, stop_fd],
                 Some(Duration::from_secs(1)),
             );
-            let [tun, udp, pod, _] = match ready {
+            let [tun, udp, pod, stop_ready] = match ready {
                 Ok(r) => r,
                 Err(e) => {
                     log(name, &format!("worker {}: poll: {e}", self.index));
                     return (self, Exit::DeviceGone);
                 }
             };
+            // Raised, or dropped without a raise (the control thread unwound): a hung-up stop
+            // socket stays ready, so going on would spin.
+            if stop_ready.readable || stop_ready.failed {
+                return (self, Exit::Stopped);
+            }
             if tun.failed || pod.failed {
                 return (self, Exit::DeviceGone);
             }
@@ -587,6 +592,51 @@ impl Threads {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
+    use std::time::SystemTime;
+    use vxwg::dataplane::engine::{Engine, HEADROOM, TAILROOM};
+    use vxwg::dataplane::io::Tun;
+    use vxwg::dataplane::wireguard::{Device, DeviceConfig};
+
+    /// A network namespace of this test's own, deleted however the test ends.
+    struct Netns(String);
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    /// The control thread's stop signal dropped without being raised (it unwound on an error or
+    /// a panic): the worker must end, not spin on the hung-up socket for the rest of the
+    /// process. Root only: the worker needs a TUN device, made in a namespace of its own.
+    #[test]
+    fn a_worker_ends_when_its_stop_signal_is_dropped_without_a_raise() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || Command::new("ip").arg("-V").output().is_err() {
+            eprintln!("skipped: needs root and iproute2");
+            return;
+        }
+        let ns = Netns(format!("vxwgstop{}", std::process::id()));
+        assert!(Command::new("ip").args(["netns", "add", &ns.0]).status().unwrap().success());
+        let path = format!("/var/run/netns/{}", ns.0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            vxwg::dataplane::io::netns::enter(std::path::Path::new(&path)).unwrap();
+            let tun = Tun::create_queues("stoptest0", 1, false).unwrap().remove(0);
+            let udp = UdpSocket::bind(0).unwrap();
+            let worker = Worker::new(0, TunPort::new(tun, HEADROOM, TAILROOM), None, udp);
+            let device = Device::new(DeviceConfig::new([7; 32]), rand_core::OsRng, Instant::now(), SystemTime::now());
+            let shared = Shared::new(Dataplane::L3(Box::new(Engine::new(device))));
+            let stop = StopSignal::new().unwrap();
+            let (_ended, ended_writer) = UnixStream::pair().unwrap();
+            let running = worker.spawn("stoptest", shared, &stop, ended_writer, None).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            drop(stop);
+            let _ = tx.send(running.join().map(|(_, exit)| exit));
+        });
+        let exit = rx.recv_timeout(Duration::from_secs(10));
+        assert_eq!(exit, Ok(Some(Exit::Stopped)), "the worker ended within 10 s of the signal being dropped");
+    }
 
     /// Threads that start, compute for a moment and end, one after another, as a worker's
     /// threads do across listen-port changes, while the status reads the worker's CPU time.
