@@ -188,8 +188,8 @@ fn steady_state_pod_batches_allocate_nothing() {
 /// commit) allocates nothing either, with job lists reused by the caller; for the pod path too.
 #[test]
 fn steady_state_phased_batches_allocate_nothing() {
-    use vxwg_dataplane::engine::pod::{seal_pod_jobs, POD_HEADROOM, POD_TAILROOM};
-    use vxwg_dataplane::engine::{open_jobs, seal_jobs, Datagram};
+    use vxwg_dataplane::engine::pod::{reseal_stale_pod, seal_pod_jobs, POD_HEADROOM, POD_TAILROOM};
+    use vxwg_dataplane::engine::{open_jobs, reseal_stale, seal_jobs, Datagram};
 
     let now = Instant::now();
     let a_addr = addr(A);
@@ -217,6 +217,8 @@ fn steady_state_phased_batches_allocate_nothing() {
         a.engine_mut().plan_encapsulate(&bufs, &lens, now, &mut seal);
         seal_jobs(&mut bufs, &lens, &seal, &mut out);
         assert_eq!(out.len(), BATCH);
+        // The workers' check just before sending: nobody else sends here, so nothing is stale.
+        assert_eq!(reseal_stale(&mut bufs, &mut seal, &out), 0);
         datagrams.clear();
         for o in &out {
             wire[o.slot][..o.len].copy_from_slice(&bufs[o.slot][..o.len]);
@@ -248,6 +250,7 @@ fn steady_state_phased_batches_allocate_nothing() {
         a.plan_encapsulate_pod(&mut bufs, &lens, now, &mut pod_seal, &mut icmp);
         seal_pod_jobs(&mut bufs, &pod_seal, &mut pod_out);
         assert_eq!(pod_out.len(), BATCH);
+        assert_eq!(reseal_stale_pod(&mut bufs, &mut pod_seal, &pod_out), 0);
         datagrams.clear();
         for o in &pod_out {
             wire[o.slot][..o.range.len()].copy_from_slice(&bufs[o.slot][o.range.clone()]);

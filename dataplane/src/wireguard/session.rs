@@ -116,6 +116,9 @@ impl Keypair {
     pub fn reserve(&mut self, count: u64, padding_mtu: usize) -> SendBlock {
         // An atomic add even under the lock: a block renewed on a worker takes counters without it.
         let first_counter = self.send_counter.fetch_add(count, Ordering::Relaxed);
+        // A renewal between the caller's check and this add can push the block past the limit:
+        // what lies beyond is left out (those packets are not sealed; the keypair is spent).
+        let count = count.min(REJECT_AFTER_MESSAGES.saturating_sub(first_counter));
         SendBlock {
             key: Arc::clone(&self.send_key),
             remote_index: self.remote_index,
@@ -229,14 +232,17 @@ impl SendBlock {
     }
 
     /// Moves the block onto fresh counters at the keypair's head, without the lock, and returns
-    /// it as it was, to [`reseal`](Self::reseal) what it sealed. `None` (the block unchanged)
-    /// if the fresh counters would pass REJECT_AFTER_MESSAGES; the counters are used up anyway,
-    /// so the keypair stops sending and the next plan starts a handshake.
+    /// it as it was, to [`reseal`](Self::reseal) what it sealed. `None` (the block unchanged,
+    /// no counter taken) if the fresh counters would pass REJECT_AFTER_MESSAGES.
     pub fn renew(&mut self) -> Option<SendBlock> {
-        let first = self.next_counter.fetch_add(self.count, Ordering::Relaxed);
-        if first.saturating_add(self.count) > REJECT_AFTER_MESSAGES {
-            return None;
-        }
+        // Taken only if they fit, so renewals never push the counter past the limit (nor,
+        // however many race, wrap it round onto counters already used).
+        let first = self
+            .next_counter
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |next| {
+                next.checked_add(self.count).filter(|&end| end <= REJECT_AFTER_MESSAGES)
+            })
+            .ok()?;
         let old = self.clone();
         self.first_counter = first;
         Some(old)
@@ -440,7 +446,59 @@ mod tests {
         kp.reserve(1, 1420);
         assert!(block.renew().is_none(), "fresh counters would pass the limit");
         assert_eq!(block.first_counter(), REJECT_AFTER_MESSAGES - 3, "the block unchanged");
-        assert!(!kp.can_send(now), "the counters were used up: the keypair stops");
+        assert_eq!(kp.send_counter(), REJECT_AFTER_MESSAGES, "a refused renewal takes no counters");
+        assert!(!kp.can_send(now), "the keypair is spent: it stops");
+    }
+
+    /// `plan_send` checks under the lock that a run fits below the limit, then reserves; a
+    /// renewal on a worker, outside the lock, can take counters in between.
+    #[test]
+    fn a_renewal_between_the_limit_check_and_the_reserve_does_not_push_the_block_past_the_limit() {
+        let now = Instant::now();
+        let mut kp = Keypair::new(&SessionKeys { send: [1; 32], recv: [2; 32] }, 1, 2, true, now);
+        kp.force_send_counter(REJECT_AFTER_MESSAGES - 6);
+        let mut held = kp.reserve(2, 1420);
+        kp.reserve(1, 1420);
+        assert!(kp.send_counter() + 3 <= REJECT_AFTER_MESSAGES, "the check passes for a run of 3");
+        held.renew().expect("2 still fit");
+        let block = kp.reserve(3, 1420);
+        assert_eq!(block.first_counter(), REJECT_AFTER_MESSAGES - 1);
+        assert_eq!(block.count(), 1, "only the counter below the limit");
+        let mut buf = [0u8; 16 + 32 + 16];
+        assert_eq!(block.seal(1, &mut buf, 32), None, "the limit itself is never sealed on");
+        assert!(!kp.can_send(now));
+    }
+
+    /// Workers reserve under the lock and renew outside it, at once: no counter is handed out
+    /// twice.
+    #[test]
+    fn reserves_and_renewals_racing_on_threads_never_share_a_counter() {
+        use std::sync::Mutex;
+        let now = Instant::now();
+        let kp = Mutex::new(Keypair::new(&SessionKeys { send: [1; 32], recv: [2; 32] }, 1, 2, true, now));
+        let handed_out: Vec<(u64, u64)> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut ranges = Vec::new();
+                        for _ in 0..2000 {
+                            let mut block = kp.lock().unwrap().reserve(3, 1420);
+                            ranges.push((block.first_counter(), block.count()));
+                            block.renew().expect("far from the limit");
+                            ranges.push((block.first_counter(), block.count()));
+                        }
+                        ranges
+                    })
+                })
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        });
+        let mut counters: Vec<u64> = handed_out.iter().flat_map(|&(first, n)| first..first + n).collect();
+        counters.sort_unstable();
+        let total = counters.len();
+        counters.dedup();
+        assert_eq!(counters.len(), total, "a counter handed out twice");
+        assert_eq!(kp.lock().unwrap().send_counter(), total as u64, "and none lost");
     }
 
     #[test]
