@@ -989,6 +989,51 @@ mod tests {
         assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0, "nothing left behind");
     }
 
+    /// However the daemon ends (an error while starting, a panic in the control thread), the
+    /// worker set dropped with it has stopped and joined its running workers by the time the
+    /// drop returns: none is left holding the dataplane. Root only: the workers need a TUN
+    /// device, made in a network namespace of the test's own.
+    #[test]
+    fn a_dropped_worker_set_has_joined_its_running_workers() {
+        use std::process::Command;
+        use vxwg::dataplane::io::{netns, Tun};
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || Command::new("ip").arg("-V").output().is_err() {
+            eprintln!("skipped: needs root and iproute2");
+            return;
+        }
+        struct Netns(String);
+        impl Drop for Netns {
+            fn drop(&mut self) {
+                let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+            }
+        }
+        let ns = Netns(format!("vxwgdrop{}", std::process::id()));
+        assert!(Command::new("ip").args(["netns", "add", &ns.0]).status().unwrap().success());
+        let path = PathBuf::from(format!("/var/run/netns/{}", ns.0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            netns::enter(&path).unwrap();
+            let tuns = Tun::create_queues("droptest0", 2, false).unwrap();
+            let idle = tuns
+                .into_iter()
+                .enumerate()
+                .map(|(i, tun)| {
+                    Worker::new(i, TunPort::new(tun, HEADROOM, TAILROOM), None, UdpSocket::bind(0).unwrap())
+                })
+                .collect();
+            let mut workers = WorkerSet::new(idle, Threads { workers: 2, cpus: None }).unwrap();
+            let device = Device::new(DeviceConfig::new([7; 32]), OsRng, Instant::now(), SystemTime::now());
+            let shared = Shared::new(Dataplane::L3(Box::new(Engine::new(device))));
+            workers.start("droptest", &shared).unwrap();
+            assert_eq!(Arc::strong_count(&shared), 3, "each running worker holds the dataplane");
+            drop(workers);
+            let _ = tx.send(Arc::strong_count(&shared));
+        });
+        let left = rx.recv_timeout(Duration::from_secs(10));
+        assert_eq!(left, Ok(1), "the drop returned with no worker left holding the dataplane");
+    }
+
     #[test]
     fn a_uapi_socket_that_is_there_already_is_not_replaced() {
         let dir = TempDir::new("uapi-taken");
