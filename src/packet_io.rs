@@ -2,15 +2,22 @@
 //! the kernel's offloads when it grants them (TSO super-packets cut into segments on the way in,
 //! decrypted TCP segments merged on the way out; see `vxwg::dataplane::offload`).
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::ops::Range;
 
 use vxwg::dataplane::io::netlink::Netlink;
 use vxwg::dataplane::io::{Offload, Tun, BATCH};
-use vxwg::dataplane::offload::{self, Coalescer, GsoType, VirtioNetHdr, MAX_COALESCED_SEGMENTS, VNET_HDR_LEN};
+use vxwg::dataplane::offload::{
+    self, Coalescer, GsoType, SplitError, VirtioNetHdr, MAX_COALESCED_SEGMENTS, VNET_HDR_LEN,
+};
 
 /// Largest packet a TUN device hands over (a TSO super-packet, or a packet at the largest MTU).
 pub const MAX_PACKET: usize = 65535;
+/// Packet room of a slot to begin with: a packet or segment at the usual MTUs (WireGuard's 1420,
+/// pods' less) fits. Slots grow, once, if the device's MTU is raised past it. Super-packets
+/// land in one buffer of `MAX_PACKET` per port instead, so a worker holds a few hundred KB of
+/// TUN slots rather than a 64 KB slot per segment (8 MB, most of it never needed at once).
+const INITIAL_SLOT_MTU: usize = 1500;
 /// Most segments one super-packet may need; the TUN device is told so (`gso_max_segs`).
 const MAX_SEGMENTS: usize = 64;
 /// Packet slots per batch with offloads: room for a batch of reads, each possibly a super-packet.
@@ -69,10 +76,16 @@ fn tune(tun: &Tun) {
 /// A TUN device with its receive slots.
 pub struct TunPort {
     pub tun: Tun,
-    /// Packet `i` of a batch is `bufs[i][headroom..headroom + lens[i]]`.
+    /// Packet `i` of a batch is `bufs[i][headroom..headroom + lens[i]]`. Each slot has room for
+    /// `slot_mtu` bytes of packet between its headroom and tailroom.
     pub bufs: Vec<Vec<u8>>,
     pub lens: Vec<usize>,
     headroom: usize,
+    tailroom: usize,
+    slot_mtu: usize,
+    /// Where the part of a read beyond its slot's room goes (a super-packet), at the offsets it
+    /// would have had in a slot of `MAX_PACKET`; the packet is made whole here and cut into slots.
+    landing: Vec<u8>,
     vnet: bool,
     /// Merge UDP runs into USO writes (on with USO, off after the kernel refuses one).
     udp_merging: bool,
@@ -101,9 +114,12 @@ impl TunPort {
         let udp_merging = tun.offload() == Offload::TsoUso;
         TunPort {
             tun,
-            bufs: vec![vec![0u8; headroom + MAX_PACKET + tailroom]; slots],
+            bufs: vec![vec![0u8; headroom + INITIAL_SLOT_MTU + tailroom]; slots],
             lens: vec![0; slots],
             headroom,
+            tailroom,
+            slot_mtu: INITIAL_SLOT_MTU,
+            landing: vec![0u8; headroom + MAX_PACKET],
             vnet,
             udp_merging,
             coalescer: Coalescer::new(),
@@ -122,9 +138,12 @@ impl TunPort {
     pub fn read_batch(&mut self) -> Option<usize> {
         let (mut n, mut reads) = (0, 0);
         let reserve = if self.vnet { MAX_SEGMENTS } else { 1 };
+        let start = if self.vnet { self.headroom - VNET_HDR_LEN } else { self.headroom };
         while reads < BATCH && self.bufs.len() - n >= reserve {
-            let start = if self.vnet { self.headroom - VNET_HDR_LEN } else { self.headroom };
-            let got = match self.tun.recv(&mut self.bufs[n][start..self.headroom + MAX_PACKET]) {
+            let slot_end = self.headroom + self.slot_mtu;
+            let mut pieces =
+                [IoSliceMut::new(&mut self.bufs[n][start..slot_end]), IoSliceMut::new(&mut self.landing[slot_end..])];
+            let got = match self.tun.recv_vectored(&mut pieces) {
                 Ok(got) => got,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -138,17 +157,31 @@ impl TunPort {
                 }
             };
             reads += 1;
-            if !self.vnet {
-                self.lens[n] = got;
-                n += 1;
-                continue;
-            }
-            let hdr = VirtioNetHdr::parse(&self.bufs[n][start..]).filter(|_| got >= VNET_HDR_LEN);
-            let Some(hdr) = hdr else {
-                self.split_errors += 1;
-                continue;
+            let hdr = if self.vnet {
+                match VirtioNetHdr::parse(&self.bufs[n][start..]).filter(|_| got >= VNET_HDR_LEN) {
+                    Some(hdr) => hdr,
+                    None => {
+                        self.split_errors += 1;
+                        continue;
+                    }
+                }
+            } else {
+                VirtioNetHdr::NONE
             };
-            match offload::split(&hdr, &mut self.bufs[n..], self.headroom, got - VNET_HDR_LEN, &mut self.lens[n..]) {
+            let len = got - (self.headroom - start);
+            let cut = if start + got <= slot_end {
+                if !self.vnet {
+                    self.lens[n] = len;
+                    n += 1;
+                    continue;
+                }
+                offload::split(&hdr, &mut self.bufs[n..], self.headroom, len, &mut self.lens[n..])
+            } else {
+                // Larger than a slot: whole in the landing buffer, then cut into slots.
+                self.landing[start..slot_end].copy_from_slice(&self.bufs[n][start..slot_end]);
+                self.cut_landed(&hdr, n, len)
+            };
+            match cut {
                 Ok(segments) => {
                     if segments > 1 {
                         self.super_packets += 1;
@@ -160,6 +193,27 @@ impl TunPort {
             }
         }
         Some(n)
+    }
+
+    /// Cuts the `len`-byte packet in the landing buffer into the slots from `n` on, growing every
+    /// slot first if one of its segments (or, unsegmented, the packet) is larger than a slot
+    /// holds: the device's MTU was raised past it. That allocates, once per raise.
+    fn cut_landed(&mut self, hdr: &VirtioNetHdr, n: usize, len: usize) -> Result<usize, SplitError> {
+        let packet = &mut self.landing[self.headroom..self.headroom + len];
+        let cut =
+            offload::split_into(hdr, packet, &mut self.bufs[n..], self.headroom, self.slot_mtu, &mut self.lens[n..]);
+        let Err(SplitError::BufferTooShort { needed, .. }) = cut else { return cut };
+        let mtu = needed - self.headroom;
+        if mtu <= self.slot_mtu || mtu > MAX_PACKET {
+            return cut;
+        }
+        self.slot_mtu = mtu;
+        let slot_len = self.headroom + mtu + self.tailroom;
+        for slot in &mut self.bufs {
+            slot.resize(slot_len, 0);
+        }
+        let packet = &mut self.landing[self.headroom..self.headroom + len];
+        offload::split_into(hdr, packet, &mut self.bufs[n..], self.headroom, self.slot_mtu, &mut self.lens[n..])
     }
 
     /// Writes decrypted packets `bufs[slot][range]` to the device, merging TCP runs when the

@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use crate::offload::{split, Coalescer, VirtioNetHdr, VNET_HDR_LEN};
+use crate::offload::{split, split_into, Coalescer, SplitError, VirtioNetHdr, VNET_HDR_LEN};
 
 const HEADROOM: usize = 16;
 
@@ -21,6 +21,25 @@ pub fn tun_split(data: &[u8]) {
         let total: usize = lens[..n].iter().sum();
         assert!(lens[..n].iter().all(|&l| l <= packet.len()));
         assert!(total >= packet.len());
+    }
+    // Cut from a landing buffer into slots of a room of 1500 bytes, as the daemon does with a
+    // packet larger than a slot: the same segments as in place, or a refusal; never a panic.
+    let mut landing = packet.to_vec();
+    let mut slots = vec![vec![0u8; HEADROOM + 1500 + 16]; 64];
+    let mut slot_lens = [0usize; 64];
+    match split_into(&hdr, &mut landing, &mut slots, HEADROOM, 1500, &mut slot_lens) {
+        Ok(n) => {
+            assert!(slot_lens[..n].iter().all(|&l| l <= 1500));
+            let mut bufs = vec![vec![0u8; HEADROOM + packet.len()]; 64];
+            bufs[0][HEADROOM..].copy_from_slice(packet);
+            let mut lens = [0usize; 64];
+            assert_eq!(split(&hdr, &mut bufs, HEADROOM, packet.len(), &mut lens), Ok(n));
+            for i in 0..n {
+                assert_eq!(slots[i][HEADROOM..HEADROOM + slot_lens[i]], bufs[i][HEADROOM..HEADROOM + lens[i]]);
+            }
+        }
+        Err(SplitError::BufferTooShort { needed, .. }) => assert!(needed > HEADROOM + 1500),
+        Err(_) => {}
     }
 }
 

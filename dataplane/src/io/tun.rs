@@ -11,7 +11,7 @@
 //! 5-tuple, so a flow stays on one queue whoever answers it.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -243,6 +243,12 @@ impl Tun {
     /// Reads one packet; `WouldBlock` when none is waiting.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         (&self.file).read(buf)
+    }
+
+    /// Reads one packet scattered over several pieces (readv): the kernel fills each piece before
+    /// the next, so a small packet lands whole in the first and only a larger one runs on.
+    pub fn recv_vectored(&self, pieces: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        (&self.file).read_vectored(pieces)
     }
 
     /// Writes one packet.

@@ -18,7 +18,7 @@ mod segment;
 mod vnet;
 
 pub use coalesce::{Coalescer, TunWrite, MAX_COALESCED_SEGMENTS};
-pub use segment::{complete_checksum, split, SplitError};
+pub use segment::{complete_checksum, split, split_into, SplitError};
 pub use vnet::{GsoType, VirtioNetHdr, VNET_HDR_LEN};
 
 #[cfg(test)]

@@ -173,10 +173,74 @@ pub fn split<B: AsMut<[u8]>>(
     let actual = first.len();
     let packet =
         first.get_mut(headroom..headroom + len).ok_or(SplitError::BufferTooShort { needed: headroom + len, actual })?;
+    cut(hdr, packet, Segments { first_in_place: true, bufs: rest, headroom, room: usize::MAX }, &mut lens[..room])
+}
+
+/// As [`split`], for a packet that lies elsewhere (a landing buffer for super-packets larger
+/// than a slot): every segment, the first too, is written at `headroom` in `bufs[i]`, and must
+/// fit in `room` bytes there (so what the caller keeps behind it, such as tailroom for the AEAD
+/// tag, stays free). `BufferTooShort` says how long a buffer would have had to be.
+pub fn split_into<B: AsMut<[u8]>>(
+    hdr: &VirtioNetHdr,
+    packet: &mut [u8],
+    bufs: &mut [B],
+    headroom: usize,
+    room: usize,
+    lens: &mut [usize],
+) -> Result<usize, SplitError> {
+    let slots = bufs.len().min(lens.len());
+    cut(hdr, packet, Segments { first_in_place: false, bufs, headroom, room }, &mut lens[..slots])
+}
+
+/// Where [`cut`] puts segments: the first left in the packet or copied like the others, each
+/// copy at `headroom` in the next buffer, at most `room` bytes long.
+struct Segments<'a, B> {
+    first_in_place: bool,
+    bufs: &'a mut [B],
+    headroom: usize,
+    room: usize,
+}
+
+impl<B: AsMut<[u8]>> Segments<'_, B> {
+    /// The buffer region segment `i` of `seg_len` bytes is copied to.
+    fn region(&mut self, i: usize, seg_len: usize) -> Result<&mut [u8], SplitError> {
+        let index = if self.first_in_place { i - 1 } else { i };
+        let dst = self.bufs[index].as_mut();
+        let needed = self.headroom + seg_len;
+        if seg_len > self.room || dst.len() < needed {
+            let usable = dst.len().min(self.headroom.saturating_add(self.room));
+            return Err(SplitError::BufferTooShort { needed, actual: usable });
+        }
+        Ok(&mut dst[self.headroom..needed])
+    }
+
+    /// How many segments there is a buffer for.
+    fn capacity(&self, lens: usize) -> usize {
+        let bufs = if self.first_in_place { self.bufs.len() + 1 } else { self.bufs.len() };
+        bufs.min(lens)
+    }
+}
+
+/// Cuts `packet` (the whole super-packet) into segments as `out` says; `lens[i]` gets each
+/// segment's length. Returns how many.
+fn cut<B: AsMut<[u8]>>(
+    hdr: &VirtioNetHdr,
+    packet: &mut [u8],
+    mut out: Segments<'_, B>,
+    lens: &mut [usize],
+) -> Result<usize, SplitError> {
+    let len = packet.len();
+    let room = out.capacity(lens.len());
+    if room == 0 {
+        return Err(SplitError::NoRoom { needed: 1, room: 0 });
+    }
     let proto = match hdr.gso_type {
         GsoType::None => {
             if hdr.needs_csum() {
                 complete_checksum(packet, usize::from(hdr.csum_start), usize::from(hdr.csum_offset))?;
+            }
+            if !out.first_in_place {
+                out.region(0, len)?.copy_from_slice(packet);
             }
             lens[0] = len;
             return Ok(1);
@@ -199,21 +263,20 @@ pub fn split<B: AsMut<[u8]>>(
     if needed > room {
         return Err(SplitError::NoRoom { needed, room });
     }
-    for i in 1..needed {
+    let copied_from = usize::from(out.first_in_place);
+    for (i, seg_len) in lens.iter_mut().enumerate().take(needed).skip(copied_from) {
         let off = hl + i * gso;
         let plen = gso.min(len - off);
-        let dst = rest[i - 1].as_mut();
-        let actual = dst.len();
-        let seg = dst
-            .get_mut(headroom..headroom + hl + plen)
-            .ok_or(SplitError::BufferTooShort { needed: headroom + hl + plen, actual })?;
+        let seg = out.region(i, hl + plen)?;
         seg[..hl].copy_from_slice(&packet[..hl]);
         seg[hl..].copy_from_slice(&packet[off..off + plen]);
         layout.fix(seg, i, i + 1 == needed, i * gso);
-        lens[i] = hl + plen;
+        *seg_len = hl + plen;
     }
-    let first_len = hl + gso.min(payload);
-    layout.fix(&mut packet[..first_len], 0, needed == 1, 0);
-    lens[0] = first_len;
+    if out.first_in_place {
+        let first_len = hl + gso.min(payload);
+        layout.fix(&mut packet[..first_len], 0, needed == 1, 0);
+        lens[0] = first_len;
+    }
     Ok(needed)
 }

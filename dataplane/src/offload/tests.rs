@@ -134,9 +134,8 @@ fn tso_super_packet_splits_into_valid_segments() {
     }
 }
 
-#[test]
-fn udp_super_packet_splits_into_datagrams() {
-    let data = payload(3000);
+/// A UDP super-packet (USO) of `data` in 1200-byte datagrams, with its header.
+fn udp_super(data: &[u8]) -> (VirtioNetHdr, Vec<u8>) {
     let mut p = vec![0u8; 20 + 8 + data.len()];
     p[0] = 0x45;
     let total = p.len() as u16;
@@ -147,7 +146,7 @@ fn udp_super_packet_splits_into_datagrams() {
     p[16..20].copy_from_slice(&[10, 0, 0, 2]);
     p[20..22].copy_from_slice(&1000u16.to_be_bytes());
     p[22..24].copy_from_slice(&2000u16.to_be_bytes());
-    p[28..].copy_from_slice(&data);
+    p[28..].copy_from_slice(data);
     let hdr = VirtioNetHdr {
         flags: 1,
         gso_type: GsoType::UdpL4,
@@ -156,6 +155,13 @@ fn udp_super_packet_splits_into_datagrams() {
         csum_start: 20,
         csum_offset: 6,
     };
+    (hdr, p)
+}
+
+#[test]
+fn udp_super_packet_splits_into_datagrams() {
+    let data = payload(3000);
+    let (hdr, p) = udp_super(&data);
     let segs = split_all(&hdr, &p);
     assert_eq!(segs.iter().map(|s| s.len() - 28).collect::<Vec<_>>(), [1200, 1200, 600]);
     let mut joined = Vec::new();
@@ -165,6 +171,37 @@ fn udp_super_packet_splits_into_datagrams() {
         joined.extend_from_slice(&s[28..]);
     }
     assert_eq!(joined, data);
+}
+
+/// `split_into`, with the packet in a landing buffer of its own, cuts exactly what `split` cuts
+/// in place, the first segment included, and keeps every segment within the room given.
+#[test]
+fn split_into_cuts_what_split_cuts_and_keeps_to_the_room() {
+    let cases = [
+        (tso_hdr(false, 1400, 20), tcp_super(false, &payload(10_000), 7, 0x19)),
+        (tso_hdr(true, 1380, 40), tcp_super(true, &payload(6_001), 9, 0x18)),
+        udp_super(&payload(3000)),
+        (tso_hdr(false, 0, 20).with_gso(GsoType::None), tcp_super(false, &payload(500), 5, 0x18)),
+    ];
+    for (hdr, sup) in &cases {
+        let expected = split_all(hdr, sup);
+        let mut landing = sup.clone();
+        let mut bufs = slots(64, 1500);
+        let mut lens = [0usize; 64];
+        let n = split_into(hdr, &mut landing, &mut bufs, HEADROOM, 1500, &mut lens).unwrap();
+        let got: Vec<Vec<u8>> = (0..n).map(|i| bufs[i][HEADROOM..HEADROOM + lens[i]].to_vec()).collect();
+        assert_eq!(got, expected, "{:?}", hdr.gso_type);
+    }
+    // A segment longer than the room, though the buffer is longer still (the rest is the
+    // caller's tailroom): refused, with the length a buffer would have needed.
+    let (hdr, sup) = (tso_hdr(false, 1400, 20), tcp_super(false, &payload(4000), 7, 0x10));
+    let mut bufs = slots(8, 2000);
+    let refused = split_into(&hdr, &mut sup.clone(), &mut bufs, HEADROOM, 1000, &mut [0; 8]);
+    assert_eq!(refused, Err(SplitError::BufferTooShort { needed: HEADROOM + 52 + 1400, actual: HEADROOM + 1000 }));
+    let (hdr, plain) = (tso_hdr(false, 0, 20).with_gso(GsoType::None), tcp_super(false, &payload(1200), 5, 0x18));
+    let refused = split_into(&hdr, &mut plain.clone(), &mut bufs, HEADROOM, 1000, &mut [0; 8]);
+    assert_eq!(refused, Err(SplitError::BufferTooShort { needed: HEADROOM + 1252, actual: HEADROOM + 1000 }));
+    assert!(split_into(&hdr, &mut plain.clone(), &mut bufs, HEADROOM, 1000, &mut []).is_err(), "no lengths");
 }
 
 #[test]
