@@ -29,6 +29,9 @@ enum Impl {
     Vxwg,
     /// vxwg with two pinned packet workers, whatever the machine's core count.
     VxwgTwoWorkers,
+    /// vxwg with the TUN offloads off (`VXWG_OFFLOAD=0`): one plain packet per read and write,
+    /// as on a kernel that refuses them.
+    VxwgNoOffload,
     WireguardGo,
 }
 
@@ -55,6 +58,9 @@ impl<'a> Node<'a> {
             Impl::Vxwg => format!("{} up --foreground {}", env!("CARGO_BIN_EXE_vxwg"), self.ifname),
             Impl::VxwgTwoWorkers => {
                 format!("env VXWG_WORKERS=2 VXWG_PIN=1 {} up --foreground {}", env!("CARGO_BIN_EXE_vxwg"), self.ifname)
+            }
+            Impl::VxwgNoOffload => {
+                format!("env VXWG_OFFLOAD=0 {} up --foreground {}", env!("CARGO_BIN_EXE_vxwg"), self.ifname)
             }
             Impl::WireguardGo => format!("env WG_PROCESS_FOREGROUND=1 wireguard-go {}", self.ifname),
         };
@@ -177,6 +183,16 @@ fn two_vxwg_nodes_ping_and_transfer() {
 /// grow once and every byte arrives; nothing is counted as a packet that could not be cut.
 #[test]
 fn jumbo_packets_and_segments_larger_than_a_slot_go_through() {
+    jumbo_case(Impl::Vxwg);
+}
+
+/// The same with node A's offloads off: its reads are plain packets, up to 8920 bytes each.
+#[test]
+fn jumbo_packets_go_through_a_node_without_offloads() {
+    jumbo_case(Impl::VxwgNoOffload);
+}
+
+fn jumbo_case(a_impl: Impl) {
     if !require(&["ip", "wg", "ping", "python3"]) {
         return;
     }
@@ -184,16 +200,23 @@ fn jumbo_packets_and_segments_larger_than_a_slot_go_through() {
     for ns in [&na, &nb] {
         ns.exec("ip link set $(ip -o link show type veth | cut -d: -f2 | cut -d@ -f1) mtu 9100");
     }
-    let (a, b) = peered(&na, &nb, (Impl::Vxwg, Impl::Vxwg), ("100.64.9.1", "100.64.9.2"));
+    let (a, b) = peered(&na, &nb, (a_impl, Impl::Vxwg), ("100.64.9.1", "100.64.9.2"));
+    ping(&na, "100.64.9.2");
     na.exec(&format!("ip link set {} mtu 8920", a.ifname));
     nb.exec(&format!("ip link set {} mtu 8920", b.ifname));
-    let out = na.try_exec("ping -c 3 -i 0.2 -W 3 -M do -s 8000 100.64.9.2");
-    assert!(out.status.success(), "jumbo ping failed: {}", String::from_utf8_lossy(&out.stdout));
+    for (ns, dst) in [(&na, "100.64.9.2"), (&nb, "100.64.9.1")] {
+        let out = ns.try_exec(&format!("ping -c 3 -i 0.2 -W 3 -M do -s 8000 {dst}"));
+        assert!(out.status.success(), "jumbo ping to {dst} failed: {}", String::from_utf8_lossy(&out.stdout));
+    }
     tcp_transfer(&na, &nb, "100.64.9.2", 20);
     tcp_transfer(&nb, &na, "100.64.9.1", 20);
-    for (ns, node) in [(&na, &a), (&nb, &b)] {
+    for (ns, node, which) in [(&na, &a, a_impl), (&nb, &b, Impl::Vxwg)] {
         let offload = &status_json(ns, &node.ifname)["offload"]["tun"];
-        assert!(offload["super_packets"].as_u64().unwrap() > 10, "{offload}");
+        if which == Impl::VxwgNoOffload {
+            assert_eq!(offload["mode"].as_str(), Some("off"), "{offload}");
+        } else {
+            assert!(offload["super_packets"].as_u64().unwrap() > 10, "{offload}");
+        }
         assert_eq!(offload["split_errors"].as_u64(), Some(0), "{offload}");
     }
 }
