@@ -40,8 +40,9 @@
 //! `iperf3 -c 100.64.20.2 -t SECONDS -J [case options]` from A against `iperf3 -s -1 -B
 //! 100.64.20.2` in B and reads `end.sum_received`. Each round runs every selected case, and within
 //! a case every contender in turn (vxwg with its default of one worker per core, vxwg with one
-//! worker (`VXWG_WORKERS=1`, to show what the second core adds), wireguard-go, boringtun, then the
-//! bare veth pair as context; the pod case has its own two contenders; the order rotates by one each round), for
+//! worker (`VXWG_WORKERS=1`, to show what the second core adds), wireguard-go, boringtun, the null
+//! tunnel, then the bare veth pair as context; the pod case has its own two contenders; the order
+//! rotates by one each round), for
 //! ROUNDS rounds, so drift on the shared machine hits all of them alike. The summary gives, per case, the median, min and max per
 //! contender and its median receive-buffer drops, then the ratios of the medians vxwg/peer with
 //! the throughput issue's targets next to them.
@@ -57,6 +58,12 @@
 //!   for the other VTEP's MAC at the other overlay address, a neighbour and an onlink route for
 //!   the other pod CIDR). Needs `bridge` (iproute2).
 //!
+//! The null tunnel (`tunnel_null.rs`, this bench's own executable re-run in each namespace as
+//! `--null-tunnel`) moves packets between its TUN and its UDP socket with vxwg's system calls and
+//! offloads but no cryptography and no protocol, one thread per end: the ratio vxwg/null tunnel
+//! is what the cryptography and the protocol cost in each case, and null/wireguard-go is how far
+//! a tunnel that does nothing at all gets against the same targets on this machine.
+//!
 //! Targets printed with the ratios: single-stream TCP vxwg >= 6x wireguard-go and >= 6x boringtun;
 //! 64-byte UDP packets delivered vxwg >= 5x wireguard-go; vxwg pod >= 2x wg-go+kernel vxlan and
 //! >= 0.85x vxwg's own single-stream figure (the `tcp` case of the same invocation).
@@ -69,7 +76,7 @@
 //!
 //! Knobs: `VXWG_BENCH_SECONDS` (default 8), `VXWG_BENCH_ROUNDS` (default 3),
 //! `VXWG_BENCH_CASES=tcp,tcp4,udp64,pod` (default: all), `VXWG_BENCH_CONTENDERS=vxwg,vxwg1,
-//! wggo,boringtun,veth` (default: all; the pod case's contenders follow `vxwg` and `wggo`). Filter
+//! wggo,boringtun,null,veth` (default: all; the pod case's contenders follow `vxwg` and `wggo`). Filter
 //! arguments select cases too: `cargo bench --bench tunnel -- udp` runs only
 //! `tunnel/udp_64_byte_packets`; `-- --list` lists the case ids. Each run's daemon
 //! stderr and iperf3 output go to files under `CARGO_TARGET_TMPDIR/tunnel-<pid>/`, kept after the
@@ -92,6 +99,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 use vxwg::dataplane::io::cpu::parse_schedstat;
+
+#[path = "tunnel_null.rs"]
+mod null_tunnel;
 
 const UNDERLAY_A: &str = "10.202.0.1";
 const UNDERLAY_B: &str = "10.202.0.2";
@@ -443,6 +453,10 @@ enum Impl {
     VxwgPod,
     /// wireguard-go on both nodes, each with a flannel-style kernel vxlan device over it.
     WgGoVxlan,
+    /// A tunnel that only moves packets (no cryptography, no protocol), one thread per end, with
+    /// vxwg's system calls and offloads (`tunnel_null.rs`): what the kernel and the iperf3 pair
+    /// leave for any tunnel that crosses user space on these cores.
+    Null,
     /// No tunnel: iperf3 over the veth pair itself.
     Veth,
 }
@@ -456,6 +470,7 @@ impl Impl {
             Impl::Boringtun => "boringtun",
             Impl::VxwgPod => "vxwg pod",
             Impl::WgGoVxlan => "wg-go+kernel vxlan",
+            Impl::Null => "null tunnel",
             Impl::Veth => "veth (no tunnel)",
         }
     }
@@ -468,6 +483,7 @@ impl Impl {
             Impl::Boringtun => "boringtun",
             Impl::VxwgPod => "vxwgpod",
             Impl::WgGoVxlan => "wggovxlan",
+            Impl::Null => "null",
             Impl::Veth => "veth",
         }
     }
@@ -492,6 +508,9 @@ impl Contender {
                 self.program.display(),
                 TUNNEL_MTU - VXLAN_OVERHEAD
             ),
+            Impl::Null => {
+                format!("{} {args}IFNAME {WG_PORT} PEER:{WG_PORT}  (no crypto, 1 thread)", self.program.display())
+            }
             _ => format!("{env}{} {args}IFNAME", self.program.display()),
         }
     }
@@ -553,6 +572,41 @@ impl<'a> Node<'a> {
         let _ = std::fs::remove_file(&keyfile);
         result.map_err(|e| format!("{e}{}", node.log_tail()))?;
         ns.exec(&format!("ip addr add {overlay}/24 dev {i} && ip link set {i} mtu {TUNNEL_MTU} up", i = node.ifname))?;
+        Ok(node)
+    }
+
+    /// Starts the null tunnel (this bench's own executable) towards `peer_underlay`, and gives
+    /// its TUN the overlay address, the tunnel MTU and vxwg's segment cap once it exists.
+    fn start_null(
+        ns: &'a Netns,
+        c: &Contender,
+        overlay: &'static str,
+        peer_underlay: &str,
+        log: PathBuf,
+    ) -> Result<Node<'a>, String> {
+        let ifname = format!("vb{}n{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed));
+        let peer = format!("{peer_underlay}:{WG_PORT}");
+        let port = WG_PORT.to_string();
+        let mut args = c.args.clone();
+        args.extend([ifname.as_str(), port.as_str(), peer.as_str()]);
+        let child = ns.spawn(&c.program, &args, &c.env, &log, &log)?;
+        let mut node = Node { ns, ifname, child: Some(child), log, public: String::new(), overlay };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ns.try_exec(&format!("ip link show {}", node.ifname)).status.success() {
+            if let Some(status) = node.exited() {
+                return Err(format!("the null tunnel exited during start-up ({status}){}", node.log_tail()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the null tunnel did not create {} in 10 s{}", node.ifname, node.log_tail()));
+            }
+            stop_requested()?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ns.exec(&format!(
+            "ip link set {i} gso_max_segs {segs} && ip addr add {overlay}/24 dev {i} && ip link set {i} mtu {TUNNEL_MTU} up",
+            i = node.ifname,
+            segs = null_tunnel::MAX_SEGMENTS
+        ))?;
         Ok(node)
     }
 
@@ -1055,10 +1109,16 @@ fn measure(c: &Contender, case: Case, seconds: u32, logs: &Path, round: u32) -> 
     if c.which == Impl::Veth {
         return iperf(&na, &nb, (&na, &nb), UNDERLAY_B, case, seconds, &prefix);
     }
-    let mut a = Node::start(&na, c, OVERLAY_A, prefix.with_extension("a.log"))?;
-    let mut b = Node::start(&nb, c, OVERLAY_B, prefix.with_extension("b.log"))?;
-    a.add_peer(&b, UNDERLAY_B)?;
-    b.add_peer(&a, UNDERLAY_A)?;
+    let (mut a, mut b) = if c.which == Impl::Null {
+        let a = Node::start_null(&na, c, OVERLAY_A, UNDERLAY_B, prefix.with_extension("a.log"))?;
+        (a, Node::start_null(&nb, c, OVERLAY_B, UNDERLAY_A, prefix.with_extension("b.log"))?)
+    } else {
+        let a = Node::start(&na, c, OVERLAY_A, prefix.with_extension("a.log"))?;
+        let b = Node::start(&nb, c, OVERLAY_B, prefix.with_extension("b.log"))?;
+        a.add_peer(&b, UNDERLAY_B)?;
+        b.add_peer(&a, UNDERLAY_A)?;
+        (a, b)
+    };
     let result = ping_then_transfer(c, &mut a, &mut b, &na, OVERLAY_B, "across the tunnel", || {
         iperf(&na, &nb, (&na, &nb), OVERLAY_B, case, seconds, &prefix)
     });
@@ -1156,6 +1216,20 @@ fn with_target(r: Option<f64>, why: &str, target: Option<f64>) -> String {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--null-tunnel") {
+        // Inside a run's namespace, started by the bench itself (`Node::start_null`).
+        let peer = args.get(3).and_then(|p| p.parse().ok());
+        let (Some(ifname), Some(port), Some(peer)) = (args.get(1), args.get(2).and_then(|p| p.parse().ok()), peer)
+        else {
+            eprintln!("usage: tunnel --null-tunnel IFNAME PORT PEER_ADDR:PORT");
+            std::process::exit(2);
+        };
+        if let Err(e) = null_tunnel::run(ifname, port, peer) {
+            eprintln!("null tunnel: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let cases = match mode(&args) {
         Mode::Skip(note) => {
             if !note.is_empty() {
@@ -1192,7 +1266,7 @@ fn main() {
     }
     let seconds = env_number("VXWG_BENCH_SECONDS", 8);
     let rounds = env_number("VXWG_BENCH_ROUNDS", 3);
-    let wanted = env_list("VXWG_BENCH_CONTENDERS", &["vxwg", "vxwg1", "wggo", "boringtun", "veth"]);
+    let wanted = env_list("VXWG_BENCH_CONTENDERS", &["vxwg", "vxwg1", "wggo", "boringtun", "null", "veth"]);
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&STOP)).expect("registering a signal handler");
     }
@@ -1260,6 +1334,12 @@ fn main() {
             skipped.push((Impl::WgGoVxlan, "bridge or sysctl not installed: apt-get install -y iproute2 procps".into()))
         }
     }
+    match std::env::current_exe() {
+        Ok(me) => {
+            contenders.push(Contender { which: Impl::Null, program: me, args: vec!["--null-tunnel"], env: vec![] })
+        }
+        Err(e) => skipped.push((Impl::Null, format!("this bench's own path is unknown: {e}"))),
+    }
     contenders.push(Contender { which: Impl::Veth, program: PathBuf::new(), args: vec![], env: vec![] });
     // VXWG_BENCH_CONTENDERS: the pod contenders follow their plain counterparts.
     let selected = |w: Impl| {
@@ -1268,6 +1348,7 @@ fn main() {
             Impl::Vxwg1 => "vxwg1",
             Impl::WireguardGo | Impl::WgGoVxlan => "wggo",
             Impl::Boringtun => "boringtun",
+            Impl::Null => "null",
             Impl::Veth => "veth",
         })
     };
@@ -1287,7 +1368,10 @@ fn main() {
         first_line(Command::new("uname").arg("-r"))
     );
     for c in &contenders {
-        if c.which == Impl::Veth {
+        if matches!(c.which, Impl::Veth | Impl::Null) {
+            if c.which == Impl::Null {
+                println!("  {:<19} {}", c.which.label(), c.command_line());
+            }
             continue;
         }
         let version = first_line(Command::new(&c.program).arg("--version"));
@@ -1474,22 +1558,28 @@ fn main() {
     for &case in &cases {
         let line = match case {
             Case::Tcp => format!(
-                "vxwg/wireguard-go = {}, vxwg/boringtun = {}, vxwg/vxwg 1 worker = {}",
+                "vxwg/wireguard-go = {}, vxwg/boringtun = {}, vxwg/vxwg 1 worker = {}, vxwg/null tunnel = {}",
                 ratio_of((case, Impl::Vxwg), (case, Impl::WireguardGo), Some(6.0)),
                 ratio_of((case, Impl::Vxwg), (case, Impl::Boringtun), Some(6.0)),
-                ratio_of((case, Impl::Vxwg), (case, Impl::Vxwg1), None)
+                ratio_of((case, Impl::Vxwg), (case, Impl::Vxwg1), None),
+                ratio_of((case, Impl::Vxwg), (case, Impl::Null), None)
             ),
             Case::Tcp4 => format!(
-                "vxwg/wireguard-go = {}, vxwg/boringtun = {}, vxwg/vxwg 1 worker = {} (no targets)",
+                "vxwg/wireguard-go = {}, vxwg/boringtun = {}, vxwg/vxwg 1 worker = {}, vxwg/null tunnel = {} \
+                 (no targets)",
                 ratio_of((case, Impl::Vxwg), (case, Impl::WireguardGo), None),
                 ratio_of((case, Impl::Vxwg), (case, Impl::Boringtun), None),
-                ratio_of((case, Impl::Vxwg), (case, Impl::Vxwg1), None)
+                ratio_of((case, Impl::Vxwg), (case, Impl::Vxwg1), None),
+                ratio_of((case, Impl::Vxwg), (case, Impl::Null), None)
             ),
             Case::Udp64 => format!(
-                "vxwg/wireguard-go = {}, vxwg/boringtun = {}, vxwg/vxwg 1 worker = {} (packets delivered)",
+                "vxwg/wireguard-go = {}, vxwg/boringtun = {}, vxwg/vxwg 1 worker = {}, vxwg/null tunnel = {} \
+                 (packets delivered); the null tunnel (no crypto) against the same target: null/wireguard-go = {}",
                 ratio_of((case, Impl::Vxwg), (case, Impl::WireguardGo), Some(5.0)),
                 ratio_of((case, Impl::Vxwg), (case, Impl::Boringtun), None),
-                ratio_of((case, Impl::Vxwg), (case, Impl::Vxwg1), None)
+                ratio_of((case, Impl::Vxwg), (case, Impl::Vxwg1), None),
+                ratio_of((case, Impl::Vxwg), (case, Impl::Null), None),
+                ratio_of((case, Impl::Null), (case, Impl::WireguardGo), Some(5.0))
             ),
             Case::Pod => format!(
                 "vxwg pod/wg-go+kernel vxlan = {}, vxwg pod/vxwg plain single-stream = {}",
