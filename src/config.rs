@@ -45,6 +45,8 @@ struct RawConfig {
     #[serde(default)]
     pin_workers: Option<bool>,
     #[serde(default)]
+    assist: Option<crate::assist::AssistMode>,
+    #[serde(default)]
     routing: Option<RawRouting>,
     #[serde(default)]
     vxlan: Option<RawVxlan>,
@@ -250,6 +252,8 @@ pub struct Config {
     pub workers: Option<usize>,
     /// Whether each worker is pinned to its own CPU.
     pub pin_workers: Option<bool>,
+    /// When idle workers help decrypt a busy worker's batch.
+    pub assist: Option<crate::assist::AssistMode>,
     fwmark_default: bool,
 }
 
@@ -383,6 +387,7 @@ impl Config {
             control,
             workers: raw.workers,
             pin_workers: raw.pin_workers,
+            assist: raw.assist,
             fwmark_default,
         })
     }
@@ -712,6 +717,7 @@ persistent_keepalive = 25
             (format!("{base}workers = 0"), "workers = 0: must be 1 to 64"),
             (format!("{base}workers = 65"), "workers = 65"),
             (format!("{base}pin_workers = 2"), "pin_workers"),
+            (format!("{base}assist = \"sometimes\""), "assist"),
             (format!("{base}addresses = [\"fd00::1/64\"]\nmtu = 1200"), "IPv6 needs 1280"),
             (format!("{base}bogus = 1"), "bogus"),
             (format!("{base}[[peer]]\npublic_key = \"nope\""), "peer[0].public_key"),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 
+use crate::assist::Assist;
 use crate::config::Config;
 use crate::netconf::InterfaceSetup;
 use crate::packet_io::{self, PortCounters, TunPort};
@@ -286,7 +287,10 @@ impl Daemon {
             .collect();
         Ok(Daemon {
             name: ifname,
-            shared: Shared::new(Dataplane::L3(Box::new(Engine::new(device)))),
+            shared: Shared::new(
+                Dataplane::L3(Box::new(Engine::new(device))),
+                Assist::new(n, threads.assist).context("setting up the workers' wakeups")?,
+            ),
             workers: WorkerSet::new(idle, threads).context("setting up the packet workers")?,
             listen_port,
             fwmark: None,
@@ -640,6 +644,8 @@ impl Daemon {
                     "packets_out": s.packets_out.load(Ordering::Relaxed),
                     "packets_in": s.packets_in.load(Ordering::Relaxed),
                     "packets_resealed": s.packets_resealed.load(Ordering::Relaxed),
+                    "packets_opened_for_others": s.packets_opened_for_others.load(Ordering::Relaxed),
+                    "packets_opened_by_others": s.packets_opened_by_others.load(Ordering::Relaxed),
                     "socket_receive_drops": s.socket_receive_drops.load(Ordering::Relaxed),
                     "send_unsent": s.send_unsent.load(Ordering::Relaxed),
                     "cpu_seconds": cpu.map(|t| seconds(t.running)),
@@ -879,8 +885,11 @@ pub fn up(name: &str, foreground: bool, config_path: Option<&Path>) -> anyhow::R
     let config = config_path.map(Config::load).transpose()?;
     let foreground = foreground || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
     if foreground {
-        let threads =
-            Threads::plan(config.as_ref().and_then(|c| c.workers), config.as_ref().and_then(|c| c.pin_workers))?;
+        let threads = Threads::plan(
+            config.as_ref().and_then(|c| c.workers),
+            config.as_ref().and_then(|c| c.pin_workers),
+            config.as_ref().and_then(|c| c.assist),
+        )?;
         let mut daemon = Daemon::create(name, threads)?;
         let applied = match &config {
             // A failed configuration leaves nothing behind: the TUN, the socket file and what
@@ -1022,9 +1031,13 @@ mod tests {
                     Worker::new(i, TunPort::new(tun, HEADROOM, TAILROOM), None, UdpSocket::bind(0).unwrap())
                 })
                 .collect();
-            let mut workers = WorkerSet::new(idle, Threads { workers: 2, cpus: None }).unwrap();
+            let threads = Threads { workers: 2, cpus: None, assist: crate::assist::AssistMode::Auto };
+            let mut workers = WorkerSet::new(idle, threads).unwrap();
             let device = Device::new(DeviceConfig::new([7; 32]), OsRng, Instant::now(), SystemTime::now());
-            let shared = Shared::new(Dataplane::L3(Box::new(Engine::new(device))));
+            let shared = Shared::new(
+                Dataplane::L3(Box::new(Engine::new(device))),
+                Assist::new(2, crate::assist::AssistMode::Auto).unwrap(),
+            );
             workers.start("droptest", &shared).unwrap();
             assert_eq!(Arc::strong_count(&shared), 3, "each running worker holds the dataplane");
             drop(workers);

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use vxwg::control::keys::Key;
 
 mod admin;
+mod assist;
 mod config;
 mod control_plane;
 mod daemon;

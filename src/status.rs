@@ -53,7 +53,13 @@ pub fn status(ifname: &str, json: bool) -> anyhow::Result<()> {
             Some(n) if n > 0 => format!(" ({n} resealed on fresh counters)"),
             _ => String::new(),
         };
-        println!("  worker {i} ({cpu}): {} out{resealed}, {} in{time}", w["packets_out"], w["packets_in"]);
+        let helped = match (w["packets_opened_for_others"].as_u64(), w["packets_opened_by_others"].as_u64()) {
+            (Some(for_others), Some(by_others)) if for_others + by_others > 0 => {
+                format!(" (decrypted {for_others} for other workers, {by_others} of its own by them)")
+            }
+            _ => String::new(),
+        };
+        println!("  worker {i} ({cpu}): {} out{resealed}, {} in{helped}{time}", w["packets_out"], w["packets_in"]);
     }
     for p in v["peers"].as_array().into_iter().flatten() {
         println!("\npeer: {}", p["public_key"].as_str().unwrap_or("?"));

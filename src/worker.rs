@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::assist::{Assist, AssistMode};
 use crate::daemon::Dataplane;
 use crate::packet_io::{PortCounters, TunPort};
 use vxwg::dataplane::engine::pod::{self, Delivery, PodIcmp, PodIncoming, PodOutgoing, PodSealJob};
@@ -33,11 +34,18 @@ pub(crate) struct Shared {
     pub keyed: AtomicBool,
     /// Set when a send was refused as too big: the control thread reads the path MTUs at once.
     pub paths_stale: AtomicBool,
+    /// How the workers help each other decrypt.
+    pub assist: Assist,
 }
 
 impl Shared {
-    pub fn new(dp: Dataplane) -> Arc<Shared> {
-        Arc::new(Shared { dp: Mutex::new(dp), keyed: AtomicBool::new(false), paths_stale: AtomicBool::new(false) })
+    pub fn new(dp: Dataplane, assist: Assist) -> Arc<Shared> {
+        Arc::new(Shared {
+            dp: Mutex::new(dp),
+            keyed: AtomicBool::new(false),
+            paths_stale: AtomicBool::new(false),
+            assist,
+        })
     }
 
     /// The protocol state. A worker that panicked while holding it leaves it poisoned; the
@@ -64,6 +72,10 @@ pub(crate) struct WorkerStats {
     /// so much to the same peer meanwhile that a receiver's replay window might have refused
     /// them (`dataplane::engine::reseal_stale`).
     pub packets_resealed: AtomicU64,
+    /// Datagrams this worker decrypted for other workers, and datagrams of its own batches that
+    /// others decrypted (`crate::assist`).
+    pub packets_opened_for_others: AtomicU64,
+    pub packets_opened_by_others: AtomicU64,
     /// The worker's thread while one runs (0 between threads, `THREAD_ENDING` as one ends), for
     /// its CPU time.
     thread_id: AtomicI32,
@@ -288,11 +300,13 @@ impl Worker {
                 return (self, Exit::Stopped);
             }
             let pod_fd = self.pod.as_ref().map_or(-1, |p| p.port.tun.raw_fd());
+            shared.assist.set_waiting(self.index, true);
             let ready = wait_readable(
-                [self.tun.tun.raw_fd(), self.udp.raw_fd(), pod_fd, stop_fd],
+                [self.tun.tun.raw_fd(), self.udp.raw_fd(), pod_fd, stop_fd, shared.assist.wake_fd(self.index)],
                 Some(Duration::from_secs(1)),
             );
-            let [tun, udp, pod, stop_ready] = match ready {
+            shared.assist.set_waiting(self.index, false);
+            let [tun, udp, pod, stop_ready, help] = match ready {
                 Ok(r) => r,
                 Err(e) => {
                     log(name, &format!("worker {}: poll: {e}", self.index));
@@ -306,6 +320,10 @@ impl Worker {
             }
             if tun.failed || pod.failed {
                 return (self, Exit::DeviceGone);
+            }
+            if help.readable {
+                let helped = shared.assist.help(self.index);
+                self.stats.packets_opened_for_others.fetch_add(helped as u64, Ordering::Relaxed);
             }
             if tun.readable && !self.drain_tun(name, shared) {
                 return (self, Exit::DeviceGone);
@@ -484,8 +502,11 @@ impl Worker {
             // Handshakes and drops only: nothing to open or commit, no second lock.
             return consumed;
         }
-        engine::open_jobs(&mut self.udp_bufs, &mut self.open_jobs);
         let now = Instant::now();
+        let helped = shared.assist.open(self.index, &mut self.udp_bufs, &mut self.open_jobs, now);
+        if helped > 0 {
+            self.stats.packets_opened_by_others.fetch_add(helped as u64, Ordering::Relaxed);
+        }
         let mut dp = shared.lock();
         match self.pod.as_mut() {
             Some(pod) => {
@@ -559,13 +580,15 @@ pub(crate) struct Threads {
     pub workers: usize,
     /// CPU for each worker, when pinned.
     pub cpus: Option<Vec<usize>>,
+    /// When idle workers help decrypt a busy worker's batch.
+    pub assist: AssistMode,
 }
 
 impl Threads {
     /// `VXWG_WORKERS` / `VXWG_PIN` (for comparison runs) override the configuration, which
     /// overrides the default: one worker per CPU the daemon may run on (at most 4), left to the
     /// scheduler.
-    pub fn plan(workers: Option<usize>, pin: Option<bool>) -> anyhow::Result<Threads> {
+    pub fn plan(workers: Option<usize>, pin: Option<bool>, assist: Option<AssistMode>) -> anyhow::Result<Threads> {
         let env_workers = match std::env::var("VXWG_WORKERS") {
             Ok(v) => Some(
                 v.parse::<usize>()
@@ -588,7 +611,7 @@ impl Threads {
         // the cores are the daemon's (docs/performance.md has both measured).
         let pin = env_pin.or(pin).unwrap_or(false) && !cpus.is_empty();
         let cpus = pin.then(|| (0..workers).map(|i| cpus[i % cpus.len()]).collect());
-        Ok(Threads { workers, cpus })
+        Ok(Threads { workers, cpus, assist: AssistMode::plan(assist)? })
     }
 }
 
@@ -629,7 +652,8 @@ mod tests {
             let udp = UdpSocket::bind(0).unwrap();
             let worker = Worker::new(0, TunPort::new(tun, HEADROOM, TAILROOM), None, udp);
             let device = Device::new(DeviceConfig::new([7; 32]), rand_core::OsRng, Instant::now(), SystemTime::now());
-            let shared = Shared::new(Dataplane::L3(Box::new(Engine::new(device))));
+            let shared =
+                Shared::new(Dataplane::L3(Box::new(Engine::new(device))), Assist::new(1, AssistMode::Off).unwrap());
             let stop = StopSignal::new().unwrap();
             let (_ended, ended_writer) = UnixStream::pair().unwrap();
             let running = worker.spawn("stoptest", shared, &stop, ended_writer, None).unwrap();

@@ -11,11 +11,15 @@
 //! * [`mtu`]: pod and tunnel MTU arithmetic, ICMP too-big answers, inner IPv4 fragmentation, MSS
 //!   clamping.
 //! * [`io`] (Linux): the thin syscall layer — TUN device, batched UDP sockets.
+//! * [`assist`]: one batch's decryption shared between threads (idle workers help the one that
+//!   receives a peer's traffic).
 //!
 //! Protocol code never touches sockets, threads or clocks; IO drivers live apart and stay thin.
-// Protocol modules forbid unsafe code; only `io` (the syscall layer) may use it.
+// Protocol modules forbid unsafe code; only `io` (the syscall layer) and `assist` (helpers
+// writing into the owner's buffers) may use it.
 #![deny(unsafe_code)]
 
+pub mod assist;
 pub mod engine;
 #[cfg(target_os = "linux")]
 pub mod io;

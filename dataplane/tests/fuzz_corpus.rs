@@ -29,6 +29,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("tun_split", fuzzing::offload::tun_split),
     ("tun_coalesce", fuzzing::offload::tun_coalesce),
     ("schedstat", fuzzing::io::schedstat),
+    ("proc_stat", fuzzing::io::proc_stat),
 ];
 
 /// Fuzz targets whose function is in another crate, with the test file (relative to the
@@ -197,4 +198,9 @@ fn tun_coalesce() {
 #[test]
 fn schedstat() {
     replay("schedstat");
+}
+
+#[test]
+fn proc_stat() {
+    replay("proc_stat");
 }

@@ -211,14 +211,24 @@ impl OpenJob {
     pub fn opened(&self) -> Option<Result<usize, OpenFailure>> {
         self.opened
     }
+
+    /// [`open_jobs`] for this job alone, given its datagram (`bufs[slot][range]`, what
+    /// [`OpenJob::slot`] and [`OpenJob::range`] name): decrypts it in place and records the
+    /// outcome. For a caller that shares one batch's jobs between threads (`crate::assist`).
+    pub fn open_in(&mut self, datagram: &mut [u8]) {
+        let payload = datagram.get_mut(HEADROOM..);
+        self.opened = Some(payload.map_or(Err(OpenFailure::Auth), |p| self.ticket.open(p)));
+    }
 }
 
 /// Phase 2 of receiving, on any thread and without the engine: decrypts every job's payload in
 /// place and records the outcome in the job. Nothing is committed.
 pub fn open_jobs<B: AsMut<[u8]>>(bufs: &mut [B], jobs: &mut [OpenJob]) {
     for job in jobs {
-        let payload = in_slot(bufs, job.slot, job.range.start + HEADROOM..job.range.end);
-        job.opened = Some(payload.map_or(Err(OpenFailure::Auth), |p| job.ticket.open(p)));
+        match in_slot(bufs, job.slot, job.range.clone()) {
+            Some(datagram) => job.open_in(datagram),
+            None => job.opened = Some(Err(OpenFailure::Auth)),
+        }
     }
 }
 

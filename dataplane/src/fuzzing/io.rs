@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::io::cpu::{parse_schedstat, SchedstatError};
+use crate::io::cpu::{parse_proc_stat, parse_schedstat, ProcStatError, SchedstatError};
 
 /// A `schedstat` line (any bytes, as lossy UTF-8): never a panic, and what parses prints back
 /// to the same figures.
@@ -16,5 +16,21 @@ pub fn schedstat(data: &[u8]) {
         }
         Err(SchedstatError::MissingField(_)) => assert!(line.split_ascii_whitespace().count() < 2),
         Err(SchedstatError::NotANumber { value, .. }) => assert!(value.chars().count() <= 32),
+    }
+}
+
+/// A `/proc/stat` text (any bytes, as lossy UTF-8): never a panic; what parses has its idle time
+/// within its total, and the `cpu` line printed back reads as the same total and idle.
+pub fn proc_stat(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match parse_proc_stat(&text) {
+        Ok(t) => {
+            assert!(t.idle <= t.total, "{t:?} from {text:?}");
+            let again = format!("cpu  {} 0 0 {} 0 0 0 0\n", t.total - t.idle, t.idle);
+            let parsed = parse_proc_stat(&again).expect("a cpu line printed back parses");
+            assert_eq!((parsed.total, parsed.idle, parsed.cpus), (t.total, t.idle, 0));
+        }
+        Err(ProcStatError::NotANumber { value, .. }) => assert!(value.chars().count() <= 32),
+        Err(ProcStatError::NoCpuLine | ProcStatError::MissingField(_) | ProcStatError::Overflow) => {}
     }
 }

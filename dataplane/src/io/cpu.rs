@@ -93,6 +93,89 @@ pub fn parse_schedstat(line: &str) -> Result<CpuTime, SchedstatError> {
     Ok(CpuTime { running: next("running")?, waiting: next("waiting")? })
 }
 
+/// The machine's CPU time so far, in clock ticks, from the aggregate `cpu` line of
+/// `/proc/stat`: how much of it was idle, and how many CPUs it is summed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTicks {
+    /// user + nice + system + idle + iowait + irq + softirq + steal (guest time is already in
+    /// user and nice).
+    pub total: u64,
+    /// idle + iowait: time no task wanted the CPU.
+    pub idle: u64,
+    /// The `cpuN` lines that follow.
+    pub cpus: u32,
+}
+
+impl CpuTicks {
+    /// CPUs' worth of idle time from `earlier` to `self` (0.5: half a CPU was idle throughout);
+    /// `None` if no time passed or the counters went back.
+    pub fn idle_cpus_since(&self, earlier: &CpuTicks) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total).filter(|&t| t > 0)?;
+        let idle = self.idle.checked_sub(earlier.idle)?.min(total);
+        Some(idle as f64 / total as f64 * f64::from(self.cpus.max(1)))
+    }
+}
+
+/// What is wrong with a `/proc/stat` text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcStatError {
+    /// The first line is not the aggregate `cpu` line.
+    NoCpuLine,
+    /// The `cpu` line has fewer than the eight fields read (user to steal).
+    MissingField(&'static str),
+    /// A field is not a count of ticks.
+    NotANumber { field: &'static str, value: String },
+    /// The fields add up past what a u64 holds.
+    Overflow,
+}
+
+impl std::fmt::Display for ProcStatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProcStatError::NoCpuLine => write!(f, "/proc/stat: the first line is not the `cpu` line"),
+            ProcStatError::MissingField(field) => write!(f, "/proc/stat: no {field} field on the `cpu` line"),
+            ProcStatError::NotANumber { field, value } => {
+                write!(f, "/proc/stat: {field} is {value:?}, not a count of ticks")
+            }
+            ProcStatError::Overflow => write!(f, "/proc/stat: the `cpu` line adds up past 2^64 ticks"),
+        }
+    }
+}
+
+impl std::error::Error for ProcStatError {}
+
+/// Parses `/proc/stat`: its first line, `cpu  user nice system idle iowait irq softirq steal
+/// ...`, and the count of `cpuN` lines after it.
+pub fn parse_proc_stat(text: &str) -> Result<CpuTicks, ProcStatError> {
+    const FIELDS: [&str; 8] = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
+    let mut lines = text.lines();
+    let mut fields = lines.next().map(str::split_ascii_whitespace).ok_or(ProcStatError::NoCpuLine)?;
+    if fields.next() != Some("cpu") {
+        return Err(ProcStatError::NoCpuLine);
+    }
+    let mut ticks = [0u64; 8];
+    for (tick, field) in ticks.iter_mut().zip(FIELDS) {
+        let value = fields.next().ok_or(ProcStatError::MissingField(field))?;
+        *tick =
+            value.parse().map_err(|_| ProcStatError::NotANumber { field, value: value.chars().take(32).collect() })?;
+    }
+    let total = ticks.iter().try_fold(0u64, |sum, &t| sum.checked_add(t)).ok_or(ProcStatError::Overflow)?;
+    let cpus = lines
+        .take_while(|l| l.starts_with("cpu"))
+        .filter(|l| l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    Ok(CpuTicks { total, idle: ticks[3] + ticks[4], cpus: u32::try_from(cpus).unwrap_or(u32::MAX) })
+}
+
+/// The machine's CPU time so far (`/proc/stat`), read into `text` (kept for the next reading,
+/// so that a reader polling it does not allocate).
+pub fn read_cpu_ticks(text: &mut String) -> io::Result<CpuTicks> {
+    use std::io::Read;
+    text.clear();
+    std::fs::File::open("/proc/stat")?.read_to_string(text)?;
+    parse_proc_stat(text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// The calling thread's id (`gettid`), which names it under `/proc/self/task`.
 pub fn current_thread_id() -> i32 {
     // SAFETY: gettid has no arguments and cannot fail.
@@ -109,6 +192,44 @@ pub fn thread_cpu_time(tid: i32) -> io::Result<CpuTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_stat_reads_as_total_idle_and_cpus() {
+        let text = "cpu  100 5 50 800 20 3 7 15 9 1\ncpu0 50 2 25 400 10 1 3 8 4 0\n\
+                    cpu1 50 3 25 400 10 2 4 7 5 1\nintr 12345 0 0\nctxt 999\n";
+        assert_eq!(parse_proc_stat(text), Ok(CpuTicks { total: 1000, idle: 820, cpus: 2 }));
+        let later = CpuTicks { total: 1200, idle: 870, cpus: 2 };
+        let earlier = parse_proc_stat(text).unwrap();
+        // 50 of 200 ticks idle, over 2 CPUs: half a CPU.
+        assert_eq!(later.idle_cpus_since(&earlier), Some(0.5));
+        assert_eq!(earlier.idle_cpus_since(&earlier), None, "no time passed");
+        assert_eq!(earlier.idle_cpus_since(&later), None, "counters went back");
+        assert_eq!(parse_proc_stat("intr 1\n"), Err(ProcStatError::NoCpuLine));
+        assert_eq!(parse_proc_stat("cpu  1 2 3\n"), Err(ProcStatError::MissingField("idle")));
+        assert!(matches!(
+            parse_proc_stat("cpu  1 2 x 4 5 6 7 8"),
+            Err(ProcStatError::NotANumber { field: "system", .. })
+        ));
+        let max = u64::MAX;
+        assert_eq!(parse_proc_stat(&format!("cpu  {max} 1 0 0 0 0 0 0")), Err(ProcStatError::Overflow));
+    }
+
+    #[test]
+    fn this_machines_proc_stat_parses_and_moves_forward() {
+        let mut text = String::new();
+        let Ok(first) = read_cpu_ticks(&mut text) else {
+            eprintln!("skipped: no /proc/stat");
+            return;
+        };
+        assert!(first.cpus >= 1 && first.idle <= first.total, "{first:?}");
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let second = read_cpu_ticks(&mut text).unwrap();
+        assert!(second.total >= first.total && second.idle >= first.idle, "{first:?} then {second:?}");
+    }
 
     #[test]
     fn a_schedstat_line_reads_as_running_and_waiting() {

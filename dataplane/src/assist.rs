@@ -1,0 +1,246 @@
+//! One batch's decryption shared between threads.
+//!
+//! The kernel hands every datagram of one peer to one socket of the `SO_REUSEPORT` group, so one
+//! worker receives all of a peer's traffic, and a node that receives mostly from one other node
+//! would decrypt on one core. The open jobs of a batch are independent of each other (each
+//! decrypts its own datagram in place; the commit after them runs in arrival order, under the
+//! engine's lock, on the owner), so other threads may take some of them:
+//!
+//! * the owner publishes its batch on its [`Board`] as chunks of [`CHUNK`] jobs
+//!   ([`Board::open`]) and wakes whoever may help;
+//! * a helper ([`Board::help`]) claims chunks, one at a time, until none is left;
+//! * the owner claims chunks too, then withdraws the batch and waits only for the chunks that
+//!   helpers are still opening.
+//!
+//! The owner never waits for a helper to start: a helper that arrives late finds nothing, and the
+//! owner has opened everything itself. What the receiver delivers, and in which order, is what it
+//! would be without helpers: only who ran the AEAD changes.
+//!
+//! The only `unsafe` code outside [`crate::io`] is here: helpers write into the owner's buffers
+//! while the owner holds the `&mut` borrows of them. That is sound because:
+//! 1. [`Board::open`] keeps the exclusive borrows of the buffers and jobs for its whole call, and
+//!    while the batch is shared it reaches them only through raw pointers derived once, before
+//!    publishing (one per slot buffer, one for the jobs);
+//! 2. before anything is published, every job's datagram is checked to lie inside its slot and
+//!    after the previous job's (slots in order, ranges ascending and not overlapping); a batch
+//!    that is not so is opened by the owner alone;
+//! 3. each chunk is claimed once, under the board's lock, so no two threads touch the same job or
+//!    the same bytes;
+//! 4. the call returns, also when unwinding, only after the batch is withdrawn (no more claims)
+//!    and every chunk a helper claimed is finished (a helper counts its chunk finished even when
+//!    unwinding).
+#![allow(unsafe_code)]
+
+use std::ops::Range;
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use crate::engine::{open_jobs, OpenJob};
+
+/// Jobs per chunk: small enough that the owner's wait for a helper's last chunk stays short (8
+/// datagrams of 1420 bytes are about 7 us of AEAD here), large enough that the lock is taken
+/// rarely next to the work.
+pub const CHUNK: usize = 8;
+
+/// Batches with fewer jobs than this are opened by the owner alone: waking a helper costs more
+/// than it could take.
+pub const MIN_SHARED: usize = 2 * CHUNK;
+
+/// Where one worker offers its batch's open jobs to others. One per worker, shared by all.
+#[derive(Default)]
+pub struct Board {
+    state: Mutex<State>,
+    /// Signalled when a helper finishes a chunk.
+    helper_done: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// The batch on offer, if any.
+    batch: Option<Published>,
+    /// Chunks handed out so far (to the owner and helpers) and in all.
+    next: usize,
+    chunks: usize,
+    /// Chunks helpers claimed and finished in this batch.
+    helper_claimed: usize,
+    helper_finished: usize,
+    /// Jobs helpers opened in this batch.
+    helper_jobs: usize,
+    /// Each job's datagram: address and length (reused from batch to batch: no allocation once
+    /// grown to the largest batch).
+    datagrams: Vec<(usize, usize)>,
+}
+
+/// What helpers need of a published batch: raw addresses, kept as integers so that the board is
+/// `Send` and `Sync` (they are only dereferenced under the rules in the module's documentation).
+#[derive(Clone, Copy)]
+struct Published {
+    jobs: usize,
+    len: usize,
+    /// `State::datagrams`' buffer, not reallocated while the batch is published.
+    datagrams: usize,
+}
+
+impl Board {
+    pub fn new() -> Board {
+        Board::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Opens every job (as [`open_jobs`] does), sharing the work with the threads that call
+    /// [`Board::help`] on this board meanwhile; `wake` is called once the batch is on offer, to
+    /// wake them. Returns how many jobs helpers opened (0 when the batch was too small to share,
+    /// or nobody came in time).
+    pub fn open<B: AsMut<[u8]>>(&self, bufs: &mut [B], jobs: &mut [OpenJob], wake: impl FnOnce()) -> usize {
+        if jobs.len() < MIN_SHARED || !datagrams_in_order(bufs, jobs) {
+            open_jobs(bufs, jobs);
+            return 0;
+        }
+        {
+            let mut state = self.lock();
+            let s = &mut *state;
+            debug_assert!(s.batch.is_none(), "one batch at a time per board");
+            s.datagrams.clear();
+            // One base address per slot, derived once: a second `as_mut` of the same slot would
+            // invalidate the addresses derived from the first.
+            let mut current: Option<(usize, *mut u8)> = None;
+            for job in jobs.iter() {
+                let (slot, range) = (job.slot(), job.range());
+                let base = match current {
+                    Some((s, base)) if s == slot => base,
+                    _ => {
+                        let base = bufs[slot].as_mut().as_mut_ptr();
+                        current = Some((slot, base));
+                        base
+                    }
+                };
+                // In bounds (checked above), so the offset stays inside the slot's buffer.
+                s.datagrams.push((base.wrapping_add(range.start) as usize, range.len()));
+            }
+            s.batch = Some(Published {
+                jobs: jobs.as_mut_ptr() as usize,
+                len: jobs.len(),
+                datagrams: s.datagrams.as_ptr() as usize,
+            });
+            s.next = 0;
+            s.chunks = jobs.len().div_ceil(CHUNK);
+            s.helper_claimed = 0;
+            s.helper_finished = 0;
+            s.helper_jobs = 0;
+        }
+        // From here until `withdraw` returns, `bufs` and `jobs` are reached only through the
+        // published addresses. The guard withdraws the batch however this call ends.
+        let withdraw = Withdraw(self);
+        wake();
+        while let Some((batch, chunk)) = self.claim(false) {
+            // SAFETY: rules 1-3 of the module documentation: the chunk is ours alone, its jobs
+            // and datagrams were checked and published above, and `bufs` and `jobs` stay
+            // borrowed by this call until `withdraw` has waited out every helper.
+            unsafe { open_chunk(batch, chunk) };
+        }
+        drop(withdraw);
+        let helped = self.lock().helper_jobs;
+        helped
+    }
+
+    /// Opens chunks of the batch on offer, if there is one, until none is left. Returns how many
+    /// jobs this call opened.
+    pub fn help(&self) -> usize {
+        let mut opened = 0;
+        while let Some((batch, chunk)) = self.claim(true) {
+            // Counted finished on the way out, also when unwinding: the owner waits for it.
+            let finished = Finished { board: self, jobs: chunk.len() };
+            // SAFETY: as in `Board::open`: the chunk was claimed under the lock while the batch
+            // was published, and the owner does not return before `finished` is dropped.
+            unsafe { open_chunk(batch, chunk.clone()) };
+            opened += finished.jobs;
+        }
+        opened
+    }
+
+    /// The next unclaimed chunk of the batch on offer: the batch's addresses and the chunk's
+    /// job indices.
+    fn claim(&self, helper: bool) -> Option<(Published, Range<usize>)> {
+        let mut s = self.lock();
+        let batch = s.batch?;
+        if s.next >= s.chunks {
+            return None;
+        }
+        let chunk = s.next;
+        s.next += 1;
+        if helper {
+            s.helper_claimed += 1;
+        }
+        Some((batch, chunk * CHUNK..((chunk + 1) * CHUNK).min(batch.len)))
+    }
+}
+
+/// Withdraws the board's batch (no more claims) and waits until every chunk a helper claimed is
+/// finished: after its drop, the owner's buffers are the owner's alone again.
+struct Withdraw<'a>(&'a Board);
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.batch = None;
+        while s.helper_finished < s.helper_claimed {
+            s = self.0.helper_done.wait(s).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+}
+
+/// A helper's claimed chunk, counted finished when dropped.
+struct Finished<'a> {
+    board: &'a Board,
+    jobs: usize,
+}
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        let mut s = self.board.lock();
+        s.helper_finished += 1;
+        s.helper_jobs += self.jobs;
+        drop(s);
+        self.board.helper_done.notify_all();
+    }
+}
+
+/// Opens jobs `chunk` of a published batch.
+///
+/// # Safety
+/// `batch` must be published on a board by a [`Board::open`] that has not returned yet, and the
+/// chunk claimed from that board by the caller alone.
+unsafe fn open_chunk(batch: Published, chunk: Range<usize>) {
+    let (jobs, datagrams) = (batch.jobs as *mut OpenJob, batch.datagrams as *const (usize, usize));
+    for i in chunk {
+        // SAFETY: `i < batch.len` (the chunk was cut from it); job `i` and its datagram belong to
+        // this chunk only, and datagrams do not overlap (checked before publishing).
+        let (job, datagram) = unsafe {
+            let (at, len) = *datagrams.add(i);
+            (&mut *jobs.add(i), std::slice::from_raw_parts_mut(at as *mut u8, len))
+        };
+        job.open_in(datagram);
+    }
+}
+
+/// Whether every job's datagram lies inside its slot, in slot order, each after the one before:
+/// so no two share a byte. (The engine plans them so; a batch that is not is not shared.)
+fn datagrams_in_order<B: AsMut<[u8]>>(bufs: &mut [B], jobs: &[OpenJob]) -> bool {
+    let mut previous: Option<(usize, usize)> = None;
+    for job in jobs {
+        let (slot, range) = (job.slot(), job.range());
+        let Some(buf) = bufs.get_mut(slot) else { return false };
+        if range.start > range.end || range.end > buf.as_mut().len() {
+            return false;
+        }
+        if let Some((s, end)) = previous {
+            if slot < s || (slot == s && range.start < end) {
+                return false;
+            }
+        }
+        previous = Some((slot, range.end));
+    }
+    true
+}

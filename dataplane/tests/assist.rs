@@ -1,0 +1,218 @@
+//! One batch's decryption shared between threads (`vxwg_dataplane::assist`): whoever opens a
+//! datagram, every datagram is opened exactly once, with the outcome and the bytes the owner
+//! alone would have produced, and the owner's commit delivers them in order.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+mod common;
+use common::engines::{addr, engine_pair, A, B};
+
+use vxwg_dataplane::assist::{Board, CHUNK, MIN_SHARED};
+use vxwg_dataplane::engine::{
+    open_jobs, seal_jobs, Datagram, Engine, Incoming, OpenJob, Outgoing, SealJob, HEADROOM, TAILROOM,
+};
+
+/// Datagrams laid out as UDP GRO hands them over: several back to back in one buffer.
+const PER_SLOT: usize = 5;
+
+fn exchange(a: &mut Engine, b: &mut Engine, now: Instant) {
+    for _ in 0..4 {
+        while let Some(mut t) = a.poll_transmit() {
+            let _ = b.decapsulate(addr(A), &mut t.payload, now);
+        }
+        while let Some(mut t) = b.poll_transmit() {
+            let _ = a.decapsulate(addr(B), &mut t.payload, now);
+        }
+    }
+}
+
+/// An IPv4 packet 10.0.0.1 -> 10.0.0.2 numbered `seq`, its body a pattern of the number.
+fn numbered(seq: u32, buf: &mut [u8]) -> usize {
+    let len = 40 + (seq as usize * 13) % 1300;
+    let p = &mut buf[HEADROOM..HEADROOM + len];
+    for (i, b) in p.iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(7).wrapping_add(seq) as u8;
+    }
+    p[..20].fill(0);
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    p[20..24].copy_from_slice(&seq.to_le_bytes());
+    len
+}
+
+/// A's datagrams to B carrying packets `0..count`, in order.
+fn sealed(a: &mut Engine, count: u32, now: Instant) -> Vec<Vec<u8>> {
+    let mut wire = Vec::new();
+    for seq in 0..count {
+        let mut buf = vec![0u8; HEADROOM + 1400 + TAILROOM];
+        let len = numbered(seq, &mut buf);
+        let (mut jobs, mut out): (Vec<SealJob>, Vec<Outgoing>) = (Vec::new(), Vec::new());
+        a.plan_encapsulate(std::slice::from_ref(&buf), &[len], now, &mut jobs);
+        seal_jobs(std::slice::from_mut(&mut buf), &[len], &jobs, &mut out);
+        assert_eq!(out.len(), 1);
+        wire.push(buf[..out[0].len].to_vec());
+    }
+    wire
+}
+
+/// `datagrams` packed `PER_SLOT` to a buffer, and where each lies.
+fn packed(datagrams: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<Datagram>) {
+    let (mut bufs, mut at) = (Vec::new(), Vec::new());
+    for group in datagrams.chunks(PER_SLOT) {
+        let mut buf = Vec::new();
+        for d in group {
+            at.push(Datagram { slot: bufs.len(), range: buf.len()..buf.len() + d.len(), src: addr(A) });
+            buf.extend_from_slice(d);
+        }
+        bufs.push(buf);
+    }
+    (bufs, at)
+}
+
+fn connected(now: Instant) -> (Engine, Engine) {
+    let (mut a, mut b, b_at_a) = engine_pair(now);
+    a.device_mut().initiate_handshake(b_at_a, now);
+    exchange(&mut a, &mut b, now);
+    (a, b)
+}
+
+/// What a batch's jobs came to: each job's outcome and its datagram's bytes after opening.
+fn outcomes(bufs: &[Vec<u8>], jobs: &[OpenJob]) -> Vec<(Option<Result<usize, String>>, Vec<u8>)> {
+    jobs.iter()
+        .map(|j| (j.opened().map(|r| r.map_err(|e| format!("{e:?}"))), bufs[j.slot()][j.range()].to_vec()))
+        .collect()
+}
+
+/// A helper woken when the batch goes on offer, and waited for by the owner before it claims
+/// anything, takes every chunk: the owner then opens none, and the outcome is the owner's own.
+#[test]
+fn a_helper_that_comes_at_once_opens_the_whole_batch() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now);
+    let wire = sealed(&mut a, 64, now);
+    let (mut bufs, datagrams) = packed(&wire);
+    let mut jobs = Vec::new();
+    assert_eq!(b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs), 64);
+    let (mut alone_bufs, mut alone_jobs) = (bufs.clone(), jobs.clone());
+    open_jobs(&mut alone_bufs, &mut alone_jobs);
+
+    let board = Arc::new(Board::new());
+    let (go, went) = (mpsc::channel::<()>(), mpsc::channel::<usize>());
+    let helper = {
+        let board = Arc::clone(&board);
+        let (go, went) = (go.1, went.0);
+        std::thread::spawn(move || {
+            go.recv().unwrap();
+            went.send(board.help()).unwrap();
+        })
+    };
+    let mut woken = 0;
+    let helped = board.open(&mut bufs, &mut jobs, || {
+        woken += 1;
+        go.0.send(()).unwrap();
+        // The owner claims nothing until the helper has run out of chunks.
+        assert_eq!(went.1.recv().unwrap(), 64, "the helper opened every job");
+    });
+    helper.join().unwrap();
+    assert_eq!((woken, helped), (1, 64), "woken once; every job opened by the helper");
+    assert_eq!(outcomes(&bufs, &jobs), outcomes(&alone_bufs, &alone_jobs), "as the owner alone would have");
+    assert!(jobs.iter().all(|j| matches!(j.opened(), Some(Ok(_)))), "every job opened");
+}
+
+/// Small batches are not offered (nobody is woken), and neither is a batch whose datagrams are
+/// not in slot order (they might overlap): the owner opens them alone, with the same outcome.
+#[test]
+fn small_or_unordered_batches_are_opened_by_the_owner_alone() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now);
+    for (count, swap) in [(MIN_SHARED as u32 - 1, false), (40, true)] {
+        let wire = sealed(&mut a, count, now);
+        let (mut bufs, datagrams) = packed(&wire);
+        let mut jobs = Vec::new();
+        assert_eq!(b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs), count as usize);
+        if swap {
+            jobs.swap(3, 30);
+        }
+        let (mut alone_bufs, mut alone_jobs) = (bufs.clone(), jobs.clone());
+        open_jobs(&mut alone_bufs, &mut alone_jobs);
+        let board = Board::new();
+        let mut woken = false;
+        assert_eq!(board.open(&mut bufs, &mut jobs, || woken = true), 0);
+        assert!(!woken, "{count} jobs (swapped: {swap}) were not offered");
+        assert_eq!(outcomes(&bufs, &jobs), outcomes(&alone_bufs, &alone_jobs));
+    }
+}
+
+/// Owner and three helpers that keep asking, batch after batch: every datagram is opened once
+/// (a datagram opened twice would fail its tag the second time, in place), the bytes are what
+/// the owner alone makes, and the owner's commits deliver every packet once, in order. Forged
+/// datagrams in the batch fail wherever they are opened.
+#[test]
+fn helpers_that_keep_asking_change_nothing_but_who_decrypts() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now);
+    const BATCHES: u32 = 150;
+    const PER_BATCH: u32 = 61;
+    let board = Arc::new(Board::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let by_helpers = Arc::new(AtomicUsize::new(0));
+    let helpers: Vec<_> = (0..3)
+        .map(|_| {
+            let (board, stop, by_helpers) = (Arc::clone(&board), Arc::clone(&stop), Arc::clone(&by_helpers));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    by_helpers.fetch_add(board.help(), Ordering::Relaxed);
+                    std::thread::yield_now();
+                }
+            })
+        })
+        .collect();
+    let (mut delivered, mut helped, mut forged_failed) = (Vec::new(), 0, 0);
+    let mut incoming: Vec<Incoming> = Vec::new();
+    for batch in 0..BATCHES {
+        let mut wire = sealed(&mut a, PER_BATCH, now);
+        // One forgery per batch: a flipped ciphertext byte.
+        let forged = (batch as usize * 17) % wire.len();
+        let last = wire[forged].len() - 1;
+        wire[forged][last] ^= 0x80;
+        let (mut bufs, datagrams) = packed(&wire);
+        let mut jobs = Vec::new();
+        assert_eq!(b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs), PER_BATCH as usize);
+        let (mut alone_bufs, mut alone_jobs) = (bufs.clone(), jobs.clone());
+        open_jobs(&mut alone_bufs, &mut alone_jobs);
+        helped += board.open(&mut bufs, &mut jobs, || {});
+        assert_eq!(outcomes(&bufs, &jobs), outcomes(&alone_bufs, &alone_jobs), "batch {batch}");
+        forged_failed += usize::from(matches!(jobs[forged].opened(), Some(Err(_))));
+        incoming.clear();
+        b.commit_decapsulate(&mut bufs, &jobs, now, &mut incoming);
+        for i in &incoming {
+            let p = &bufs[i.slot][i.range.clone()];
+            let seq = u32::from_le_bytes(p[20..24].try_into().unwrap());
+            let mut expected = vec![0u8; HEADROOM + p.len()];
+            assert_eq!(numbered(seq, &mut expected), p.len());
+            assert_eq!(&expected[HEADROOM..], p, "packet {seq} of batch {batch}");
+            delivered.push((batch, seq));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    helpers.into_iter().for_each(|h| h.join().unwrap());
+    assert_eq!(forged_failed, BATCHES as usize, "every forgery failed");
+    let expected: Vec<(u32, u32)> = (0..BATCHES)
+        .flat_map(|batch| {
+            (0..PER_BATCH)
+                .filter(move |&s| s as usize != (batch as usize * 17) % PER_BATCH as usize)
+                .map(move |s| (batch, s))
+        })
+        .collect();
+    assert_eq!(delivered, expected, "every genuine packet delivered once, in order");
+    assert_eq!(helped, by_helpers.load(Ordering::Relaxed), "the owner counts what the helpers opened");
+    eprintln!(
+        "helpers opened {helped} of {} datagrams ({} chunks of {CHUNK})",
+        BATCHES * PER_BATCH,
+        helped.div_ceil(CHUNK)
+    );
+}
