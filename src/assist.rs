@@ -21,6 +21,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use vxwg::dataplane::assist::{Board, MIN_SHARED};
+
+/// How long a helper stays on after helping, watching for the next batch: a woken thread takes
+/// tens of microseconds to run here, about as long as a batch takes to open.
+const HELPER_SPIN: Duration = Duration::from_micros(50);
 use vxwg::dataplane::engine::{open_jobs, OpenJob};
 use vxwg::dataplane::io::cpu::{read_cpu_ticks, CpuTicks};
 
@@ -130,7 +134,17 @@ impl Assist {
             let mut sink = [0u8; 64];
             while matches!((&*reader).read(&mut sink), Ok(n) if n > 0) {}
         }
-        self.boards.iter().enumerate().filter(|(i, _)| *i != worker).map(|(_, board)| board.help()).sum()
+        let others = || self.boards.iter().enumerate().filter(move |(i, _)| *i != worker).map(|(_, b)| b);
+        let mut opened: usize = others().map(Board::help).sum();
+        let mut idle_since = Instant::now();
+        while idle_since.elapsed() < HELPER_SPIN {
+            if others().any(Board::has_offer) {
+                opened += others().map(Board::help).sum::<usize>();
+                idle_since = Instant::now();
+            }
+            std::hint::spin_loop();
+        }
+        opened
     }
 }
 

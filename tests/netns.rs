@@ -32,6 +32,8 @@ enum Impl {
     /// vxwg with the TUN offloads off (`VXWG_OFFLOAD=0`): one plain packet per read and write,
     /// as on a kernel that refuses them.
     VxwgNoOffload,
+    /// vxwg with two unpinned workers that always help each other decrypt (`VXWG_ASSIST=on`).
+    VxwgAssist,
     WireguardGo,
 }
 
@@ -62,6 +64,11 @@ impl<'a> Node<'a> {
             Impl::VxwgNoOffload => {
                 format!("env VXWG_OFFLOAD=0 {} up --foreground {}", env!("CARGO_BIN_EXE_vxwg"), self.ifname)
             }
+            Impl::VxwgAssist => format!(
+                "env VXWG_WORKERS=2 VXWG_ASSIST=on {} up --foreground {}",
+                env!("CARGO_BIN_EXE_vxwg"),
+                self.ifname
+            ),
             Impl::WireguardGo => format!("env WG_PROCESS_FOREGROUND=1 wireguard-go {}", self.ifname),
         };
         self.child = Some(self.ns.spawn(&cmd));
@@ -276,6 +283,35 @@ fn two_workers_share_the_flows_and_never_reorder_one() {
     assert_eq!(inversions, 0, "datagrams of one flow arrived out of order");
     let moved: Vec<u64> = after.iter().zip(&before).map(|(x, y)| x.0 - y.0).collect();
     assert!(moved.iter().all(|&m| m > 1000), "UDP datagrams encrypted per worker: {moved:?}");
+}
+
+/// All of one peer's datagrams reach one worker of the receiver (its socket of the group). With
+/// `VXWG_ASSIST=on` the other worker decrypts part of them: TCP transfers still arrive intact,
+/// no UDP flow is reordered, and the status shows datagrams decrypted by the worker that did not
+/// receive them, as many as the receiving worker counts as opened by others.
+#[test]
+fn an_idle_worker_helps_decrypt_one_peers_traffic_and_nothing_is_reordered() {
+    if !require(&["ip", "wg", "ping", "python3"]) {
+        return;
+    }
+    let (na, nb) = underlay();
+    let (_a, b) = peered(&na, &nb, (Impl::Vxwg, Impl::VxwgAssist), ("100.64.21.1", "100.64.21.2"));
+    ping(&na, "100.64.21.2");
+    tcp_transfer(&na, &nb, "100.64.21.2", 100);
+    let (received, inversions) = numbered_udp_flows(&na, &nb, "100.64.21.2", 8, 2000);
+    assert!(received >= 8 * 2000 * 9 / 10, "received only {received} of {}", 8 * 2000);
+    assert_eq!(inversions, 0, "datagrams of one flow arrived out of order");
+    tcp_transfer(&na, &nb, "100.64.21.2", 50);
+    let status = status_json(&nb, &b.ifname);
+    let workers = status["workers"].as_array().unwrap();
+    let count = |key: &str| workers.iter().map(|w| w[key].as_u64().unwrap()).collect::<Vec<_>>();
+    let (for_others, by_others, packets_in) =
+        (count("packets_opened_for_others"), count("packets_opened_by_others"), count("packets_in"));
+    eprintln!("decrypted for others {for_others:?}, by others {by_others:?}, delivered {packets_in:?}");
+    assert!(for_others.iter().sum::<u64>() > 0, "no worker helped: {workers:?}");
+    assert_eq!(for_others.iter().sum::<u64>(), by_others.iter().sum::<u64>(), "helped and helped-by agree");
+    // The peer's datagrams all arrive at one worker, which alone delivers them.
+    assert!(packets_in.iter().any(|&n| n == 0), "one worker received everything: {packets_in:?}");
 }
 
 /// Threads of a running process.

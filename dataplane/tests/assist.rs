@@ -9,7 +9,7 @@ use std::time::Instant;
 mod common;
 use common::engines::{addr, engine_pair, A, B};
 
-use vxwg_dataplane::assist::{Board, CHUNK, MIN_SHARED};
+use vxwg_dataplane::assist::{Board, CHUNK, MIN_SHARED, MIN_SHARED_BYTES};
 use vxwg_dataplane::engine::{
     open_jobs, seal_jobs, Datagram, Engine, Incoming, OpenJob, Outgoing, SealJob, HEADROOM, TAILROOM,
 };
@@ -30,7 +30,12 @@ fn exchange(a: &mut Engine, b: &mut Engine, now: Instant) {
 
 /// An IPv4 packet 10.0.0.1 -> 10.0.0.2 numbered `seq`, its body a pattern of the number.
 fn numbered(seq: u32, buf: &mut [u8]) -> usize {
-    let len = 40 + (seq as usize * 13) % 1300;
+    numbered_up_to(seq, 1340, buf)
+}
+
+/// As `numbered`, at most `max` (> 40) bytes long.
+fn numbered_up_to(seq: u32, max: usize, buf: &mut [u8]) -> usize {
+    let len = 40 + (seq as usize * 13) % (max - 40);
     let p = &mut buf[HEADROOM..HEADROOM + len];
     for (i, b) in p.iter_mut().enumerate() {
         *b = (i as u32).wrapping_mul(7).wrapping_add(seq) as u8;
@@ -46,10 +51,15 @@ fn numbered(seq: u32, buf: &mut [u8]) -> usize {
 
 /// A's datagrams to B carrying packets `0..count`, in order.
 fn sealed(a: &mut Engine, count: u32, now: Instant) -> Vec<Vec<u8>> {
+    sealed_up_to(a, count, 1340, now)
+}
+
+/// As `sealed`, with packets of at most `max` bytes.
+fn sealed_up_to(a: &mut Engine, count: u32, max: usize, now: Instant) -> Vec<Vec<u8>> {
     let mut wire = Vec::new();
     for seq in 0..count {
         let mut buf = vec![0u8; HEADROOM + 1400 + TAILROOM];
-        let len = numbered(seq, &mut buf);
+        let len = numbered_up_to(seq, max, &mut buf);
         let (mut jobs, mut out): (Vec<SealJob>, Vec<Outgoing>) = (Vec::new(), Vec::new());
         a.plan_encapsulate(std::slice::from_ref(&buf), &[len], now, &mut jobs);
         seal_jobs(std::slice::from_mut(&mut buf), &[len], &jobs, &mut out);
@@ -123,14 +133,17 @@ fn a_helper_that_comes_at_once_opens_the_whole_batch() {
     assert!(jobs.iter().all(|j| matches!(j.opened(), Some(Ok(_)))), "every job opened");
 }
 
-/// Small batches are not offered (nobody is woken), and neither is a batch whose datagrams are
-/// not in slot order (they might overlap): the owner opens them alone, with the same outcome.
+/// Small batches (too few datagrams, or too few bytes) are not offered (nobody is woken), and
+/// neither is a batch whose datagrams are not in slot order (they might overlap): the owner
+/// opens them alone, with the same outcome.
 #[test]
 fn small_or_unordered_batches_are_opened_by_the_owner_alone() {
     let now = Instant::now();
     let (mut a, mut b) = connected(now);
-    for (count, swap) in [(MIN_SHARED as u32 - 1, false), (40, true)] {
-        let wire = sealed(&mut a, count, now);
+    // Datagrams of at most 100 bytes (68-byte packets): 64 of them are under the byte threshold.
+    assert!(64 * 100 < MIN_SHARED_BYTES);
+    for (count, max, swap) in [(MIN_SHARED as u32 - 1, 1340, false), (64, 68, false), (40, 1340, true)] {
+        let wire = sealed_up_to(&mut a, count, max, now);
         let (mut bufs, datagrams) = packed(&wire);
         let mut jobs = Vec::new();
         assert_eq!(b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs), count as usize);
@@ -142,7 +155,7 @@ fn small_or_unordered_batches_are_opened_by_the_owner_alone() {
         let board = Board::new();
         let mut woken = false;
         assert_eq!(board.open(&mut bufs, &mut jobs, || woken = true), 0);
-        assert!(!woken, "{count} jobs (swapped: {swap}) were not offered");
+        assert!(!woken, "{count} jobs of at most {max} bytes (swapped: {swap}) were not offered");
         assert_eq!(outcomes(&bufs, &jobs), outcomes(&alone_bufs, &alone_jobs));
     }
 }
