@@ -76,7 +76,8 @@
 //!
 //! Knobs: `VXWG_BENCH_SECONDS` (default 8), `VXWG_BENCH_ROUNDS` (default 3),
 //! `VXWG_BENCH_CASES=tcp,tcp4,udp64,pod` (default: all), `VXWG_BENCH_CONTENDERS=vxwg,vxwg1,
-//! wggo,boringtun,null,veth` (default: all; the pod case's contenders follow `vxwg` and `wggo`). Filter
+//! vxwgassist,wggo,boringtun,null,veth` (default: all but `vxwgassist`, vxwg with `VXWG_ASSIST=on`;
+//! the pod case's contenders follow `vxwg` and `wggo`). Filter
 //! arguments select cases too: `cargo bench --bench tunnel -- udp` runs only
 //! `tunnel/udp_64_byte_packets`; `-- --list` lists the case ids. Each run's daemon
 //! stderr and iperf3 output go to files under `CARGO_TARGET_TMPDIR/tunnel-<pid>/`, kept after the
@@ -447,6 +448,10 @@ enum Impl {
     Vxwg,
     /// vxwg with one packet worker (`VXWG_WORKERS=1`): what the second core adds.
     Vxwg1,
+    /// vxwg with its workers always helping each other decrypt (`VXWG_ASSIST=on`; the default,
+    /// `auto`, shares only while the machine has idle CPU). Only when named in
+    /// `VXWG_BENCH_CONTENDERS`.
+    VxwgAssist,
     WireguardGo,
     Boringtun,
     /// vxwg with `[vxlan]` on both nodes: pod to pod, VXLAN inside WireGuard.
@@ -466,6 +471,7 @@ impl Impl {
         match self {
             Impl::Vxwg => "vxwg",
             Impl::Vxwg1 => "vxwg, 1 worker",
+            Impl::VxwgAssist => "vxwg, assist on",
             Impl::WireguardGo => "wireguard-go",
             Impl::Boringtun => "boringtun",
             Impl::VxwgPod => "vxwg pod",
@@ -479,6 +485,7 @@ impl Impl {
         match self {
             Impl::Vxwg => "vxwg",
             Impl::Vxwg1 => "vxwg1",
+            Impl::VxwgAssist => "vxwgassist",
             Impl::WireguardGo => "wggo",
             Impl::Boringtun => "boringtun",
             Impl::VxwgPod => "vxwgpod",
@@ -1147,7 +1154,7 @@ fn ping_then_transfer<'n>(
         }
     }
     let result = with_daemons(a, b, transfer);
-    if matches!(c.which, Impl::Vxwg | Impl::Vxwg1 | Impl::VxwgPod) {
+    if matches!(c.which, Impl::Vxwg | Impl::Vxwg1 | Impl::VxwgAssist | Impl::VxwgPod) {
         // What only the daemon knows (drops by reason, per-worker counts), kept next to its log.
         for node in [&*a, &*b] {
             let status = Command::new(&c.program).args(["status", "--json", &node.ifname]).output();
@@ -1266,7 +1273,11 @@ fn main() {
     }
     let seconds = env_number("VXWG_BENCH_SECONDS", 8);
     let rounds = env_number("VXWG_BENCH_ROUNDS", 3);
-    let wanted = env_list("VXWG_BENCH_CONTENDERS", &["vxwg", "vxwg1", "wggo", "boringtun", "null", "veth"]);
+    let mut wanted =
+        env_list("VXWG_BENCH_CONTENDERS", &["vxwg", "vxwg1", "vxwgassist", "wggo", "boringtun", "null", "veth"]);
+    if std::env::var_os("VXWG_BENCH_CONTENDERS").is_none() {
+        wanted.retain(|w| *w != "vxwgassist");
+    }
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&STOP)).expect("registering a signal handler");
     }
@@ -1285,6 +1296,12 @@ fn main() {
             program: vxwg.clone(),
             args: vec!["up", "--foreground"],
             env: vec![("VXWG_WORKERS", "1")],
+        },
+        Contender {
+            which: Impl::VxwgAssist,
+            program: vxwg.clone(),
+            args: vec!["up", "--foreground"],
+            env: vec![("VXWG_ASSIST", "on")],
         },
     ];
     let mut skipped: Vec<(Impl, String)> = Vec::new();
@@ -1346,6 +1363,7 @@ fn main() {
         wanted.contains(&match w {
             Impl::Vxwg | Impl::VxwgPod => "vxwg",
             Impl::Vxwg1 => "vxwg1",
+            Impl::VxwgAssist => "vxwgassist",
             Impl::WireguardGo | Impl::WgGoVxlan => "wggo",
             Impl::Boringtun => "boringtun",
             Impl::Null => "null",
@@ -1558,11 +1576,13 @@ fn main() {
     for &case in &cases {
         let line = match case {
             Case::Tcp => format!(
-                "vxwg/wireguard-go = {}, vxwg/boringtun = {}, vxwg/vxwg 1 worker = {}, vxwg/null tunnel = {}",
+                "vxwg/wireguard-go = {}, vxwg/boringtun = {}, vxwg/vxwg 1 worker = {}, vxwg/null tunnel = {}, \
+                 vxwg assist on/vxwg = {}",
                 ratio_of((case, Impl::Vxwg), (case, Impl::WireguardGo), Some(6.0)),
                 ratio_of((case, Impl::Vxwg), (case, Impl::Boringtun), Some(6.0)),
                 ratio_of((case, Impl::Vxwg), (case, Impl::Vxwg1), None),
-                ratio_of((case, Impl::Vxwg), (case, Impl::Null), None)
+                ratio_of((case, Impl::Vxwg), (case, Impl::Null), None),
+                ratio_of((case, Impl::VxwgAssist), (case, Impl::Vxwg), None)
             ),
             Case::Tcp4 => format!(
                 "vxwg/wireguard-go = {}, vxwg/boringtun = {}, vxwg/vxwg 1 worker = {}, vxwg/null tunnel = {} \

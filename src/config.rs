@@ -707,6 +707,18 @@ persistent_keepalive = 25
     }
 
     #[test]
+    fn assist_reads_as_its_mode_and_defaults_to_unset() {
+        use crate::assist::AssistMode;
+        let (d, _) = dir_with_key();
+        let base = "private_key_file = \"private.key\"\n";
+        assert_eq!(Config::parse(base, d.path()).unwrap().assist, None);
+        for (text, mode) in [("off", AssistMode::Off), ("on", AssistMode::On), ("auto", AssistMode::Auto)] {
+            let c = Config::parse(&format!("{base}assist = \"{text}\""), d.path()).unwrap();
+            assert_eq!(c.assist, Some(mode), "assist = {text:?}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_field_and_the_reason() {
         let base = "private_key_file = \"private.key\"\n";
         let cases = [
