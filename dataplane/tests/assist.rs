@@ -90,8 +90,11 @@ fn connected(now: Instant) -> (Engine, Engine) {
     (a, b)
 }
 
-/// What a batch's jobs came to: each job's outcome and its datagram's bytes after opening.
-fn outcomes(bufs: &[Vec<u8>], jobs: &[OpenJob]) -> Vec<(Option<Result<usize, String>>, Vec<u8>)> {
+/// A job's outcome (plaintext length, or the failure) and its datagram's bytes after opening.
+type Outcome = (Option<Result<usize, String>>, Vec<u8>);
+
+/// What a batch's jobs came to.
+fn outcomes(bufs: &[Vec<u8>], jobs: &[OpenJob]) -> Vec<Outcome> {
     jobs.iter()
         .map(|j| (j.opened().map(|r| r.map_err(|e| format!("{e:?}"))), bufs[j.slot()][j.range()].to_vec()))
         .collect()
@@ -141,7 +144,7 @@ fn small_or_unordered_batches_are_opened_by_the_owner_alone() {
     let now = Instant::now();
     let (mut a, mut b) = connected(now);
     // Datagrams of at most 100 bytes (68-byte packets): 64 of them are under the byte threshold.
-    assert!(64 * 100 < MIN_SHARED_BYTES);
+    const { assert!(64 * 100 < MIN_SHARED_BYTES) };
     for (count, max, swap) in [(MIN_SHARED as u32 - 1, 1340, false), (64, 68, false), (40, 1340, true)] {
         let wire = sealed_up_to(&mut a, count, max, now);
         let (mut bufs, datagrams) = packed(&wire);
