@@ -1018,7 +1018,7 @@ fn parallel_open(c: &mut Criterion) {
                         if helpers == 0 {
                             open_jobs(&mut work, &mut jobs);
                         } else {
-                            board.open(&mut work, &mut jobs, || {
+                            board.open(&mut work, &mut jobs, |_| {
                                 let _ = (&wake_tx).write(&[1]);
                             });
                         }

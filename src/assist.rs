@@ -8,8 +8,9 @@
 //! of it until none is left, the owner takes the rest. The batch is then committed and delivered
 //! by its owner, in order, as before.
 //!
-//! `auto` (the default) shares only while the machine has CPU to spare: at least half a CPU idle
-//! over the last 200 ms (`/proc/stat`). Where every core is busy (the two shared cores of the
+//! `auto` (the default) shares only while the daemon's CPUs have time to spare: at least half a
+//! CPU idle over the last 200 ms or so (`/proc/stat`, the CPUs of the daemon's affinity mask,
+//! read by the control thread), and never with more workers than those CPUs. Where every core is busy (the two shared cores of the
 //! tunnel bench, or a node whose pods use all of it), waking a helper only moves the same work to
 //! another thread and costs the wakeup.
 
@@ -21,10 +22,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use vxwg::dataplane::assist::{Board, MIN_SHARED};
-
-/// How long a helper stays on after helping, watching for the next batch: a woken thread takes
-/// tens of microseconds to run here, about as long as a batch takes to open.
-const HELPER_SPIN: Duration = Duration::from_micros(50);
 use vxwg::dataplane::engine::{open_jobs, OpenJob};
 use vxwg::dataplane::io::cpu::{read_cpu_ticks, CpuTicks};
 
@@ -58,8 +55,16 @@ impl AssistMode {
 
 /// Idle time worth waking a helper for, in CPUs.
 const SPARE_CPUS: f64 = 0.5;
-/// How often the machine's idle time is read.
+/// How often the machine's idle time is read (by the control thread, which wakes at least every
+/// 250 ms).
 const GAUGE_PERIOD: Duration = Duration::from_millis(200);
+/// How long a helper stays on after helping, watching for the next batch: a woken thread takes
+/// tens of microseconds to run here, about as long as a batch takes to open.
+const HELPER_SPIN: Duration = Duration::from_micros(50);
+/// Longest a helper stays away from its own queues in one go, however busy the others are.
+const HELPER_MAX: Duration = Duration::from_millis(1);
+/// How often a helper that stays on looks at its own queues.
+const OWN_WORK_EVERY: Duration = Duration::from_micros(20);
 
 /// What the workers share for helping each other.
 pub(crate) struct Assist {
@@ -74,8 +79,15 @@ pub(crate) struct Assist {
 }
 
 impl Assist {
-    /// For `workers` workers (sharing is off with one).
+    /// For `workers` workers (sharing is off with one). `auto` stays off where the workers
+    /// outnumber the CPUs the daemon may use: a helper would take an owner's own core.
     pub fn new(workers: usize, mode: AssistMode) -> io::Result<Assist> {
+        let allowed = vxwg::dataplane::io::cpu::allowed_cpus().unwrap_or_default();
+        let mode = match mode {
+            _ if workers < 2 => AssistMode::Off,
+            AssistMode::Auto if workers > allowed.len() => AssistMode::Off,
+            m => m,
+        };
         let wake = (0..workers)
             .map(|_| {
                 let (reader, writer) = UnixStream::pair()?;
@@ -85,11 +97,11 @@ impl Assist {
             })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(Assist {
-            mode: if workers > 1 { mode } else { AssistMode::Off },
+            mode,
             boards: (0..workers).map(|_| Board::new()).collect(),
             waiting: (0..workers).map(|_| AtomicBool::new(false)).collect(),
             wake,
-            gauge: IdleGauge::default(),
+            gauge: IdleGauge::new(allowed),
         })
     }
 
@@ -105,53 +117,71 @@ impl Assist {
         }
     }
 
+    /// Reads the machine's idle time if a period has passed (`auto` shares only while there is
+    /// CPU to spare). Called by the control thread, off the packet path.
+    pub fn sample(&self, now: Instant) {
+        if self.mode == AssistMode::Auto {
+            self.gauge.sample(now);
+        }
+    }
+
     /// Opens worker `owner`'s `jobs`, with the other workers' help when that pays. Returns how
     /// many of them the others opened.
-    pub fn open(&self, owner: usize, bufs: &mut [Vec<u8>], jobs: &mut [OpenJob], now: Instant) -> usize {
+    pub fn open(&self, owner: usize, bufs: &mut [Vec<u8>], jobs: &mut [OpenJob]) -> usize {
         let share = match self.mode {
             AssistMode::Off => false,
             AssistMode::On => true,
-            AssistMode::Auto => jobs.len() >= MIN_SHARED && self.gauge.spare(now),
+            AssistMode::Auto => jobs.len() >= MIN_SHARED && self.gauge.spare.load(Ordering::Relaxed),
         };
         let Some(board) = self.boards.get(owner).filter(|_| share) else {
             open_jobs(bufs, jobs);
             return 0;
         };
-        board.open(bufs, jobs, || {
-            for (i, waiting) in self.waiting.iter().enumerate() {
-                if i != owner && waiting.load(Ordering::Relaxed) {
-                    // A full socket means a wakeup is pending already.
-                    let _ = (&self.wake[i].1).write(&[1]);
-                }
+        board.open(bufs, jobs, |helpers| {
+            // No more than could take a chunk each.
+            let waiting = self.waiting.iter().enumerate().filter(|(i, w)| *i != owner && w.load(Ordering::Relaxed));
+            for (i, _) in waiting.take(helpers) {
+                // A full socket means a wakeup is pending already.
+                let _ = (&self.wake[i].1).write(&[1]);
             }
         })
     }
 
-    /// Worker `worker` was woken to help: opens what the other workers have on offer. Returns
-    /// how many datagrams it opened for them.
-    pub fn help(&self, worker: usize) -> usize {
+    /// Worker `worker` was woken to help: opens what the other workers have on offer, and stays
+    /// on for the next batch for a moment, but never past `HELPER_MAX` nor once `own_work` says
+    /// its own queues have something. Returns how many datagrams it opened for them.
+    pub fn help(&self, worker: usize, own_work: impl Fn() -> bool) -> usize {
         if let Some((reader, _)) = self.wake.get(worker) {
             let mut sink = [0u8; 64];
             while matches!((&*reader).read(&mut sink), Ok(n) if n > 0) {}
         }
         let others = || self.boards.iter().enumerate().filter(move |(i, _)| *i != worker).map(|(_, b)| b);
+        let start = Instant::now();
         let mut opened: usize = others().map(Board::help).sum();
-        let mut idle_since = Instant::now();
-        while idle_since.elapsed() < HELPER_SPIN {
+        let (mut idle_since, mut looked) = (Instant::now(), Instant::now());
+        loop {
+            let now = Instant::now();
+            if now - idle_since >= HELPER_SPIN || now - start >= HELPER_MAX {
+                return opened;
+            }
+            if now - looked >= OWN_WORK_EVERY {
+                if own_work() {
+                    return opened;
+                }
+                looked = now;
+            }
             if others().any(Board::has_offer) {
                 opened += others().map(Board::help).sum::<usize>();
                 idle_since = Instant::now();
             }
             std::hint::spin_loop();
         }
-        opened
     }
 }
 
-/// Whether the machine has had CPU to spare lately, from `/proc/stat`, read by whichever worker
-/// asks first once a period is over.
-#[derive(Default)]
+/// Whether the daemon's CPUs have had time to spare lately, from `/proc/stat`.
 struct IdleGauge {
+    allowed: Vec<usize>,
     reading: Mutex<Reading>,
     spare: AtomicBool,
 }
@@ -164,19 +194,22 @@ struct Reading {
 }
 
 impl IdleGauge {
-    fn spare(&self, now: Instant) -> bool {
-        // Another worker reading it now: its verdict will do.
-        if let Ok(mut r) = self.reading.try_lock() {
-            if r.due.is_none_or(|due| now >= due) {
-                r.due = Some(now + GAUGE_PERIOD);
-                let ticks = read_cpu_ticks(&mut r.text).ok();
-                if let (Some(now), Some(before)) = (ticks, r.last) {
-                    let idle = now.idle_cpus_since(&before);
-                    self.spare.store(idle.is_some_and(|cpus| cpus >= SPARE_CPUS), Ordering::Relaxed);
-                }
-                r.last = ticks;
-            }
+    fn new(allowed: Vec<usize>) -> IdleGauge {
+        IdleGauge { allowed, reading: Mutex::default(), spare: AtomicBool::new(false) }
+    }
+
+    fn sample(&self, now: Instant) {
+        let Ok(mut r) = self.reading.try_lock() else { return };
+        if r.due.is_some_and(|due| now < due) {
+            return;
         }
-        self.spare.load(Ordering::Relaxed)
+        r.due = Some(now + GAUGE_PERIOD);
+        let r = &mut *r;
+        let ticks = read_cpu_ticks(&mut r.text, &self.allowed).ok();
+        if let (Some(now), Some(before)) = (ticks, r.last) {
+            let idle = now.idle_cpus_since(&before);
+            self.spare.store(idle.is_some_and(|cpus| cpus >= SPARE_CPUS), Ordering::Relaxed);
+        }
+        r.last = ticks;
     }
 }

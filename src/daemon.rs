@@ -373,6 +373,7 @@ impl Daemon {
             if uapi.readable {
                 self.serve_uapi();
             }
+            self.shared.assist.sample(Instant::now());
             if self.private_key.is_some() {
                 self.shared.lock().handle_timeout(Instant::now());
             }

@@ -322,7 +322,10 @@ impl Worker {
                 return (self, Exit::DeviceGone);
             }
             if help.readable {
-                let helped = shared.assist.help(self.index);
+                // Back to its own queues as soon as they have something (or the stop signal).
+                let own = [self.tun.tun.raw_fd(), self.udp.raw_fd(), pod_fd, stop_fd];
+                let own_work = || wait_readable(own, Some(Duration::ZERO)).is_ok_and(|r| r.iter().any(|r| r.readable));
+                let helped = shared.assist.help(self.index, own_work);
                 self.stats.packets_opened_for_others.fetch_add(helped as u64, Ordering::Relaxed);
             }
             if tun.readable && !self.drain_tun(name, shared) {
@@ -502,8 +505,8 @@ impl Worker {
             // Handshakes and drops only: nothing to open or commit, no second lock.
             return consumed;
         }
+        let helped = shared.assist.open(self.index, &mut self.udp_bufs, &mut self.open_jobs);
         let now = Instant::now();
-        let helped = shared.assist.open(self.index, &mut self.udp_bufs, &mut self.open_jobs, now);
         if helped > 0 {
             self.stats.packets_opened_by_others.fetch_add(helped as u64, Ordering::Relaxed);
         }

@@ -18,6 +18,8 @@
 //!
 //! The only `unsafe` code outside [`crate::io`] is here: helpers write into the owner's buffers
 //! while the owner holds the `&mut` borrows of them. That is sound because:
+//! 0. one [`Board::open`] call at a time publishes on a board (a flag taken on entry and given
+//!    back after the last helper; a second caller opens its batch alone);
 //! 1. [`Board::open`] keeps the exclusive borrows of the buffers and jobs for its whole call, and
 //!    while the batch is shared it reaches them only through raw pointers derived once, before
 //!    publishing (one per slot buffer, one for the jobs);
@@ -53,15 +55,20 @@ pub const MIN_SHARED_BYTES: usize = 16 * 1024;
 /// microseconds, and a sleeping owner takes tens of microseconds to wake on these VMs.
 const OWNER_SPIN: Duration = Duration::from_micros(50);
 
-/// Where one worker offers its batch's open jobs to others. One per worker, shared by all.
+/// Where one worker offers its batch's open jobs to others. One per worker, shared by all; on a
+/// cache line of its own (helpers watch `offered` while its owner works on the rest).
 #[derive(Default)]
+#[repr(align(128))]
 pub struct Board {
     state: Mutex<State>,
     /// Whether a batch is on offer: what a helper between batches watches without the lock.
     offered: AtomicBool,
     /// Chunks helpers have claimed and not yet finished (changed under the lock).
     in_flight: AtomicUsize,
-    /// Signalled when a helper finishes a chunk.
+    /// Taken by the one [`Board::open`] call that may publish at a time, from entry until every
+    /// helper is done: a second caller (another thread, or `wake` calling back) opens alone.
+    owned: AtomicBool,
+    /// Signalled when a helper finishes a chunk while the owner sleeps.
     helper_done: Condvar,
 }
 
@@ -76,20 +83,38 @@ struct State {
     owner_waiting: bool,
     /// Jobs helpers opened in this batch.
     helper_jobs: usize,
-    /// Each job's datagram: address and length (reused from batch to batch: no allocation once
-    /// grown to the largest batch).
-    datagrams: Vec<(usize, usize)>,
+    /// Each job's datagram (reused from batch to batch: no allocation once grown to the largest
+    /// batch; not touched while a batch is published).
+    datagrams: Vec<Datagram>,
 }
 
-/// What helpers need of a published batch: raw addresses, kept as integers so that the board is
-/// `Send` and `Sync` (they are only dereferenced under the rules in the module's documentation).
+/// A job's datagram in the owner's buffer: where it starts and how long it is.
+#[derive(Clone, Copy)]
+struct Datagram {
+    at: *mut u8,
+    len: usize,
+}
+
+/// What helpers need of a published batch.
 #[derive(Clone, Copy)]
 struct Published {
-    jobs: usize,
+    jobs: *mut OpenJob,
     len: usize,
-    /// `State::datagrams`' buffer, not reallocated while the batch is published.
-    datagrams: usize,
+    /// `State::datagrams`' buffer.
+    datagrams: *const Datagram,
 }
+
+// SAFETY: the addresses are dereferenced only under the rules of the module documentation:
+// by the thread that claimed the chunk they belong to, while the batch is published. What they
+// point to may be used from any thread: bytes, and `OpenJob`s (checked below to be Send + Sync).
+unsafe impl Send for Datagram {}
+// SAFETY: as for `Datagram`.
+unsafe impl Send for Published {}
+
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<OpenJob>();
+};
 
 impl Board {
     pub fn new() -> Board {
@@ -101,50 +126,39 @@ impl Board {
     }
 
     /// Opens every job (as [`open_jobs`] does), sharing the work with the threads that call
-    /// [`Board::help`] on this board meanwhile; `wake` is called once the batch is on offer, to
-    /// wake them. Returns how many jobs helpers opened (0 when the batch was too small to share,
-    /// or nobody came in time).
-    pub fn open<B: AsMut<[u8]>>(&self, bufs: &mut [B], jobs: &mut [OpenJob], wake: impl FnOnce()) -> usize {
+    /// [`Board::help`] on this board meanwhile. Once the batch is on offer, `wake` is called with
+    /// how many helpers could take part (its chunks less the owner's first), to wake up to that
+    /// many. Returns how many jobs helpers opened (0 when the batch was not shared: too small,
+    /// datagrams not in order, or another call already owns the board).
+    pub fn open<B: AsMut<[u8]>>(&self, bufs: &mut [B], jobs: &mut [OpenJob], wake: impl FnOnce(usize)) -> usize {
         let bytes: usize = jobs.iter().map(|j| j.range().len()).sum();
-        if jobs.len() < MIN_SHARED || bytes < MIN_SHARED_BYTES || !datagrams_in_order(bufs, jobs) {
+        if jobs.len() < MIN_SHARED
+            || bytes < MIN_SHARED_BYTES
+            || self.owned.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err()
+        {
             open_jobs(bufs, jobs);
             return 0;
         }
+        // Given back however this call ends, after the helpers (`withdraw` is dropped first).
+        let _owned = Owned(self);
         {
             let mut state = self.lock();
             let s = &mut *state;
-            debug_assert!(s.batch.is_none(), "one batch at a time per board");
-            s.datagrams.clear();
-            // One base address per slot, derived once: a second `as_mut` of the same slot would
-            // invalidate the addresses derived from the first.
-            let mut current: Option<(usize, *mut u8)> = None;
-            for job in jobs.iter() {
-                let (slot, range) = (job.slot(), job.range());
-                let base = match current {
-                    Some((s, base)) if s == slot => base,
-                    _ => {
-                        let base = bufs[slot].as_mut().as_mut_ptr();
-                        current = Some((slot, base));
-                        base
-                    }
-                };
-                // In bounds (checked above), so the offset stays inside the slot's buffer.
-                s.datagrams.push((base.wrapping_add(range.start) as usize, range.len()));
+            if !lay_out(bufs, jobs, &mut s.datagrams) {
+                drop(state);
+                open_jobs(bufs, jobs);
+                return 0;
             }
-            s.batch = Some(Published {
-                jobs: jobs.as_mut_ptr() as usize,
-                len: jobs.len(),
-                datagrams: s.datagrams.as_ptr() as usize,
-            });
+            s.batch = Some(Published { jobs: jobs.as_mut_ptr(), len: jobs.len(), datagrams: s.datagrams.as_ptr() });
             s.next = 0;
             s.chunks = jobs.len().div_ceil(CHUNK);
             s.helper_jobs = 0;
             self.offered.store(true, Ordering::Release);
         }
-        // From here until `withdraw` returns, `bufs` and `jobs` are reached only through the
+        // From here until `withdraw` is dropped, `bufs` and `jobs` are reached only through the
         // published addresses. The guard withdraws the batch however this call ends.
         let withdraw = Withdraw(self);
-        wake();
+        wake(jobs.len().div_ceil(CHUNK) - 1);
         while let Some((batch, chunk)) = self.claim(false) {
             // SAFETY: rules 1-3 of the module documentation: the chunk is ours alone, its jobs
             // and datagrams were checked and published above, and `bufs` and `jobs` stay
@@ -195,6 +209,48 @@ impl Board {
             self.in_flight.fetch_add(1, Ordering::AcqRel);
         }
         Some((batch, chunk * CHUNK..((chunk + 1) * CHUNK).min(batch.len)))
+    }
+}
+
+/// Where each job's datagram lies, into `out`, if every one lies inside its slot, in slot order,
+/// each after the one before (so no two share a byte; the engine plans them so, and a batch that
+/// is not is not shared). One `as_mut` per slot: its length is checked and its address kept from
+/// the same call (a second `as_mut` might answer otherwise, and would invalidate the addresses
+/// taken from the first).
+fn lay_out<B: AsMut<[u8]>>(bufs: &mut [B], jobs: &[OpenJob], out: &mut Vec<Datagram>) -> bool {
+    out.clear();
+    let mut current: Option<(usize, *mut u8, usize)> = None;
+    let mut previous_end = 0;
+    for job in jobs {
+        let (slot, range) = (job.slot(), job.range());
+        let (base, len) = match current {
+            Some((s, base, len)) if s == slot => (base, len),
+            Some((s, ..)) if slot < s => return false,
+            _ => {
+                let Some(buf) = bufs.get_mut(slot) else { return false };
+                let buf = buf.as_mut();
+                let (base, len) = (buf.as_mut_ptr(), buf.len());
+                current = Some((slot, base, len));
+                previous_end = 0;
+                (base, len)
+            }
+        };
+        if range.start < previous_end || range.start > range.end || range.end > len {
+            return false;
+        }
+        previous_end = range.end;
+        // In bounds (just checked), so the offset stays inside the slot's buffer.
+        out.push(Datagram { at: base.wrapping_add(range.start), len: range.len() });
+    }
+    true
+}
+
+/// Gives the board back to the next [`Board::open`].
+struct Owned<'a>(&'a Board);
+
+impl Drop for Owned<'_> {
+    fn drop(&mut self) {
+        self.0.owned.store(false, Ordering::Release);
     }
 }
 
@@ -254,34 +310,13 @@ impl Drop for Finished<'_> {
 /// `batch` must be published on a board by a [`Board::open`] that has not returned yet, and the
 /// chunk claimed from that board by the caller alone.
 unsafe fn open_chunk(batch: Published, chunk: Range<usize>) {
-    let (jobs, datagrams) = (batch.jobs as *mut OpenJob, batch.datagrams as *const (usize, usize));
     for i in chunk {
         // SAFETY: `i < batch.len` (the chunk was cut from it); job `i` and its datagram belong to
         // this chunk only, and datagrams do not overlap (checked before publishing).
         let (job, datagram) = unsafe {
-            let (at, len) = *datagrams.add(i);
-            (&mut *jobs.add(i), std::slice::from_raw_parts_mut(at as *mut u8, len))
+            let d = *batch.datagrams.add(i);
+            (&mut *batch.jobs.add(i), std::slice::from_raw_parts_mut(d.at, d.len))
         };
         job.open_in(datagram);
     }
-}
-
-/// Whether every job's datagram lies inside its slot, in slot order, each after the one before:
-/// so no two share a byte. (The engine plans them so; a batch that is not is not shared.)
-fn datagrams_in_order<B: AsMut<[u8]>>(bufs: &mut [B], jobs: &[OpenJob]) -> bool {
-    let mut previous: Option<(usize, usize)> = None;
-    for job in jobs {
-        let (slot, range) = (job.slot(), job.range());
-        let Some(buf) = bufs.get_mut(slot) else { return false };
-        if range.start > range.end || range.end > buf.as_mut().len() {
-            return false;
-        }
-        if let Some((s, end)) = previous {
-            if slot < s || (slot == s && range.start < end) {
-                return false;
-            }
-        }
-        previous = Some((slot, range.end));
-    }
-    true
 }

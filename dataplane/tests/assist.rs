@@ -124,7 +124,8 @@ fn a_helper_that_comes_at_once_opens_the_whole_batch() {
         })
     };
     let mut woken = 0;
-    let helped = board.open(&mut bufs, &mut jobs, || {
+    let helped = board.open(&mut bufs, &mut jobs, |helpers| {
+        assert_eq!(helpers, 64 / CHUNK - 1, "helpers that could take a chunk: all but the owner's first");
         woken += 1;
         go.0.send(()).unwrap();
         // The owner claims nothing until the helper has run out of chunks.
@@ -157,7 +158,7 @@ fn small_or_unordered_batches_are_opened_by_the_owner_alone() {
         open_jobs(&mut alone_bufs, &mut alone_jobs);
         let board = Board::new();
         let mut woken = false;
-        assert_eq!(board.open(&mut bufs, &mut jobs, || woken = true), 0);
+        assert_eq!(board.open(&mut bufs, &mut jobs, |_| woken = true), 0);
         assert!(!woken, "{count} jobs of at most {max} bytes (swapped: {swap}) were not offered");
         assert_eq!(outcomes(&bufs, &jobs), outcomes(&alone_bufs, &alone_jobs));
     }
@@ -200,7 +201,7 @@ fn helpers_that_keep_asking_change_nothing_but_who_decrypts() {
         assert_eq!(b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs), PER_BATCH as usize);
         let (mut alone_bufs, mut alone_jobs) = (bufs.clone(), jobs.clone());
         open_jobs(&mut alone_bufs, &mut alone_jobs);
-        helped += board.open(&mut bufs, &mut jobs, || {});
+        helped += board.open(&mut bufs, &mut jobs, |_| {});
         assert_eq!(outcomes(&bufs, &jobs), outcomes(&alone_bufs, &alone_jobs), "batch {batch}");
         forged_failed += usize::from(matches!(jobs[forged].opened(), Some(Err(_))));
         incoming.clear();
@@ -226,9 +227,45 @@ fn helpers_that_keep_asking_change_nothing_but_who_decrypts() {
         .collect();
     assert_eq!(delivered, expected, "every genuine packet delivered once, in order");
     assert_eq!(helped, by_helpers.load(Ordering::Relaxed), "the owner counts what the helpers opened");
+    // Three threads asking through 150 batches: some chunk was theirs.
+    assert!(helped > 0, "the helpers opened nothing");
     eprintln!(
         "helpers opened {helped} of {} datagrams ({} chunks of {CHUNK})",
         BATCHES * PER_BATCH,
         helped.div_ceil(CHUNK)
     );
+}
+
+/// A board has one owner at a time: a second `open` while a batch is on offer (here from the
+/// first one's `wake`) opens its own batch alone, and both come out as they would alone.
+#[test]
+fn a_second_owner_of_a_board_opens_alone() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now);
+    let plan = |a: &mut Engine, b: &mut Engine| {
+        let wire = sealed(a, 64, now);
+        let (mut bufs, datagrams) = packed(&wire);
+        let mut jobs = Vec::new();
+        assert_eq!(b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs), 64);
+        let (mut alone_bufs, mut alone_jobs) = (bufs.clone(), jobs.clone());
+        open_jobs(&mut alone_bufs, &mut alone_jobs);
+        (bufs, jobs, outcomes(&alone_bufs, &alone_jobs))
+    };
+    let (mut bufs1, mut jobs1, alone1) = plan(&mut a, &mut b);
+    let (mut bufs2, mut jobs2, alone2) = plan(&mut a, &mut b);
+    let board = Board::new();
+    let mut inner = None;
+    board.open(&mut bufs1, &mut jobs1, |_| {
+        let mut woken = false;
+        inner = Some((board.open(&mut bufs2, &mut jobs2, |_| woken = true), woken));
+    });
+    assert_eq!(inner, Some((0, false)), "the second owner shared nothing and woke nobody");
+    assert_eq!(outcomes(&bufs1, &jobs1), alone1);
+    assert_eq!(outcomes(&bufs2, &jobs2), alone2);
+    // And once the first is done, the board is free again.
+    let (mut bufs3, mut jobs3, alone3) = plan(&mut a, &mut b);
+    let mut woken = false;
+    board.open(&mut bufs3, &mut jobs3, |_| woken = true);
+    assert!(woken, "offered again");
+    assert_eq!(outcomes(&bufs3, &jobs3), alone3);
 }

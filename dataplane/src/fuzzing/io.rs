@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::io::cpu::{parse_proc_stat, parse_schedstat, ProcStatError, SchedstatError};
+use crate::io::cpu::{parse_proc_stat, parse_proc_stat_for, parse_schedstat, ProcStatError, SchedstatError};
 
 /// A `schedstat` line (any bytes, as lossy UTF-8): never a panic, and what parses prints back
 /// to the same figures.
@@ -32,5 +32,12 @@ pub fn proc_stat(data: &[u8]) {
         }
         Err(ProcStatError::NotANumber { value, .. }) => assert!(value.chars().count() <= 32),
         Err(ProcStatError::NoCpuLine | ProcStatError::MissingField(_) | ProcStatError::Overflow) => {}
+    }
+    // Over some CPUs only: never a panic, idle within total, no more CPUs than asked for.
+    let allowed = [0, 1, 3];
+    match parse_proc_stat_for(&text, &allowed) {
+        Ok(t) => assert!(t.idle <= t.total && t.cpus as usize <= allowed.len(), "{t:?} from {text:?}"),
+        Err(ProcStatError::NotANumber { value, .. }) => assert!(value.chars().count() <= 32),
+        Err(_) => {}
     }
 }

@@ -147,12 +147,46 @@ impl std::error::Error for ProcStatError {}
 /// Parses `/proc/stat`: its first line, `cpu  user nice system idle iowait irq softirq steal
 /// ...`, and the count of `cpuN` lines after it.
 pub fn parse_proc_stat(text: &str) -> Result<CpuTicks, ProcStatError> {
-    const FIELDS: [&str; 8] = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
     let mut lines = text.lines();
     let mut fields = lines.next().map(str::split_ascii_whitespace).ok_or(ProcStatError::NoCpuLine)?;
     if fields.next() != Some("cpu") {
         return Err(ProcStatError::NoCpuLine);
     }
+    let (total, idle) = cpu_fields(fields)?;
+    let cpus = lines.take_while(|l| l.starts_with("cpu")).filter(|l| cpu_number(l).is_some()).count();
+    Ok(CpuTicks { total, idle, cpus: u32::try_from(cpus).unwrap_or(u32::MAX) })
+}
+
+/// As [`parse_proc_stat`], over the CPUs in `allowed` only (the `cpuN` lines of those numbers;
+/// a process confined to some CPUs of a large machine cares about those). `cpus` is how many
+/// of them `/proc/stat` lists.
+pub fn parse_proc_stat_for(text: &str, allowed: &[usize]) -> Result<CpuTicks, ProcStatError> {
+    let mut lines = text.lines();
+    if lines.next().is_none_or(|l| l.split_ascii_whitespace().next() != Some("cpu")) {
+        return Err(ProcStatError::NoCpuLine);
+    }
+    let mut sum = CpuTicks { total: 0, idle: 0, cpus: 0 };
+    for line in lines.take_while(|l| l.starts_with("cpu")) {
+        let Some(n) = cpu_number(line) else { continue };
+        if !allowed.contains(&n) {
+            continue;
+        }
+        let (total, idle) = cpu_fields(line.split_ascii_whitespace().skip(1))?;
+        sum.total = sum.total.checked_add(total).ok_or(ProcStatError::Overflow)?;
+        sum.idle = sum.idle.checked_add(idle).ok_or(ProcStatError::Overflow)?;
+        sum.cpus = sum.cpus.saturating_add(1);
+    }
+    Ok(sum)
+}
+
+/// N of a `cpuN ...` line.
+fn cpu_number(line: &str) -> Option<usize> {
+    line.split_ascii_whitespace().next()?.strip_prefix("cpu")?.parse().ok()
+}
+
+/// Total and idle ticks of a `cpu` line's fields (after its name).
+fn cpu_fields<'a>(mut fields: impl Iterator<Item = &'a str>) -> Result<(u64, u64), ProcStatError> {
+    const FIELDS: [&str; 8] = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
     let mut ticks = [0u64; 8];
     for (tick, field) in ticks.iter_mut().zip(FIELDS) {
         let value = fields.next().ok_or(ProcStatError::MissingField(field))?;
@@ -160,20 +194,17 @@ pub fn parse_proc_stat(text: &str) -> Result<CpuTicks, ProcStatError> {
             value.parse().map_err(|_| ProcStatError::NotANumber { field, value: value.chars().take(32).collect() })?;
     }
     let total = ticks.iter().try_fold(0u64, |sum, &t| sum.checked_add(t)).ok_or(ProcStatError::Overflow)?;
-    let cpus = lines
-        .take_while(|l| l.starts_with("cpu"))
-        .filter(|l| l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
-        .count();
-    Ok(CpuTicks { total, idle: ticks[3] + ticks[4], cpus: u32::try_from(cpus).unwrap_or(u32::MAX) })
+    // idle + iowait <= total, which did not overflow.
+    Ok((total, ticks[3] + ticks[4]))
 }
 
-/// The machine's CPU time so far (`/proc/stat`), read into `text` (kept for the next reading,
-/// so that a reader polling it does not allocate).
-pub fn read_cpu_ticks(text: &mut String) -> io::Result<CpuTicks> {
+/// The CPU time so far of the CPUs in `allowed` (`/proc/stat`), read into `text` (kept for the
+/// next reading, so that a reader polling it does not allocate).
+pub fn read_cpu_ticks(text: &mut String, allowed: &[usize]) -> io::Result<CpuTicks> {
     use std::io::Read;
     text.clear();
     std::fs::File::open("/proc/stat")?.read_to_string(text)?;
-    parse_proc_stat(text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    parse_proc_stat_for(text, allowed).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// The calling thread's id (`gettid`), which names it under `/proc/self/task`.
@@ -212,22 +243,27 @@ mod tests {
         ));
         let max = u64::MAX;
         assert_eq!(parse_proc_stat(&format!("cpu  {max} 1 0 0 0 0 0 0")), Err(ProcStatError::Overflow));
+        // Only the CPUs a process may use: cpu1 alone, then both, then one that is not listed.
+        assert_eq!(parse_proc_stat_for(text, &[1]), Ok(CpuTicks { total: 501, idle: 410, cpus: 1 }));
+        assert_eq!(parse_proc_stat_for(text, &[0, 1]), Ok(CpuTicks { total: 1000, idle: 820, cpus: 2 }));
+        assert_eq!(parse_proc_stat_for(text, &[7]), Ok(CpuTicks { total: 0, idle: 0, cpus: 0 }));
+        assert_eq!(parse_proc_stat_for("cpu  1\ncpu0 1 2\n", &[0]), Err(ProcStatError::MissingField("system")));
     }
 
     #[test]
     fn this_machines_proc_stat_parses_and_moves_forward() {
-        let mut text = String::new();
-        let Ok(first) = read_cpu_ticks(&mut text) else {
+        let (mut text, allowed) = (String::new(), allowed_cpus().unwrap());
+        let Ok(first) = read_cpu_ticks(&mut text, &allowed) else {
             eprintln!("skipped: no /proc/stat");
             return;
         };
-        assert!(first.cpus >= 1 && first.idle <= first.total, "{first:?}");
+        assert!(first.cpus as usize == allowed.len() && first.idle <= first.total, "{first:?} for {allowed:?}");
         let start = std::time::Instant::now();
         let mut x = 0u64;
         while start.elapsed() < Duration::from_millis(50) {
             x = std::hint::black_box(x.wrapping_add(1));
         }
-        let second = read_cpu_ticks(&mut text).unwrap();
+        let second = read_cpu_ticks(&mut text, &allowed).unwrap();
         assert!(second.total >= first.total && second.idle >= first.idle, "{first:?} then {second:?}");
     }
 
