@@ -71,8 +71,9 @@ pub(crate) struct Assist {
     mode: AssistMode,
     /// Worker `i` offers its batches on `boards[i]`.
     boards: Vec<Board>,
-    /// Worker `i` is waiting in `poll` (and so may help).
-    waiting: Vec<AtomicBool>,
+    /// Worker `i` is waiting in `poll` (and so may help); a cache line each, since every worker
+    /// writes its own twice a loop.
+    waiting: Vec<Padded>,
     /// Worker `i` polls `wake[i].0`; a byte on `wake[i].1` wakes it.
     wake: Vec<(UnixStream, UnixStream)>,
     gauge: IdleGauge,
@@ -99,7 +100,7 @@ impl Assist {
         Ok(Assist {
             mode,
             boards: (0..workers).map(|_| Board::new()).collect(),
-            waiting: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            waiting: (0..workers).map(|_| Padded::default()).collect(),
             wake,
             gauge: IdleGauge::new(allowed),
         })
@@ -112,8 +113,8 @@ impl Assist {
 
     /// Worker `worker` is about to wait in `poll` (`true`) or is back from it (`false`).
     pub fn set_waiting(&self, worker: usize, waiting: bool) {
-        if let Some(w) = self.waiting.get(worker) {
-            w.store(waiting, Ordering::Relaxed);
+        if let Some(w) = self.waiting.get(worker).filter(|_| self.mode != AssistMode::Off) {
+            w.0.store(waiting, Ordering::Relaxed);
         }
     }
 
@@ -139,7 +140,7 @@ impl Assist {
         };
         board.open(bufs, jobs, |helpers| {
             // No more than could take a chunk each.
-            let waiting = self.waiting.iter().enumerate().filter(|(i, w)| *i != owner && w.load(Ordering::Relaxed));
+            let waiting = self.waiting.iter().enumerate().filter(|(i, w)| *i != owner && w.0.load(Ordering::Relaxed));
             for (i, _) in waiting.take(helpers) {
                 // A full socket means a wakeup is pending already.
                 let _ = (&self.wake[i].1).write(&[1]);
@@ -147,14 +148,20 @@ impl Assist {
         })
     }
 
-    /// Worker `worker` was woken to help: opens what the other workers have on offer, and stays
-    /// on for the next batch for a moment, but never past `HELPER_MAX` nor once `own_work` says
-    /// its own queues have something. Returns how many datagrams it opened for them.
-    pub fn help(&self, worker: usize, own_work: impl Fn() -> bool) -> usize {
+    /// Takes worker `worker`'s wakeups (for a worker that has work of its own and will not help
+    /// this time).
+    pub fn drain_wake(&self, worker: usize) {
         if let Some((reader, _)) = self.wake.get(worker) {
             let mut sink = [0u8; 64];
             while matches!((&*reader).read(&mut sink), Ok(n) if n > 0) {}
         }
+    }
+
+    /// Worker `worker` was woken to help: opens what the other workers have on offer, and stays
+    /// on for the next batch for a moment, but never past `HELPER_MAX` nor once `own_work` says
+    /// its own queues have something. Returns how many datagrams it opened for them.
+    pub fn help(&self, worker: usize, own_work: impl Fn() -> bool) -> usize {
+        self.drain_wake(worker);
         let others = || self.boards.iter().enumerate().filter(move |(i, _)| *i != worker).map(|(_, b)| b);
         let start = Instant::now();
         let mut opened: usize = others().map(Board::help).sum();
@@ -178,6 +185,11 @@ impl Assist {
         }
     }
 }
+
+/// A worker's `waiting` flag, on a cache line of its own.
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded(AtomicBool);
 
 /// Whether the daemon's CPUs have had time to spare lately, from `/proc/stat`.
 struct IdleGauge {
@@ -206,10 +218,12 @@ impl IdleGauge {
         r.due = Some(now + GAUGE_PERIOD);
         let r = &mut *r;
         let ticks = read_cpu_ticks(&mut r.text, &self.allowed).ok();
-        if let (Some(now), Some(before)) = (ticks, r.last) {
-            let idle = now.idle_cpus_since(&before);
-            self.spare.store(idle.is_some_and(|cpus| cpus >= SPARE_CPUS), Ordering::Relaxed);
-        }
+        // No reading, or none before it (the first, or after a failed one): not known to be idle.
+        let idle = match (ticks, r.last) {
+            (Some(now), Some(before)) if now.cpus == before.cpus => now.idle_cpus_since(&before),
+            _ => None,
+        };
+        self.spare.store(idle.is_some_and(|cpus| cpus >= SPARE_CPUS), Ordering::Relaxed);
         r.last = ticks;
     }
 }

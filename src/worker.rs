@@ -321,7 +321,10 @@ impl Worker {
             if tun.failed || pod.failed {
                 return (self, Exit::DeviceGone);
             }
-            if help.readable {
+            if help.readable && (tun.readable || udp.readable || pod.readable) {
+                // Its own work first: this wakeup goes unanswered.
+                shared.assist.drain_wake(self.index);
+            } else if help.readable {
                 // Back to its own queues as soon as they have something (or the stop signal).
                 let own = [self.tun.tun.raw_fd(), self.udp.raw_fd(), pod_fd, stop_fd];
                 let own_work = || wait_readable(own, Some(Duration::ZERO)).is_ok_and(|r| r.iter().any(|r| r.readable));

@@ -61,8 +61,9 @@ const OWNER_SPIN: Duration = Duration::from_micros(50);
 #[repr(align(128))]
 pub struct Board {
     state: Mutex<State>,
-    /// Whether a batch is on offer: what a helper between batches watches without the lock.
-    offered: AtomicBool,
+    /// Whether a batch is on offer: what a helper between batches watches without the lock (on
+    /// a line of its own, apart from the lock the owner takes at every claim).
+    offered: Padded<AtomicBool>,
     /// Chunks helpers have claimed and not yet finished (changed under the lock).
     in_flight: AtomicUsize,
     /// Taken by the one [`Board::open`] call that may publish at a time, from entry until every
@@ -86,6 +87,18 @@ struct State {
     /// Each job's datagram (reused from batch to batch: no allocation once grown to the largest
     /// batch; not touched while a batch is published).
     datagrams: Vec<Datagram>,
+}
+
+/// A value on a cache line of its own.
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// A job's datagram in the owner's buffer: where it starts and how long it is.
@@ -141,24 +154,28 @@ impl Board {
         }
         // Given back however this call ends, after the helpers (`withdraw` is dropped first).
         let _owned = Owned(self);
+        // Laid out without the lock (`as_mut` is the caller's code); the board is ours alone.
+        let mut datagrams = std::mem::take(&mut self.lock().datagrams);
+        if !lay_out(bufs, jobs, &mut datagrams) {
+            self.lock().datagrams = datagrams;
+            open_jobs(bufs, jobs);
+            return 0;
+        }
+        let chunks = jobs.len().div_ceil(CHUNK);
         {
-            let mut state = self.lock();
-            let s = &mut *state;
-            if !lay_out(bufs, jobs, &mut s.datagrams) {
-                drop(state);
-                open_jobs(bufs, jobs);
-                return 0;
-            }
+            let mut s = self.lock();
+            s.datagrams = datagrams;
             s.batch = Some(Published { jobs: jobs.as_mut_ptr(), len: jobs.len(), datagrams: s.datagrams.as_ptr() });
             s.next = 0;
-            s.chunks = jobs.len().div_ceil(CHUNK);
+            s.chunks = chunks;
             s.helper_jobs = 0;
             self.offered.store(true, Ordering::Release);
         }
         // From here until `withdraw` is dropped, `bufs` and `jobs` are reached only through the
-        // published addresses. The guard withdraws the batch however this call ends.
+        // published addresses (not even `jobs.len()`: helpers hold `&mut` to some of them). The
+        // guard withdraws the batch however this call ends.
         let withdraw = Withdraw(self);
-        wake(jobs.len().div_ceil(CHUNK) - 1);
+        wake(chunks - 1);
         while let Some((batch, chunk)) = self.claim(false) {
             // SAFETY: rules 1-3 of the module documentation: the chunk is ours alone, its jobs
             // and datagrams were checked and published above, and `bufs` and `jobs` stay
@@ -219,6 +236,10 @@ impl Board {
 /// taken from the first).
 fn lay_out<B: AsMut<[u8]>>(bufs: &mut [B], jobs: &[OpenJob], out: &mut Vec<Datagram>) -> bool {
     out.clear();
+    // One iterator over the slots, moving forward only: each element is borrowed once and apart
+    // from the others (indexing the slice again would reborrow all of it, and with buffers kept
+    // inline in the slice that would invalidate the addresses taken from earlier slots).
+    let mut slots = bufs.iter_mut().enumerate();
     let mut current: Option<(usize, *mut u8, usize)> = None;
     let mut previous_end = 0;
     for job in jobs {
@@ -227,7 +248,7 @@ fn lay_out<B: AsMut<[u8]>>(bufs: &mut [B], jobs: &[OpenJob], out: &mut Vec<Datag
             Some((s, base, len)) if s == slot => (base, len),
             Some((s, ..)) if slot < s => return false,
             _ => {
-                let Some(buf) = bufs.get_mut(slot) else { return false };
+                let Some((_, buf)) = slots.by_ref().find(|(i, _)| *i == slot) else { return false };
                 let buf = buf.as_mut();
                 let (base, len) = (buf.as_mut_ptr(), buf.len());
                 current = Some((slot, base, len));

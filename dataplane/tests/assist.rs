@@ -269,3 +269,43 @@ fn a_second_owner_of_a_board_opens_alone() {
     assert!(woken, "offered again");
     assert_eq!(outcomes(&bufs3, &jobs3), alone3);
 }
+
+/// Buffers kept inline in the slice (arrays, not vectors) are shared the same way: each slot is
+/// borrowed once, and the helper's outcome is the owner's own.
+#[test]
+fn inline_buffers_are_shared_as_well() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now);
+    let wire = sealed(&mut a, 64, now);
+    let (vecs, datagrams) = packed(&wire);
+    let mut bufs: Vec<[u8; 8192]> = vecs
+        .iter()
+        .map(|v| {
+            let mut slot = [0u8; 8192];
+            slot[..v.len()].copy_from_slice(v);
+            slot
+        })
+        .collect();
+    let mut jobs = Vec::new();
+    assert_eq!(b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs), 64);
+    let (mut alone_bufs, mut alone_jobs) = (bufs.clone(), jobs.clone());
+    open_jobs(&mut alone_bufs, &mut alone_jobs);
+    let board = Arc::new(Board::new());
+    let (go, went) = (mpsc::channel::<()>(), mpsc::channel::<usize>());
+    let helper = {
+        let board = Arc::clone(&board);
+        let (go, went) = (go.1, went.0);
+        std::thread::spawn(move || {
+            go.recv().unwrap();
+            went.send(board.help()).unwrap();
+        })
+    };
+    let helped = board.open(&mut bufs, &mut jobs, |_| {
+        go.0.send(()).unwrap();
+        assert_eq!(went.1.recv().unwrap(), 64, "the helper opened every job");
+    });
+    helper.join().unwrap();
+    assert_eq!(helped, 64);
+    let as_vecs = |bufs: &[[u8; 8192]]| bufs.iter().map(|b| b.to_vec()).collect::<Vec<_>>();
+    assert_eq!(outcomes(&as_vecs(&bufs), &jobs), outcomes(&as_vecs(&alone_bufs), &alone_jobs));
+}
