@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 mod common;
-use common::engines::{addr, engine_pair, A, B};
+use common::engines::{addr, connected, ipv4_header, A};
 
 use vxwg_dataplane::assist::{Board, CHUNK, MIN_SHARED, MIN_SHARED_BYTES};
 use vxwg_dataplane::engine::{
@@ -16,17 +16,6 @@ use vxwg_dataplane::engine::{
 
 /// Datagrams laid out as UDP GRO hands them over: several back to back in one buffer.
 const PER_SLOT: usize = 5;
-
-fn exchange(a: &mut Engine, b: &mut Engine, now: Instant) {
-    for _ in 0..4 {
-        while let Some(mut t) = a.poll_transmit() {
-            let _ = b.decapsulate(addr(A), &mut t.payload, now);
-        }
-        while let Some(mut t) = b.poll_transmit() {
-            let _ = a.decapsulate(addr(B), &mut t.payload, now);
-        }
-    }
-}
 
 /// An IPv4 packet 10.0.0.1 -> 10.0.0.2 numbered `seq`, its body a pattern of the number.
 fn numbered(seq: u32, buf: &mut [u8]) -> usize {
@@ -40,11 +29,7 @@ fn numbered_up_to(seq: u32, max: usize, buf: &mut [u8]) -> usize {
     for (i, b) in p.iter_mut().enumerate() {
         *b = (i as u32).wrapping_mul(7).wrapping_add(seq) as u8;
     }
-    p[..20].fill(0);
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
-    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    ipv4_header(p, len);
     p[20..24].copy_from_slice(&seq.to_le_bytes());
     len
 }
@@ -83,13 +68,6 @@ fn packed(datagrams: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<Datagram>) {
     (bufs, at)
 }
 
-fn connected(now: Instant) -> (Engine, Engine) {
-    let (mut a, mut b, b_at_a) = engine_pair(now);
-    a.device_mut().initiate_handshake(b_at_a, now);
-    exchange(&mut a, &mut b, now);
-    (a, b)
-}
-
 /// A job's outcome (plaintext length, or the failure) and its datagram's bytes after opening.
 type Outcome = (Option<Result<usize, String>>, Vec<u8>);
 
@@ -100,19 +78,10 @@ fn outcomes(bufs: &[Vec<u8>], jobs: &[OpenJob]) -> Vec<Outcome> {
         .collect()
 }
 
-/// A helper woken when the batch goes on offer, and waited for by the owner before it claims
-/// anything, takes every chunk: the owner then opens none, and the outcome is the owner's own.
-#[test]
-fn a_helper_that_comes_at_once_opens_the_whole_batch() {
-    let now = Instant::now();
-    let (mut a, mut b) = connected(now);
-    let wire = sealed(&mut a, 64, now);
-    let (mut bufs, datagrams) = packed(&wire);
-    let mut jobs = Vec::new();
-    assert_eq!(b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs), 64);
-    let (mut alone_bufs, mut alone_jobs) = (bufs.clone(), jobs.clone());
-    open_jobs(&mut alone_bufs, &mut alone_jobs);
-
+/// Opens `jobs` on a fresh board with a helper thread that `wake` starts, and that the owner
+/// waits for before it claims anything: the helper takes every chunk. Returns what the owner
+/// counted as helped, what the helper said it opened, and the helpers `wake` was told of.
+fn open_with_a_prompt_helper<B: AsMut<[u8]>>(bufs: &mut [B], jobs: &mut [OpenJob]) -> (usize, usize, usize) {
     let board = Arc::new(Board::new());
     let (go, went) = (mpsc::channel::<()>(), mpsc::channel::<usize>());
     let helper = {
@@ -123,16 +92,33 @@ fn a_helper_that_comes_at_once_opens_the_whole_batch() {
             went.send(board.help()).unwrap();
         })
     };
-    let mut woken = 0;
-    let helped = board.open(&mut bufs, &mut jobs, |helpers| {
-        assert_eq!(helpers, 64 / CHUNK - 1, "helpers that could take a chunk: all but the owner's first");
-        woken += 1;
+    let (mut by_helper, mut told) = (0, 0);
+    let helped = board.open(bufs, jobs, |helpers| {
+        told = helpers;
         go.0.send(()).unwrap();
         // The owner claims nothing until the helper has run out of chunks.
-        assert_eq!(went.1.recv().unwrap(), 64, "the helper opened every job");
+        by_helper = went.1.recv().unwrap();
     });
     helper.join().unwrap();
-    assert_eq!((woken, helped), (1, 64), "woken once; every job opened by the helper");
+    (helped, by_helper, told)
+}
+
+/// A helper woken when the batch goes on offer, and waited for by the owner before it claims
+/// anything, takes every chunk: the owner then opens none, and the outcome is the owner's own.
+#[test]
+fn a_helper_that_comes_at_once_opens_the_whole_batch() {
+    let now = Instant::now();
+    let (mut a, mut b, _) = connected(now);
+    let wire = sealed(&mut a, 64, now);
+    let (mut bufs, datagrams) = packed(&wire);
+    let mut jobs = Vec::new();
+    assert_eq!(b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs), 64);
+    let (mut alone_bufs, mut alone_jobs) = (bufs.clone(), jobs.clone());
+    open_jobs(&mut alone_bufs, &mut alone_jobs);
+
+    let (helped, by_helper, told) = open_with_a_prompt_helper(&mut bufs, &mut jobs);
+    assert_eq!(told, 64 / CHUNK - 1, "helpers that could take a chunk: all but the owner's first");
+    assert_eq!((helped, by_helper), (64, 64), "every job opened by the helper, and counted so");
     assert_eq!(outcomes(&bufs, &jobs), outcomes(&alone_bufs, &alone_jobs), "as the owner alone would have");
     assert!(jobs.iter().all(|j| matches!(j.opened(), Some(Ok(_)))), "every job opened");
 }
@@ -143,7 +129,7 @@ fn a_helper_that_comes_at_once_opens_the_whole_batch() {
 #[test]
 fn small_or_unordered_batches_are_opened_by_the_owner_alone() {
     let now = Instant::now();
-    let (mut a, mut b) = connected(now);
+    let (mut a, mut b, _) = connected(now);
     // Datagrams of at most 100 bytes (68-byte packets): 64 of them are under the byte threshold.
     const { assert!(64 * 100 < MIN_SHARED_BYTES) };
     for (count, max, swap) in [(MIN_SHARED as u32 - 1, 1340, false), (64, 68, false), (40, 1340, true)] {
@@ -171,7 +157,7 @@ fn small_or_unordered_batches_are_opened_by_the_owner_alone() {
 #[test]
 fn helpers_that_keep_asking_change_nothing_but_who_decrypts() {
     let now = Instant::now();
-    let (mut a, mut b) = connected(now);
+    let (mut a, mut b, _) = connected(now);
     const BATCHES: u32 = 150;
     const PER_BATCH: u32 = 61;
     let board = Arc::new(Board::new());
@@ -241,7 +227,7 @@ fn helpers_that_keep_asking_change_nothing_but_who_decrypts() {
 #[test]
 fn a_second_owner_of_a_board_opens_alone() {
     let now = Instant::now();
-    let (mut a, mut b) = connected(now);
+    let (mut a, mut b, _) = connected(now);
     let plan = |a: &mut Engine, b: &mut Engine| {
         let wire = sealed(a, 64, now);
         let (mut bufs, datagrams) = packed(&wire);
@@ -275,7 +261,7 @@ fn a_second_owner_of_a_board_opens_alone() {
 #[test]
 fn inline_buffers_are_shared_as_well() {
     let now = Instant::now();
-    let (mut a, mut b) = connected(now);
+    let (mut a, mut b, _) = connected(now);
     let wire = sealed(&mut a, 64, now);
     let (vecs, datagrams) = packed(&wire);
     let mut bufs: Vec<[u8; 8192]> = vecs
@@ -290,22 +276,8 @@ fn inline_buffers_are_shared_as_well() {
     assert_eq!(b.plan_decapsulate(&mut bufs, &datagrams, now, &mut jobs), 64);
     let (mut alone_bufs, mut alone_jobs) = (bufs.clone(), jobs.clone());
     open_jobs(&mut alone_bufs, &mut alone_jobs);
-    let board = Arc::new(Board::new());
-    let (go, went) = (mpsc::channel::<()>(), mpsc::channel::<usize>());
-    let helper = {
-        let board = Arc::clone(&board);
-        let (go, went) = (go.1, went.0);
-        std::thread::spawn(move || {
-            go.recv().unwrap();
-            went.send(board.help()).unwrap();
-        })
-    };
-    let helped = board.open(&mut bufs, &mut jobs, |_| {
-        go.0.send(()).unwrap();
-        assert_eq!(went.1.recv().unwrap(), 64, "the helper opened every job");
-    });
-    helper.join().unwrap();
-    assert_eq!(helped, 64);
+    let (helped, by_helper, _) = open_with_a_prompt_helper(&mut bufs, &mut jobs);
+    assert_eq!((helped, by_helper), (64, 64));
     let as_vecs = |bufs: &[[u8; 8192]]| bufs.iter().map(|b| b.to_vec()).collect::<Vec<_>>();
     assert_eq!(outcomes(&as_vecs(&bufs), &jobs), outcomes(&as_vecs(&alone_bufs), &alone_jobs));
 }

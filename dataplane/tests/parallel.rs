@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::engines::{addr, engine_pair as pair, net, pod_pair, A, B};
+use common::engines::{addr, connected, exchange, ipv4_header, net, pod_pair, A, B};
 
 use vxwg_dataplane::engine::pod::{
     reseal_stale_pod, seal_pod_jobs, Delivery, PodEngine, PodSealJob, POD_HEADROOM, POD_TAILROOM,
@@ -19,30 +19,9 @@ use vxwg_dataplane::engine::{
     open_jobs, reseal_stale, seal_jobs, Datagram, Engine, Incoming, OpenJob, Outgoing, SealJob, HEADROOM, TAILROOM,
 };
 use vxwg_dataplane::wireguard::RESEAL_BEHIND;
-use vxwg_dataplane::wireguard::{DropReason, Encapsulated, PeerConfig, PeerId, Received};
+use vxwg_dataplane::wireguard::{DropReason, Encapsulated, PeerConfig, Received};
 
 const BATCH: usize = 32;
-
-/// Control traffic both ways until quiet (handshakes, confirmations, staged packets).
-fn exchange(a: &mut Engine, b: &mut Engine, now: Instant) {
-    for _ in 0..4 {
-        while let Some(mut t) = a.poll_transmit() {
-            let _ = b.decapsulate(addr(A), &mut t.payload, now);
-        }
-        while let Some(mut t) = b.poll_transmit() {
-            let _ = a.decapsulate(addr(B), &mut t.payload, now);
-        }
-    }
-}
-
-/// A and B with a confirmed session (B has received data on it).
-fn connected(now: Instant) -> (Engine, Engine, PeerId) {
-    let (mut a, mut b, b_at_a) = pair(now);
-    a.device_mut().initiate_handshake(b_at_a, now);
-    exchange(&mut a, &mut b, now);
-    assert!(a.device().has_session(b_at_a, now));
-    (a, b, b_at_a)
-}
 
 /// An IPv4 packet 10.0.0.1 → 10.0.0.2 tagged with `(worker, seq)`, its body a pattern of both,
 /// written at `buf[HEADROOM..]`; returns its length.
@@ -52,11 +31,7 @@ fn tagged(worker: u8, seq: u32, buf: &mut [u8]) -> usize {
     for (i, b) in p.iter_mut().enumerate() {
         *b = (i as u32).wrapping_mul(31).wrapping_add(seq).wrapping_add(u32::from(worker) << 8) as u8;
     }
-    p[..20].fill(0);
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
-    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    ipv4_header(p, len);
     p[20] = worker;
     p[21..25].copy_from_slice(&seq.to_le_bytes());
     len

@@ -36,6 +36,37 @@ pub fn engine_pair(now: Instant) -> (Engine, Engine, PeerId) {
     (a, b, b_at_a)
 }
 
+/// An IPv4 header from A to B (10.0.0.1 -> 10.0.0.2) for a `len`-byte packet, over `p[..20]`
+/// (no checksum: the engines route by address and do not check it).
+pub fn ipv4_header(p: &mut [u8], len: usize) {
+    p[..20].fill(0);
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+}
+
+/// Control traffic both ways until quiet (handshakes, confirmations, staged packets).
+pub fn exchange(a: &mut Engine, b: &mut Engine, now: Instant) {
+    for _ in 0..4 {
+        while let Some(mut t) = a.poll_transmit() {
+            let _ = b.decapsulate(addr(A), &mut t.payload, now);
+        }
+        while let Some(mut t) = b.poll_transmit() {
+            let _ = a.decapsulate(addr(B), &mut t.payload, now);
+        }
+    }
+}
+
+/// [`engine_pair`] with a confirmed session (B has received data on it).
+pub fn connected(now: Instant) -> (Engine, Engine, PeerId) {
+    let (mut a, mut b, b_at_a) = engine_pair(now);
+    a.device_mut().initiate_handshake(b_at_a, now);
+    exchange(&mut a, &mut b, now);
+    assert!(a.device().has_session(b_at_a, now));
+    (a, b, b_at_a)
+}
+
 /// The pair as VTEPs (VNI 1, pod MTU 1370): pods 10.42.1.0/24 behind A, 10.42.2.0/24 behind B,
 /// with the session established.
 pub fn pod_pair(now: Instant) -> (PodEngine, PodEngine) {
