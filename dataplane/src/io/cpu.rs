@@ -166,8 +166,15 @@ pub fn parse_proc_stat_for(text: &str, allowed: &[usize]) -> Result<CpuTicks, Pr
         return Err(ProcStatError::NoCpuLine);
     }
     let mut sum = CpuTicks { total: 0, idle: 0, cpus: 0 };
+    let mut last: Option<usize> = None;
     for line in lines.take_while(|l| l.starts_with("cpu")) {
         let Some(n) = cpu_number(line) else { continue };
+        // The kernel lists each CPU once, ascending: a line that repeats or goes back is not
+        // counted again.
+        if last.is_some_and(|l| n <= l) {
+            continue;
+        }
+        last = Some(n);
         if !allowed.contains(&n) {
             continue;
         }
@@ -248,6 +255,9 @@ mod tests {
         assert_eq!(parse_proc_stat_for(text, &[0, 1]), Ok(CpuTicks { total: 1000, idle: 820, cpus: 2 }));
         assert_eq!(parse_proc_stat_for(text, &[7]), Ok(CpuTicks { total: 0, idle: 0, cpus: 0 }));
         assert_eq!(parse_proc_stat_for("cpu  1\ncpu0 1 2\n", &[0]), Err(ProcStatError::MissingField("system")));
+        // A CPU listed twice (or out of order) counts once (found by the fuzzer).
+        let twice = "cpu  0\ncpu0 1 0 0 1 0 0 0 0\ncpu1 2 0 0 2 0 0 0 0\ncpu1 9 0 0 9 0 0 0 0\ncpu0 9 0 0 9 0 0 0 0\n";
+        assert_eq!(parse_proc_stat_for(twice, &[0, 1]), Ok(CpuTicks { total: 6, idle: 3, cpus: 2 }));
     }
 
     #[test]
