@@ -213,8 +213,9 @@ fn helpers_that_keep_asking_change_nothing_but_who_decrypts() {
         .collect();
     assert_eq!(delivered, expected, "every genuine packet delivered once, in order");
     assert_eq!(helped, by_helpers.load(Ordering::Relaxed), "the owner counts what the helpers opened");
-    // Three threads asking through 150 batches: some chunk was theirs.
-    assert!(helped > 0, "the helpers opened nothing");
+    // How much the helpers took depends on the scheduler (on a loaded machine they may not run
+    // at all while the batches go by); that they do take chunks, and what then, is asserted
+    // deterministically by the tests with a helper that comes at once.
     eprintln!(
         "helpers opened {helped} of {} datagrams ({} chunks of {CHUNK})",
         BATCHES * PER_BATCH,
@@ -280,4 +281,68 @@ fn inline_buffers_are_shared_as_well() {
     assert_eq!((helped, by_helper), (64, 64));
     let as_vecs = |bufs: &[[u8; 8192]]| bufs.iter().map(|b| b.to_vec()).collect::<Vec<_>>();
     assert_eq!(outcomes(&as_vecs(&bufs), &jobs), outcomes(&as_vecs(&alone_bufs), &alone_jobs));
+}
+
+mod layouts {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// How one datagram is laid out: bytes of junk before it, whether it starts a new slot.
+    fn placement() -> impl Strategy<Value = (usize, bool)> {
+        (0usize..48, prop::bool::weighted(0.2))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Whatever the layout of a batch (datagrams packed or spread over slots, junk between
+        /// them, one range moved to overlap its neighbour, two swapped, one running past its
+        /// buffer), the board's path, taken by the owner alone through the shared addresses,
+        /// leaves every byte and outcome as `open_jobs` does.
+        #[test]
+        fn any_layout_opens_as_open_jobs_does(
+            places in prop::collection::vec(placement(), 32..72),
+            overlap in prop::option::of((0usize..72, 1usize..64)),
+            swap in prop::option::of((0usize..72, 0usize..72)),
+            past_end in prop::option::of(0usize..72),
+        ) {
+            let now = Instant::now();
+            let (mut a, mut b, _) = connected(now);
+            let wire = sealed(&mut a, places.len() as u32, now);
+            let (mut bufs, mut datagrams): (Vec<Vec<u8>>, Vec<Datagram>) = (vec![Vec::new()], Vec::new());
+            for (d, &(junk, new_slot)) in wire.iter().zip(&places) {
+                if new_slot && !bufs.last().unwrap().is_empty() {
+                    bufs.push(Vec::new());
+                }
+                let slot = bufs.len() - 1;
+                let buf = &mut bufs[slot];
+                buf.extend(std::iter::repeat_n(0x5a, junk));
+                datagrams.push(Datagram { slot, range: buf.len()..buf.len() + d.len(), src: addr(A) });
+                buf.extend_from_slice(d);
+            }
+            let n = datagrams.len();
+            if let Some((i, by)) = overlap {
+                let r = &mut datagrams[i % n].range;
+                *r = r.start.saturating_sub(by)..r.end.saturating_sub(by);
+            }
+            if let Some((i, j)) = swap {
+                datagrams.swap(i % n, j % n);
+            }
+            if let Some(i) = past_end {
+                let d = &mut datagrams[i % n];
+                d.range.end = bufs[d.slot].len() + 5;
+            }
+            let mut jobs = Vec::new();
+            let mut planned = 0;
+            while planned < n {
+                planned += b.plan_decapsulate(&mut bufs, &datagrams[planned..], now, &mut jobs).max(1);
+            }
+            let (mut alone_bufs, mut alone_jobs) = (bufs.clone(), jobs.clone());
+            open_jobs(&mut alone_bufs, &mut alone_jobs);
+            let board = Board::new();
+            prop_assert_eq!(board.open(&mut bufs, &mut jobs, |_| {}), 0, "nobody to help");
+            prop_assert_eq!(outcomes(&bufs, &jobs), outcomes(&alone_bufs, &alone_jobs));
+            prop_assert_eq!(bufs, alone_bufs, "every byte as open_jobs leaves it");
+        }
+    }
 }
