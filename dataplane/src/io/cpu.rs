@@ -93,8 +93,8 @@ pub fn parse_schedstat(line: &str) -> Result<CpuTime, SchedstatError> {
     Ok(CpuTime { running: next("running")?, waiting: next("waiting")? })
 }
 
-/// The machine's CPU time so far, in clock ticks, from the aggregate `cpu` line of
-/// `/proc/stat`: how much of it was idle, and how many CPUs it is summed over.
+/// CPU time so far, in clock ticks, summed over some CPUs' lines of `/proc/stat`: how much of it
+/// was idle, and how many CPUs it is summed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuTicks {
     /// user + nice + system + idle + iowait + irq + softirq + steal (guest time is already in
@@ -102,7 +102,7 @@ pub struct CpuTicks {
     pub total: u64,
     /// idle + iowait: time no task wanted the CPU.
     pub idle: u64,
-    /// The `cpuN` lines that follow.
+    /// The CPUs summed.
     pub cpus: u32,
 }
 
@@ -121,7 +121,7 @@ impl CpuTicks {
 pub enum ProcStatError {
     /// The first line is not the aggregate `cpu` line.
     NoCpuLine,
-    /// The `cpu` line has fewer than the eight fields read (user to steal).
+    /// A CPU's line has fewer than the eight fields read (user to steal).
     MissingField(&'static str),
     /// A field is not a count of ticks.
     NotANumber { field: &'static str, value: String },
@@ -133,34 +133,22 @@ impl std::fmt::Display for ProcStatError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ProcStatError::NoCpuLine => write!(f, "/proc/stat: the first line is not the `cpu` line"),
-            ProcStatError::MissingField(field) => write!(f, "/proc/stat: no {field} field on the `cpu` line"),
+            ProcStatError::MissingField(field) => write!(f, "/proc/stat: no {field} field on a CPU's line"),
             ProcStatError::NotANumber { field, value } => {
                 write!(f, "/proc/stat: {field} is {value:?}, not a count of ticks")
             }
-            ProcStatError::Overflow => write!(f, "/proc/stat: the `cpu` line adds up past 2^64 ticks"),
+            ProcStatError::Overflow => write!(f, "/proc/stat: the CPUs' ticks add up past 2^64"),
         }
     }
 }
 
 impl std::error::Error for ProcStatError {}
 
-/// Parses `/proc/stat`: its first line, `cpu  user nice system idle iowait irq softirq steal
-/// ...`, and the count of `cpuN` lines after it.
-pub fn parse_proc_stat(text: &str) -> Result<CpuTicks, ProcStatError> {
-    let mut lines = text.lines();
-    let mut fields = lines.next().map(str::split_ascii_whitespace).ok_or(ProcStatError::NoCpuLine)?;
-    if fields.next() != Some("cpu") {
-        return Err(ProcStatError::NoCpuLine);
-    }
-    let (total, idle) = cpu_fields(fields)?;
-    let cpus = lines.take_while(|l| l.starts_with("cpu")).filter(|l| cpu_number(l).is_some()).count();
-    Ok(CpuTicks { total, idle, cpus: u32::try_from(cpus).unwrap_or(u32::MAX) })
-}
-
-/// As [`parse_proc_stat`], over the CPUs in `allowed` only (the `cpuN` lines of those numbers;
-/// a process confined to some CPUs of a large machine cares about those). `cpus` is how many
-/// of them `/proc/stat` lists.
-pub fn parse_proc_stat_for(text: &str, allowed: &[usize]) -> Result<CpuTicks, ProcStatError> {
+/// Parses `/proc/stat` (its aggregate `cpu` line first, then a `cpuN  user nice system idle
+/// iowait irq softirq steal ...` line per CPU) over the CPUs in `allowed` only: a process
+/// confined to some CPUs of a large machine cares about those. `cpus` is how many of them
+/// `/proc/stat` lists.
+pub fn parse_proc_stat(text: &str, allowed: &[usize]) -> Result<CpuTicks, ProcStatError> {
     let mut lines = text.lines();
     if lines.next().is_none_or(|l| l.split_ascii_whitespace().next() != Some("cpu")) {
         return Err(ProcStatError::NoCpuLine);
@@ -211,7 +199,7 @@ pub fn read_cpu_ticks(text: &mut String, allowed: &[usize]) -> io::Result<CpuTic
     use std::io::Read;
     text.clear();
     std::fs::File::open("/proc/stat")?.read_to_string(text)?;
-    parse_proc_stat_for(text, allowed).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    parse_proc_stat(text, allowed).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// The calling thread's id (`gettid`), which names it under `/proc/self/task`.
@@ -235,29 +223,27 @@ mod tests {
     fn proc_stat_reads_as_total_idle_and_cpus() {
         let text = "cpu  100 5 50 800 20 3 7 15 9 1\ncpu0 50 2 25 400 10 1 3 8 4 0\n\
                     cpu1 50 3 25 400 10 2 4 7 5 1\nintr 12345 0 0\nctxt 999\n";
-        assert_eq!(parse_proc_stat(text), Ok(CpuTicks { total: 1000, idle: 820, cpus: 2 }));
+        let earlier = parse_proc_stat(text, &[0, 1]).unwrap();
+        assert_eq!(earlier, CpuTicks { total: 1000, idle: 820, cpus: 2 });
         let later = CpuTicks { total: 1200, idle: 870, cpus: 2 };
-        let earlier = parse_proc_stat(text).unwrap();
         // 50 of 200 ticks idle, over 2 CPUs: half a CPU.
         assert_eq!(later.idle_cpus_since(&earlier), Some(0.5));
         assert_eq!(earlier.idle_cpus_since(&earlier), None, "no time passed");
         assert_eq!(earlier.idle_cpus_since(&later), None, "counters went back");
-        assert_eq!(parse_proc_stat("intr 1\n"), Err(ProcStatError::NoCpuLine));
-        assert_eq!(parse_proc_stat("cpu  1 2 3\n"), Err(ProcStatError::MissingField("idle")));
+        // Only the CPUs a process may use: cpu1 alone, then one that is not listed.
+        assert_eq!(parse_proc_stat(text, &[1]), Ok(CpuTicks { total: 501, idle: 410, cpus: 1 }));
+        assert_eq!(parse_proc_stat(text, &[7]), Ok(CpuTicks { total: 0, idle: 0, cpus: 0 }));
+        assert_eq!(parse_proc_stat("intr 1\ncpu0 1 2 3 4 5 6 7 8\n", &[0]), Err(ProcStatError::NoCpuLine));
+        assert_eq!(parse_proc_stat("cpu  1\ncpu0 1 2\n", &[0]), Err(ProcStatError::MissingField("system")));
         assert!(matches!(
-            parse_proc_stat("cpu  1 2 x 4 5 6 7 8"),
+            parse_proc_stat("cpu  1\ncpu0 1 2 x 4 5 6 7 8", &[0]),
             Err(ProcStatError::NotANumber { field: "system", .. })
         ));
         let max = u64::MAX;
-        assert_eq!(parse_proc_stat(&format!("cpu  {max} 1 0 0 0 0 0 0")), Err(ProcStatError::Overflow));
-        // Only the CPUs a process may use: cpu1 alone, then both, then one that is not listed.
-        assert_eq!(parse_proc_stat_for(text, &[1]), Ok(CpuTicks { total: 501, idle: 410, cpus: 1 }));
-        assert_eq!(parse_proc_stat_for(text, &[0, 1]), Ok(CpuTicks { total: 1000, idle: 820, cpus: 2 }));
-        assert_eq!(parse_proc_stat_for(text, &[7]), Ok(CpuTicks { total: 0, idle: 0, cpus: 0 }));
-        assert_eq!(parse_proc_stat_for("cpu  1\ncpu0 1 2\n", &[0]), Err(ProcStatError::MissingField("system")));
+        assert_eq!(parse_proc_stat(&format!("cpu  1\ncpu0 {max} 1 0 0 0 0 0 0"), &[0]), Err(ProcStatError::Overflow));
         // A CPU listed twice (or out of order) counts once (found by the fuzzer).
         let twice = "cpu  0\ncpu0 1 0 0 1 0 0 0 0\ncpu1 2 0 0 2 0 0 0 0\ncpu1 9 0 0 9 0 0 0 0\ncpu0 9 0 0 9 0 0 0 0\n";
-        assert_eq!(parse_proc_stat_for(twice, &[0, 1]), Ok(CpuTicks { total: 6, idle: 3, cpus: 2 }));
+        assert_eq!(parse_proc_stat(twice, &[0, 1]), Ok(CpuTicks { total: 6, idle: 3, cpus: 2 }));
     }
 
     #[test]
