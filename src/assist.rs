@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use vxwg::dataplane::assist::{Board, MIN_SHARED};
+use vxwg::dataplane::assist::Board;
 use vxwg::dataplane::engine::{open_jobs, OpenJob};
 use vxwg::dataplane::io::cpu::{read_cpu_ticks, CpuTicks};
 
@@ -89,7 +89,8 @@ impl Assist {
             AssistMode::Auto if workers > allowed.len() => AssistMode::Off,
             m => m,
         };
-        let wake = (0..workers)
+        // No wake sockets where nobody is woken: the workers then poll none.
+        let wake = (0..if mode == AssistMode::Off { 0 } else { workers })
             .map(|_| {
                 let (reader, writer) = UnixStream::pair()?;
                 reader.set_nonblocking(true)?;
@@ -132,7 +133,8 @@ impl Assist {
         let share = match self.mode {
             AssistMode::Off => false,
             AssistMode::On => true,
-            AssistMode::Auto => jobs.len() >= MIN_SHARED && self.gauge.spare.load(Ordering::Relaxed),
+            // Whether the batch is large enough, the board decides.
+            AssistMode::Auto => self.gauge.spare.load(Ordering::Relaxed),
         };
         let Some(board) = self.boards.get(owner).filter(|_| share) else {
             open_jobs(bufs, jobs);
