@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 
 use vxwg::dataplane::io::poll::wait_readable;
 use vxwg::dataplane::io::{Offload, RecvMeta, Tun, UdpSocket, BATCH};
-use vxwg::dataplane::offload::{self, Coalescer, VirtioNetHdr, MAX_COALESCED_SEGMENTS, VNET_HDR_LEN};
+use vxwg::dataplane::offload::{self, Coalescer, VirtioNetHdr, MAX_WRITE_PIECES, VNET_HDR_LEN};
 
 /// Largest packet or datagram either side hands over.
 const MAX_PACKET: usize = 65535;
@@ -68,14 +68,8 @@ pub fn run(ifname: &str, port: u16, peer: SocketAddr) -> Result<(), String> {
             let followers = coalescer.followers();
             for w in coalescer.writes() {
                 let vnet = w.vnet.to_bytes();
-                let mut iov = [IoSlice::new(&[]); MAX_COALESCED_SEGMENTS + 2];
-                iov[0] = IoSlice::new(&vnet);
-                iov[1] = IoSlice::new(&bufs[w.slot][w.range.clone()]);
-                let mut k = 2;
-                for (slot, range) in &followers[w.followers.clone()] {
-                    iov[k] = IoSlice::new(&bufs[*slot][range.clone()]);
-                    k += 1;
-                }
+                let mut iov = [IoSlice::new(&[]); MAX_WRITE_PIECES];
+                let k = w.pieces(&vnet, &bufs, followers, &mut iov);
                 // A refused write loses its packets, as a tunnel's would.
                 let _ = tun.send_vectored(&iov[..k]);
             }

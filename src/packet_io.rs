@@ -7,9 +7,7 @@ use std::ops::Range;
 
 use vxwg::dataplane::io::netlink::Netlink;
 use vxwg::dataplane::io::{Offload, Tun, BATCH};
-use vxwg::dataplane::offload::{
-    self, Coalescer, GsoType, SplitError, VirtioNetHdr, MAX_COALESCED_SEGMENTS, VNET_HDR_LEN,
-};
+use vxwg::dataplane::offload::{self, Coalescer, GsoType, SplitError, VirtioNetHdr, MAX_WRITE_PIECES, VNET_HDR_LEN};
 
 /// Largest packet a TUN device hands over (a TSO super-packet, or a packet at the largest MTU).
 pub const MAX_PACKET: usize = 65535;
@@ -238,16 +236,11 @@ impl TunPort {
         self.coalescer.set_merge_udp(self.udp_merging);
         self.coalescer.coalesce(bufs, &self.packets);
         let followers = self.coalescer.followers();
+        let bufs: &[B] = bufs;
         for w in self.coalescer.writes() {
             let vnet = w.vnet.to_bytes();
-            let mut iov = [IoSlice::new(&[]); MAX_COALESCED_SEGMENTS + 2];
-            iov[0] = IoSlice::new(&vnet);
-            iov[1] = IoSlice::new(&bufs[w.slot].as_ref()[w.range.clone()]);
-            let mut k = 2;
-            for (slot, range) in &followers[w.followers.clone()] {
-                iov[k] = IoSlice::new(&bufs[*slot].as_ref()[range.clone()]);
-                k += 1;
-            }
+            let mut iov = [IoSlice::new(&[]); MAX_WRITE_PIECES];
+            let k = w.pieces(&vnet, bufs, followers, &mut iov);
             if k > 2 {
                 self.merged_writes += 1;
                 self.merged_segments += k as u64 - 1;

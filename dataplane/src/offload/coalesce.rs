@@ -3,6 +3,7 @@
 //! per run instead of one per segment. With USO on the device, runs of equal-sized UDP datagrams
 //! of one flow are merged too (one write, cut back into the same datagrams by the kernel).
 
+use std::io::IoSlice;
 use std::ops::Range;
 
 use super::vnet::{GsoType, VirtioNetHdr, F_NEEDS_CSUM};
@@ -24,6 +25,31 @@ pub struct TunWrite {
     pub slot: usize,
     pub range: Range<usize>,
     pub followers: Range<usize>,
+}
+
+/// Pieces one [`TunWrite`] takes at most: its header, its head packet and its followers.
+pub const MAX_WRITE_PIECES: usize = MAX_COALESCED_SEGMENTS + 2;
+
+impl TunWrite {
+    /// The write's pieces for `writev`, into `iov`: `vnet` (this write's header as
+    /// [`VirtioNetHdr::to_bytes`] gave it), the head packet, then each follower's payload
+    /// (`followers` is [`Coalescer::followers`]). Returns how many it filled.
+    pub fn pieces<'a, B: AsRef<[u8]>>(
+        &self,
+        vnet: &'a [u8],
+        bufs: &'a [B],
+        followers: &[(usize, Range<usize>)],
+        iov: &mut [IoSlice<'a>; MAX_WRITE_PIECES],
+    ) -> usize {
+        iov[0] = IoSlice::new(vnet);
+        iov[1] = IoSlice::new(&bufs[self.slot].as_ref()[self.range.clone()]);
+        let mut k = 2;
+        for (slot, range) in &followers[self.followers.clone()] {
+            iov[k] = IoSlice::new(&bufs[*slot].as_ref()[range.clone()]);
+            k += 1;
+        }
+        k
+    }
 }
 
 const PROTO_TCP: u8 = 6;

@@ -17,7 +17,7 @@ mod coalesce;
 mod segment;
 mod vnet;
 
-pub use coalesce::{Coalescer, TunWrite, MAX_COALESCED_SEGMENTS};
+pub use coalesce::{Coalescer, TunWrite, MAX_COALESCED_SEGMENTS, MAX_WRITE_PIECES};
 pub use segment::{complete_checksum, split, split_into, SplitError};
 pub use vnet::{GsoType, VirtioNetHdr, VNET_HDR_LEN};
 
